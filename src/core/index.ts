@@ -1,0 +1,4 @@
+export * from './errors.ts';
+export * from './ip.ts';
+export * from './random.ts';
+export * from './clock.ts';

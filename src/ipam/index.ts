@@ -1,0 +1,2 @@
+export * from './address-range.ts';
+export { FreeSet } from './free-set.ts';
