@@ -1,0 +1,1439 @@
+/**
+ * The control plane's lifecycle: every operation on subscriptions, networks, reserved IPs, cloud
+ * services, VMs and hosts, each one store transaction that applies rules R1–R8 and appends an event
+ * for every state and address change (I6). It knows nothing of HTTP, sockets or processes: the API,
+ * the data-plane agent, DNS and the dashboard consume it and the events it publishes.
+ */
+import type { Clock } from '../core/clock.ts';
+import { VipdipError } from '../core/errors.ts';
+import {
+  cidrContainsCidr,
+  cidrsOverlap,
+  formatCidr,
+  formatIpv4,
+  parseCidr,
+  parseIpv4,
+  type Cidr,
+  type Ipv4,
+} from '../core/ip.ts';
+import type { Random } from '../core/random.ts';
+import { ALLOCATION_POLICIES, MIN_INDEXED_PREFIX, type AllocationPolicy } from '../ipam/index.ts';
+import type {
+  EventRow,
+  Repo,
+  ReservedIpRow,
+  ServiceRow,
+  Store,
+  SubnetRow,
+  SubscriptionRow,
+  VmRow,
+  VnetRow,
+} from '../store/index.ts';
+import { AddressBook, poolScope, subnetScope } from './address-book.ts';
+import { checkServiceEndpoints, normalizeEndpoints, type Endpoint } from './endpoints.ts';
+import { checkDnsLabel, checkName } from './names.ts';
+import { pickHost, type HostInfo } from './placement.ts';
+import { isAllocated, nextState, type VmOperation, type VmState } from './transitions.ts';
+import type {
+  EventView,
+  HostView,
+  PoolView,
+  ReservedIpView,
+  ServiceView,
+  SubscriptionView,
+  VmView,
+  VnetView,
+} from './views.ts';
+
+export type MovePolicy = 'redraw' | 'keep';
+export const MOVE_POLICIES: readonly MovePolicy[] = ['redraw', 'keep'];
+
+export const DEFAULT_PUBLIC_ZONE = 'cloudapp.vipdip.test';
+/** Without a fabric in the topology a state starts with two racks of two hosts each. */
+export const DEFAULT_FABRIC: readonly { name: string; hosts: string[] }[] = [
+  { name: 'rack1', hosts: ['rack1-host1', 'rack1-host2'] },
+  { name: 'rack2', hosts: ['rack2-host1', 'rack2-host2'] },
+];
+/** Azure's smallest subnet is a /29 (three usable addresses). */
+export const MAX_SUBNET_PREFIX = 29;
+
+export interface CloudOptions {
+  random: Random;
+  clock: Clock;
+  /** Public pools created when the state has none (the driver's default). */
+  defaultPublicPools?: readonly string[];
+  /** Create the default fabric when the state has no host (true unless said otherwise). */
+  defaultFabric?: boolean;
+  publicZone?: string;
+}
+
+export interface VnetSpec {
+  name: string;
+  addressSpace: readonly string[];
+  subnets?: readonly { name: string; cidr: string }[];
+  dipPolicy?: AllocationPolicy;
+  movePolicy?: MovePolicy;
+}
+
+export interface VmSpec {
+  name: string;
+  subnet: string;
+  staticDip?: string | null;
+  ilpip?: boolean;
+  workload?: string | null;
+  endpoints?: unknown;
+}
+
+/** Where a VM is: `service/vm`, optionally checked against the caller's subscription. */
+export interface VmRef {
+  service: string;
+  vm: string;
+  subscription?: string | undefined;
+}
+
+type EventInput = {
+  type: string;
+  subscription: string | null;
+  resource: string;
+  reason: string;
+  old?: Record<string, unknown> | null;
+  new?: Record<string, unknown> | null;
+};
+
+/** One write transaction: the repo plus the events it appends, published after commit. */
+class Tx {
+  readonly events: EventRow[] = [];
+  constructor(
+    readonly repo: Repo,
+    private readonly clock: Clock,
+  ) {}
+
+  async emit(e: EventInput): Promise<void> {
+    const row = await this.repo.appendEvent({
+      time: this.clock.now().toISOString(),
+      type: e.type,
+      subscription: e.subscription,
+      resource: e.resource,
+      reason: e.reason,
+      old: e.old === undefined || e.old === null ? null : JSON.stringify(e.old),
+      new: e.new === undefined || e.new === null ? null : JSON.stringify(e.new),
+    });
+    this.events.push(row);
+  }
+}
+
+const ip = (n: number | null): string | null => (n === null ? null : formatIpv4(n as Ipv4));
+const vmResource = (service: string, vm: string) => `vm/${service}/${vm}`;
+const serviceResource = (service: string) => `service/${service}`;
+
+export function toEventView(r: EventRow): EventView {
+  return {
+    seq: Number(r.seq),
+    time: r.time,
+    type: r.type,
+    subscription: r.subscription,
+    resource: r.resource,
+    reason: r.reason,
+    old: r.old === null ? null : (JSON.parse(r.old) as Record<string, unknown>),
+    new: r.new === null ? null : (JSON.parse(r.new) as Record<string, unknown>),
+  };
+}
+
+function notFound(what: string): never {
+  throw new VipdipError('NOT_FOUND', `${what} does not exist`);
+}
+
+function parseCidrList(what: string, list: unknown): Cidr[] {
+  if (!Array.isArray(list) || list.length === 0) {
+    throw new VipdipError('INVALID_ARGUMENT', `${what} must be a non-empty list of CIDR blocks`);
+  }
+  return list.map((c) => parseCidr(c as string));
+}
+
+export class Cloud {
+  private readonly listeners = new Set<(events: readonly EventView[]) => void>();
+  private readonly publicZone: string;
+
+  private constructor(
+    readonly store: Store,
+    readonly book: AddressBook,
+    private readonly random: Random,
+    private readonly clock: Clock,
+    opts: CloudOptions,
+  ) {
+    this.publicZone = opts.publicZone ?? DEFAULT_PUBLIC_ZONE;
+  }
+
+  /** Opens the control plane over a store, rebuilding the allocation indexes from it. */
+  static async open(store: Store, opts: CloudOptions): Promise<Cloud> {
+    const book = await store.read((repo) => AddressBook.load(repo, opts.random));
+    const cloud = new Cloud(store, book, opts.random, opts.clock, opts);
+    const [hosts, pools] = await store.read(async (r) => [await r.hosts(), await r.pools()] as const);
+    if (hosts.length === 0 && opts.defaultFabric !== false) {
+      await cloud.write(async (tx) => {
+        for (const rack of DEFAULT_FABRIC)
+          for (const h of rack.hosts) await cloud.insertHost(tx, h, rack.name);
+      });
+    }
+    if (pools.length === 0) {
+      for (const p of opts.defaultPublicPools ?? []) await cloud.addPublicPool(p);
+    }
+    return cloud;
+  }
+
+  /** Subscribes to committed events, in commit order. Returns the unsubscribe function. */
+  onEvents(fn: (events: readonly EventView[]) => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  private async write<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    let tx: Tx | undefined;
+    const result = await this.store.write((repo) => {
+      tx = new Tx(repo, this.clock);
+      return fn(tx);
+    });
+    if (tx !== undefined && tx.events.length > 0) {
+      const views = tx.events.map(toEventView);
+      for (const l of this.listeners) l(views);
+    }
+    return result;
+  }
+
+  // ---------------------------------------------------------------- subscriptions
+
+  async createSubscription(name: string): Promise<SubscriptionView> {
+    checkName('subscription', name);
+    return this.write(async (tx) => {
+      if (await tx.repo.subscriptionByName(name)) {
+        throw new VipdipError('ALREADY_EXISTS', `subscription ${name} already exists`);
+      }
+      const row = await tx.repo.insertSubscription({ name, created_at: this.clock.now().toISOString() });
+      await tx.emit({
+        type: 'subscription.created',
+        subscription: name,
+        resource: `subscription/${name}`,
+        reason: 'create',
+      });
+      return { name: row.name, createdAt: row.created_at };
+    });
+  }
+
+  async deleteSubscription(name: string): Promise<void> {
+    await this.write(async (tx) => {
+      const sub = await this.findSubscription(tx.repo, name);
+      const [services, vnets, rips] = [
+        await tx.repo.services(sub.id),
+        await tx.repo.vnets(sub.id),
+        await tx.repo.reservedIps(sub.id),
+      ];
+      if (services.length + vnets.length + rips.length > 0) {
+        throw new VipdipError(
+          'IN_USE',
+          `subscription ${name} still has ${services.length} cloud services, ${vnets.length} virtual networks and ${rips.length} reserved IPs`,
+        );
+      }
+      await tx.repo.deleteSubscription(sub.id);
+      await tx.emit({
+        type: 'subscription.deleted',
+        subscription: name,
+        resource: `subscription/${name}`,
+        reason: 'delete',
+      });
+    });
+  }
+
+  listSubscriptions(): Promise<SubscriptionView[]> {
+    return this.store.read(async (r) =>
+      (await r.subscriptions()).map((s) => ({ name: s.name, createdAt: s.created_at })),
+    );
+  }
+
+  // ---------------------------------------------------------------- fabric: pools and hosts
+
+  async addPublicPool(cidrText: string): Promise<PoolView> {
+    const cidr = parseCidr(cidrText);
+    if (cidr.prefix < MIN_INDEXED_PREFIX || cidr.prefix > 30) {
+      throw new VipdipError(
+        'INVALID_CIDR',
+        `public pool ${formatCidr(cidr)} must be between /${MIN_INDEXED_PREFIX} and /30`,
+      );
+    }
+    return this.write(async (tx) => {
+      for (const p of await tx.repo.pools()) {
+        if (cidrsOverlap(parseCidr(p.cidr), cidr)) {
+          throw new VipdipError('OVERLAP', `public pool ${formatCidr(cidr)} overlaps public pool ${p.cidr}`);
+        }
+      }
+      const row = await tx.repo.insertPool({ cidr: formatCidr(cidr), base: cidr.base, prefix: cidr.prefix });
+      this.book.addPool(row.id, cidr);
+      tx.repo.onRollback(() => this.book.remove(poolScope(row.id)));
+      await tx.emit({
+        type: 'pool.created',
+        subscription: null,
+        resource: `pool/${row.cidr}`,
+        reason: 'create',
+        new: { cidr: row.cidr },
+      });
+      return this.poolView(row.id, row.cidr);
+    });
+  }
+
+  async deletePublicPool(cidrText: string): Promise<void> {
+    const cidr = formatCidr(parseCidr(cidrText));
+    await this.write(async (tx) => {
+      const pool = (await tx.repo.pools()).find((p) => p.cidr === cidr) ?? notFound(`public pool ${cidr}`);
+      const scope = poolScope(pool.id);
+      if (this.book.range(scope).boundCount > 0) {
+        throw new VipdipError(
+          'IN_USE',
+          `public pool ${cidr} still has ${this.book.range(scope).boundCount} bound addresses`,
+        );
+      }
+      await tx.repo.deletePool(pool.id);
+      await tx.emit({
+        type: 'pool.deleted',
+        subscription: null,
+        resource: `pool/${cidr}`,
+        reason: 'delete',
+        old: { cidr },
+      });
+      this.book.remove(scope);
+    });
+  }
+
+  listPools(): Promise<PoolView[]> {
+    return this.store.read(async (r) => (await r.pools()).map((p) => this.poolView(p.id, p.cidr)));
+  }
+
+  private poolView(id: number, cidr: string): PoolView {
+    const range = this.book.range(poolScope(id));
+    return { cidr, usable: range.usable, bound: range.boundCount, free: range.freeCount };
+  }
+
+  async addHost(name: string, rack: string): Promise<HostView> {
+    checkName('host', name);
+    checkName('rack', rack);
+    return this.write(async (tx) => {
+      if ((await tx.repo.hosts()).some((h) => h.name === name)) {
+        throw new VipdipError('ALREADY_EXISTS', `host ${name} already exists`);
+      }
+      await this.insertHost(tx, name, rack);
+      return { name, rack, vms: 0 };
+    });
+  }
+
+  private async insertHost(tx: Tx, name: string, rack: string): Promise<void> {
+    await tx.repo.insertHost({ name, rack });
+    await tx.emit({
+      type: 'host.created',
+      subscription: null,
+      resource: `host/${name}`,
+      reason: 'create',
+      new: { rack },
+    });
+  }
+
+  listHosts(): Promise<HostView[]> {
+    return this.store.read(async (r) => {
+      const loads = await r.hostLoads();
+      return (await r.hosts()).map((h) => ({ name: h.name, rack: h.rack, vms: loads.get(h.id) ?? 0 }));
+    });
+  }
+
+  /**
+   * Host or rack maintenance ("service healing"): every allocated VM on the hosts is moved to
+   * another host outside them, its DIP redrawn per its network's policy (R5). All or nothing.
+   */
+  async maintenance(target: { host: string } | { rack: string }): Promise<VmView[]> {
+    return this.write(async (tx) => {
+      const hosts = await tx.repo.hosts();
+      const affected =
+        'host' in target
+          ? hosts.filter((h) => h.name === target.host)
+          : hosts.filter((h) => h.rack === target.rack);
+      if (affected.length === 0) {
+        notFound('host' in target ? `host ${target.host}` : `rack ${target.rack}`);
+      }
+      const exclude = new Set(affected.map((h) => h.id));
+      const what = 'host' in target ? `host ${target.host}` : `rack ${target.rack}`;
+      const reason = `maintenance of ${what}`;
+      await tx.emit({
+        type: 'host.maintenance',
+        subscription: null,
+        resource: 'host' in target ? `host/${target.host}` : `rack/${target.rack}`,
+        reason,
+        new: { hosts: affected.map((h) => h.name) },
+      });
+      const loads = await tx.repo.hostLoads();
+      const moved: VmRow[] = [];
+      for (const vm of await tx.repo.vms({ hostIds: [...exclude] })) {
+        if (!isAllocated(vm.state as VmState)) continue;
+        await this.moveVm(tx, vm, hosts, loads, exclude, reason);
+        moved.push(vm);
+      }
+      const views: VmView[] = [];
+      for (const vm of moved) views.push(await this.vmView(tx.repo, (await tx.repo.vmById(vm.id))!));
+      return views;
+    });
+  }
+
+  // ---------------------------------------------------------------- virtual networks
+
+  async createVnet(subscription: string, spec: VnetSpec): Promise<VnetView> {
+    checkName('virtual network', spec.name);
+    const space = parseCidrList(`virtual network ${spec.name} addressSpace`, spec.addressSpace);
+    for (let i = 0; i < space.length; i++) {
+      for (let j = i + 1; j < space.length; j++) {
+        if (cidrsOverlap(space[i]!, space[j]!)) {
+          throw new VipdipError(
+            'OVERLAP',
+            `address space ${formatCidr(space[i]!)} overlaps ${formatCidr(space[j]!)} in virtual network ${spec.name}`,
+          );
+        }
+      }
+    }
+    const dipPolicy = spec.dipPolicy ?? 'random';
+    if (!ALLOCATION_POLICIES.includes(dipPolicy)) {
+      throw new VipdipError(
+        'INVALID_ARGUMENT',
+        `dipPolicy ${JSON.stringify(dipPolicy)} must be random or sequential`,
+      );
+    }
+    const movePolicy = spec.movePolicy ?? 'redraw';
+    if (!MOVE_POLICIES.includes(movePolicy)) {
+      throw new VipdipError(
+        'INVALID_ARGUMENT',
+        `movePolicy ${JSON.stringify(movePolicy)} must be redraw or keep`,
+      );
+    }
+    return this.write(async (tx) => {
+      const sub = await this.findSubscription(tx.repo, subscription);
+      if (await tx.repo.vnet(sub.id, spec.name)) {
+        throw new VipdipError(
+          'ALREADY_EXISTS',
+          `virtual network ${spec.name} already exists in subscription ${subscription}`,
+        );
+      }
+      const vnet = await tx.repo.insertVnet({
+        subscription_id: sub.id,
+        name: spec.name,
+        address_space: JSON.stringify(space.map(formatCidr)),
+        dip_policy: dipPolicy,
+        move_policy: movePolicy,
+      });
+      await tx.emit({
+        type: 'vnet.created',
+        subscription,
+        resource: `vnet/${subscription}/${spec.name}`,
+        reason: 'create',
+        new: { addressSpace: space.map(formatCidr), dipPolicy, movePolicy },
+      });
+      for (const s of spec.subnets ?? []) await this.insertSubnet(tx, sub, vnet, s);
+      return this.vnetView(tx.repo, vnet, sub.name);
+    });
+  }
+
+  async addSubnet(
+    subscription: string,
+    vnetName: string,
+    spec: { name: string; cidr: string },
+  ): Promise<VnetView> {
+    return this.write(async (tx) => {
+      const sub = await this.findSubscription(tx.repo, subscription);
+      const vnet = await this.findVnet(tx.repo, sub, vnetName);
+      await this.insertSubnet(tx, sub, vnet, spec);
+      return this.vnetView(tx.repo, vnet, sub.name);
+    });
+  }
+
+  private async insertSubnet(
+    tx: Tx,
+    sub: SubscriptionRow,
+    vnet: VnetRow,
+    spec: { name: string; cidr: string },
+  ): Promise<void> {
+    checkName('subnet', spec.name);
+    const cidr = parseCidr(spec.cidr);
+    const where = `subnet ${vnet.name}/${spec.name}`;
+    if (cidr.prefix < MIN_INDEXED_PREFIX || cidr.prefix > MAX_SUBNET_PREFIX) {
+      throw new VipdipError(
+        'INVALID_CIDR',
+        `${where}: ${formatCidr(cidr)} must be between /${MIN_INDEXED_PREFIX} and /${MAX_SUBNET_PREFIX}`,
+      );
+    }
+    const space = (JSON.parse(vnet.address_space) as string[]).map(parseCidr);
+    if (!space.some((s) => cidrContainsCidr(s, cidr))) {
+      throw new VipdipError(
+        'ADDRESS_OUT_OF_RANGE',
+        `${where}: ${formatCidr(cidr)} is outside the address space ${space.map(formatCidr).join(', ')}`,
+      );
+    }
+    for (const other of await tx.repo.subnets(vnet.id)) {
+      if (other.name === spec.name) throw new VipdipError('ALREADY_EXISTS', `${where} already exists`);
+      if (cidrsOverlap(parseCidr(other.cidr), cidr)) {
+        throw new VipdipError(
+          'OVERLAP',
+          `${where}: ${formatCidr(cidr)} overlaps subnet ${other.name} (${other.cidr})`,
+        );
+      }
+    }
+    const row = await tx.repo.insertSubnet({
+      vnet_id: vnet.id,
+      name: spec.name,
+      cidr: formatCidr(cidr),
+      base: cidr.base,
+      prefix: cidr.prefix,
+    });
+    this.book.addSubnet(row.id, where, cidr);
+    tx.repo.onRollback(() => this.book.remove(subnetScope(row.id)));
+    await tx.emit({
+      type: 'subnet.created',
+      subscription: sub.name,
+      resource: `vnet/${sub.name}/${vnet.name}/${spec.name}`,
+      reason: 'create',
+      new: { cidr: formatCidr(cidr) },
+    });
+  }
+
+  async deleteSubnet(subscription: string, vnetName: string, subnetName: string): Promise<void> {
+    await this.write(async (tx) => {
+      const sub = await this.findSubscription(tx.repo, subscription);
+      const vnet = await this.findVnet(tx.repo, sub, vnetName);
+      const subnet =
+        (await tx.repo.subnets(vnet.id)).find((s) => s.name === subnetName) ??
+        notFound(`subnet ${vnetName}/${subnetName}`);
+      const vms = await tx.repo.vms({ subnetId: subnet.id });
+      if (vms.length > 0)
+        throw new VipdipError('IN_USE', `subnet ${vnetName}/${subnetName} still has ${vms.length} VMs`);
+      await tx.repo.deleteSubnet(subnet.id);
+      await tx.emit({
+        type: 'subnet.deleted',
+        subscription,
+        resource: `vnet/${subscription}/${vnetName}/${subnetName}`,
+        reason: 'delete',
+        old: { cidr: subnet.cidr },
+      });
+      this.book.remove(subnetScope(subnet.id));
+    });
+  }
+
+  async setVnetPolicy(
+    subscription: string,
+    vnetName: string,
+    policy: { dipPolicy?: AllocationPolicy; movePolicy?: MovePolicy },
+  ): Promise<VnetView> {
+    if (policy.dipPolicy !== undefined && !ALLOCATION_POLICIES.includes(policy.dipPolicy)) {
+      throw new VipdipError(
+        'INVALID_ARGUMENT',
+        `dipPolicy ${JSON.stringify(policy.dipPolicy)} must be random or sequential`,
+      );
+    }
+    if (policy.movePolicy !== undefined && !MOVE_POLICIES.includes(policy.movePolicy)) {
+      throw new VipdipError(
+        'INVALID_ARGUMENT',
+        `movePolicy ${JSON.stringify(policy.movePolicy)} must be redraw or keep`,
+      );
+    }
+    return this.write(async (tx) => {
+      const sub = await this.findSubscription(tx.repo, subscription);
+      const vnet = await this.findVnet(tx.repo, sub, vnetName);
+      const next = {
+        dip_policy: policy.dipPolicy ?? vnet.dip_policy,
+        move_policy: policy.movePolicy ?? vnet.move_policy,
+      };
+      if (next.dip_policy !== vnet.dip_policy || next.move_policy !== vnet.move_policy) {
+        await tx.repo.updateVnet(vnet.id, next);
+        await tx.emit({
+          type: 'vnet.updated',
+          subscription,
+          resource: `vnet/${subscription}/${vnetName}`,
+          reason: 'update',
+          old: { dipPolicy: vnet.dip_policy, movePolicy: vnet.move_policy },
+          new: { dipPolicy: next.dip_policy, movePolicy: next.move_policy },
+        });
+      }
+      return this.vnetView(tx.repo, { ...vnet, ...next }, sub.name);
+    });
+  }
+
+  async deleteVnet(subscription: string, vnetName: string): Promise<void> {
+    await this.write(async (tx) => {
+      const sub = await this.findSubscription(tx.repo, subscription);
+      const vnet = await this.findVnet(tx.repo, sub, vnetName);
+      const users = (await tx.repo.services(sub.id)).filter((s) => s.vnet_id === vnet.id);
+      if (users.length > 0) {
+        throw new VipdipError(
+          'IN_USE',
+          `virtual network ${vnetName} is used by cloud services ${users.map((s) => s.name).join(', ')}`,
+        );
+      }
+      const subnets = await tx.repo.subnets(vnet.id);
+      for (const s of subnets) await tx.repo.deleteSubnet(s.id);
+      await tx.repo.deleteVnet(vnet.id);
+      await tx.emit({
+        type: 'vnet.deleted',
+        subscription,
+        resource: `vnet/${subscription}/${vnetName}`,
+        reason: 'delete',
+      });
+      for (const s of subnets) this.book.remove(subnetScope(s.id));
+    });
+  }
+
+  listVnets(subscription?: string): Promise<VnetView[]> {
+    return this.store.read(async (r) => {
+      const subs = new Map((await r.subscriptions()).map((s) => [s.id, s.name]));
+      const sub = subscription === undefined ? undefined : await this.findSubscription(r, subscription);
+      const out: VnetView[] = [];
+      for (const v of await r.vnets(sub?.id))
+        out.push(await this.vnetView(r, v, subs.get(v.subscription_id)!));
+      return out;
+    });
+  }
+
+  getVnet(subscription: string, name: string): Promise<VnetView> {
+    return this.store.read(async (r) => {
+      const sub = await this.findSubscription(r, subscription);
+      return this.vnetView(r, await this.findVnet(r, sub, name), sub.name);
+    });
+  }
+
+  private async vnetView(repo: Repo, v: VnetRow, subscription: string): Promise<VnetView> {
+    return {
+      subscription,
+      name: v.name,
+      addressSpace: JSON.parse(v.address_space) as string[],
+      dipPolicy: v.dip_policy,
+      movePolicy: v.move_policy,
+      subnets: (await repo.subnets(v.id)).map((s) => {
+        const range = this.book.range(subnetScope(s.id));
+        return {
+          name: s.name,
+          cidr: s.cidr,
+          usable: range.usable,
+          bound: range.boundCount,
+          free: range.freeCount,
+        };
+      }),
+    };
+  }
+
+  // ---------------------------------------------------------------- reserved IPs
+
+  async createReservedIp(subscription: string, name: string): Promise<ReservedIpView> {
+    checkName('reserved IP', name);
+    return this.write(async (tx) => {
+      const sub = await this.findSubscription(tx.repo, subscription);
+      if (await tx.repo.reservedIp(sub.id, name)) {
+        throw new VipdipError(
+          'ALREADY_EXISTS',
+          `reserved IP ${name} already exists in subscription ${subscription}`,
+        );
+      }
+      // The owner's id exists only after the insert: bind under a provisional owner, then rename it.
+      const provisional = `reserved-ip:new:${sub.id}:${name}`;
+      const { ip: address, scope } = await this.book.drawPublic(tx.repo, {
+        owner: provisional,
+        kind: 'reserved',
+      });
+      const row = await tx.repo.insertReservedIp({
+        subscription_id: sub.id,
+        name,
+        pool_id: Number(scope.slice('pool:'.length)),
+        address,
+        service_id: null,
+      });
+      await tx.repo.rebind(scope, address, `reserved-ip:${row.id}`, 'reserved');
+      await tx.emit({
+        type: 'reserved-ip.address',
+        subscription,
+        resource: `reserved-ip/${subscription}/${name}`,
+        reason: 'create',
+        old: { address: null },
+        new: { address: formatIpv4(address) },
+      });
+      return { subscription, name, address: formatIpv4(address), service: null };
+    });
+  }
+
+  async deleteReservedIp(subscription: string, name: string): Promise<void> {
+    await this.write(async (tx) => {
+      const sub = await this.findSubscription(tx.repo, subscription);
+      const rip = await this.findReservedIp(tx.repo, sub, name);
+      if (rip.service_id !== null) {
+        const svc = await tx.repo.serviceById(rip.service_id);
+        throw new VipdipError(
+          'IN_USE',
+          `reserved IP ${name} is associated with cloud service ${svc?.name ?? '?'}; disassociate it first`,
+        );
+      }
+      await tx.repo.deleteReservedIp(rip.id);
+      await this.book.free(tx.repo, poolScope(rip.pool_id), rip.address as Ipv4);
+      await tx.emit({
+        type: 'reserved-ip.address',
+        subscription,
+        resource: `reserved-ip/${subscription}/${name}`,
+        reason: 'delete',
+        old: { address: formatIpv4(rip.address as Ipv4) },
+        new: { address: null },
+      });
+    });
+  }
+
+  /** Makes a reserved IP the VIP of a service (at once, R1); the service's drawn VIP goes back. */
+  async associateReservedIp(subscription: string, name: string, serviceName: string): Promise<ServiceView> {
+    return this.write(async (tx) => {
+      const sub = await this.findSubscription(tx.repo, subscription);
+      const rip = await this.findReservedIp(tx.repo, sub, name);
+      const { service } = await this.findService(tx.repo, serviceName, subscription);
+      await this.associate(tx, sub, rip, service);
+      return this.serviceView(tx.repo, (await tx.repo.serviceById(service.id))!);
+    });
+  }
+
+  private async associate(
+    tx: Tx,
+    sub: SubscriptionRow,
+    rip: ReservedIpRow,
+    service: ServiceRow,
+  ): Promise<void> {
+    if (rip.service_id === service.id) return;
+    if (rip.service_id !== null) {
+      const other = await tx.repo.serviceById(rip.service_id);
+      throw new VipdipError(
+        'IN_USE',
+        `reserved IP ${rip.name} is already associated with cloud service ${other?.name ?? '?'}`,
+      );
+    }
+    if (service.reserved_ip_id !== null) {
+      const other = await tx.repo.reservedIpById(service.reserved_ip_id);
+      throw new VipdipError(
+        'CONFLICT',
+        `cloud service ${service.name} already uses reserved IP ${other?.name ?? '?'}`,
+      );
+    }
+    const reason = `reserved IP ${rip.name} associated`;
+    if (service.vip !== null) {
+      await this.book.free(tx.repo, poolScope(service.vip_pool_id!), service.vip as Ipv4);
+    }
+    await tx.repo.updateReservedIp(rip.id, { service_id: service.id });
+    await tx.repo.updateService(service.id, {
+      reserved_ip_id: rip.id,
+      vip: rip.address,
+      vip_pool_id: rip.pool_id,
+    });
+    await tx.emit({
+      type: 'reserved-ip.associated',
+      subscription: sub.name,
+      resource: `reserved-ip/${sub.name}/${rip.name}`,
+      reason: `associate with ${service.name}`,
+      new: { service: service.name },
+    });
+    await this.emitVip(tx, sub.name, service.name, service.vip, rip.address, reason);
+  }
+
+  /** Takes a reserved IP off its service; a service with allocated VMs draws a new VIP. */
+  async disassociateReservedIp(subscription: string, name: string): Promise<ReservedIpView> {
+    return this.write(async (tx) => {
+      const sub = await this.findSubscription(tx.repo, subscription);
+      const rip = await this.findReservedIp(tx.repo, sub, name);
+      if (rip.service_id === null) {
+        throw new VipdipError('CONFLICT', `reserved IP ${name} is not associated with any cloud service`);
+      }
+      const service = (await tx.repo.serviceById(rip.service_id))!;
+      await this.disassociate(tx, sub, rip, service, `reserved IP ${name} disassociated`);
+      return this.reservedIpView(tx.repo, (await tx.repo.reservedIpById(rip.id))!, sub.name);
+    });
+  }
+
+  private async disassociate(
+    tx: Tx,
+    sub: SubscriptionRow,
+    rip: ReservedIpRow,
+    service: ServiceRow,
+    reason: string,
+  ): Promise<void> {
+    await tx.repo.updateService(service.id, { reserved_ip_id: null, vip: null, vip_pool_id: null });
+    await tx.repo.updateReservedIp(rip.id, { service_id: null });
+    await tx.emit({
+      type: 'reserved-ip.disassociated',
+      subscription: sub.name,
+      resource: `reserved-ip/${sub.name}/${rip.name}`,
+      reason: `disassociate from ${service.name}`,
+      old: { service: service.name },
+    });
+    let vip: number | null = null;
+    if ((await tx.repo.allocatedVmCount(service.id)) > 0) {
+      const drawn = await this.book.drawPublic(tx.repo, { owner: `service:${service.id}`, kind: 'vip' });
+      await tx.repo.updateService(service.id, { vip: drawn.ip, vip_pool_id: Number(drawn.scope.slice(5)) });
+      vip = drawn.ip;
+    }
+    await this.emitVip(tx, sub.name, service.name, service.vip, vip, reason);
+  }
+
+  /** Turns a service's current VIP into a reserved IP in place: the address does not change. */
+  async reserveServiceVip(subscription: string, serviceName: string, name: string): Promise<ReservedIpView> {
+    checkName('reserved IP', name);
+    return this.write(async (tx) => {
+      const sub = await this.findSubscription(tx.repo, subscription);
+      const { service } = await this.findService(tx.repo, serviceName, subscription);
+      if (await tx.repo.reservedIp(sub.id, name)) {
+        throw new VipdipError(
+          'ALREADY_EXISTS',
+          `reserved IP ${name} already exists in subscription ${subscription}`,
+        );
+      }
+      if (service.reserved_ip_id !== null) {
+        throw new VipdipError('CONFLICT', `cloud service ${serviceName} already uses a reserved IP`);
+      }
+      if (service.vip === null) {
+        throw new VipdipError(
+          'CONFLICT',
+          `cloud service ${serviceName} has no VIP to reserve (no VM is allocated)`,
+        );
+      }
+      const row = await tx.repo.insertReservedIp({
+        subscription_id: sub.id,
+        name,
+        pool_id: service.vip_pool_id!,
+        address: service.vip,
+        service_id: service.id,
+      });
+      await tx.repo.rebind(poolScope(service.vip_pool_id!), service.vip, `reserved-ip:${row.id}`, 'reserved');
+      await tx.repo.updateService(service.id, { reserved_ip_id: row.id });
+      await tx.emit({
+        type: 'reserved-ip.address',
+        subscription,
+        resource: `reserved-ip/${subscription}/${name}`,
+        reason: `reserve the VIP of ${serviceName} in place`,
+        old: { address: null },
+        new: { address: formatIpv4(service.vip as Ipv4) },
+      });
+      await tx.emit({
+        type: 'reserved-ip.associated',
+        subscription,
+        resource: `reserved-ip/${subscription}/${name}`,
+        reason: `associate with ${serviceName}`,
+        new: { service: serviceName },
+      });
+      return this.reservedIpView(tx.repo, row, subscription);
+    });
+  }
+
+  listReservedIps(subscription?: string): Promise<ReservedIpView[]> {
+    return this.store.read(async (r) => {
+      const subs = new Map((await r.subscriptions()).map((s) => [s.id, s.name]));
+      const sub = subscription === undefined ? undefined : await this.findSubscription(r, subscription);
+      const out: ReservedIpView[] = [];
+      for (const x of await r.reservedIps(sub?.id))
+        out.push(await this.reservedIpView(r, x, subs.get(x.subscription_id)!));
+      return out;
+    });
+  }
+
+  private async reservedIpView(repo: Repo, r: ReservedIpRow, subscription: string): Promise<ReservedIpView> {
+    const svc = r.service_id === null ? undefined : await repo.serviceById(r.service_id);
+    return { subscription, name: r.name, address: formatIpv4(r.address as Ipv4), service: svc?.name ?? null };
+  }
+
+  // ---------------------------------------------------------------- cloud services
+
+  async createService(
+    subscription: string,
+    spec: { name: string; vnet?: string | null; reservedIp?: string | null },
+  ): Promise<ServiceView> {
+    checkDnsLabel('cloud service', spec.name);
+    return this.write(async (tx) => {
+      const sub = await this.findSubscription(tx.repo, subscription);
+      if (await tx.repo.service(spec.name)) {
+        throw new VipdipError(
+          'ALREADY_EXISTS',
+          `cloud service ${spec.name} already exists (its DNS label is unique across the system)`,
+        );
+      }
+      const vnet = spec.vnet == null ? undefined : await this.findVnet(tx.repo, sub, spec.vnet);
+      const rip =
+        spec.reservedIp == null ? undefined : await this.findReservedIp(tx.repo, sub, spec.reservedIp);
+      const row = await tx.repo.insertService({
+        subscription_id: sub.id,
+        name: spec.name,
+        vnet_id: vnet?.id ?? null,
+        reserved_ip_id: null,
+        vip: null,
+        vip_pool_id: null,
+      });
+      await tx.emit({
+        type: 'service.created',
+        subscription,
+        resource: serviceResource(spec.name),
+        reason: 'create',
+        new: { vnet: vnet?.name ?? null },
+      });
+      if (rip !== undefined) await this.associate(tx, sub, rip, row);
+      return this.serviceView(tx.repo, (await tx.repo.serviceById(row.id))!);
+    });
+  }
+
+  /** Deletes a service and all its VMs; its VIP goes back to the pool, a reserved IP survives. */
+  async deleteService(name: string, subscription?: string): Promise<void> {
+    await this.write(async (tx) => {
+      const { service, sub } = await this.findService(tx.repo, name, subscription);
+      for (const vm of await tx.repo.vms({ serviceId: service.id }))
+        await this.deleteVmRow(tx, sub, service, vm, 'delete of the cloud service');
+      const fresh = (await tx.repo.serviceById(service.id))!;
+      if (fresh.reserved_ip_id !== null) {
+        const rip = (await tx.repo.reservedIpById(fresh.reserved_ip_id))!;
+        await this.disassociate(tx, sub, rip, fresh, 'cloud service deleted');
+      } else await this.settleVip(tx, sub, fresh, 'cloud service deleted');
+      await tx.repo.deleteService(service.id);
+      await tx.emit({
+        type: 'service.deleted',
+        subscription: sub.name,
+        resource: serviceResource(name),
+        reason: 'delete',
+      });
+    });
+  }
+
+  listServices(subscription?: string): Promise<ServiceView[]> {
+    return this.store.read(async (r) => {
+      const sub = subscription === undefined ? undefined : await this.findSubscription(r, subscription);
+      const out: ServiceView[] = [];
+      for (const s of await r.services(sub?.id)) out.push(await this.serviceView(r, s));
+      return out;
+    });
+  }
+
+  getService(name: string, subscription?: string): Promise<ServiceView> {
+    return this.store.read(async (r) =>
+      this.serviceView(r, (await this.findService(r, name, subscription)).service),
+    );
+  }
+
+  private async serviceView(repo: Repo, s: ServiceRow): Promise<ServiceView> {
+    const sub = await repo.subscriptionById(s.subscription_id);
+    const vnet = s.vnet_id === null ? undefined : await repo.vnetById(s.vnet_id);
+    const rip = s.reserved_ip_id === null ? undefined : await repo.reservedIpById(s.reserved_ip_id);
+    return {
+      subscription: sub?.name ?? '?',
+      name: s.name,
+      vip: ip(s.vip),
+      reservedIp: rip?.name ?? null,
+      dnsName: `${s.name}.${this.publicZone}`,
+      vnet: vnet?.name ?? null,
+      vms: (await repo.vms({ serviceId: s.id })).map((v) => v.name),
+    };
+  }
+
+  /** R1 and R3: a service without a reserved IP holds a VIP exactly while it has an allocated VM. */
+  private async settleVip(tx: Tx, sub: SubscriptionRow, service: ServiceRow, reason: string): Promise<void> {
+    if (service.reserved_ip_id !== null) return;
+    const allocated = await tx.repo.allocatedVmCount(service.id);
+    if (allocated > 0 && service.vip === null) {
+      const { ip: vip, scope } = await this.book.drawPublic(tx.repo, {
+        owner: `service:${service.id}`,
+        kind: 'vip',
+      });
+      await tx.repo.updateService(service.id, { vip, vip_pool_id: Number(scope.slice(5)) });
+      await this.emitVip(tx, sub.name, service.name, null, vip, `first VM allocated (${reason})`);
+    } else if (allocated === 0 && service.vip !== null) {
+      await tx.repo.updateService(service.id, { vip: null, vip_pool_id: null });
+      await this.book.free(tx.repo, poolScope(service.vip_pool_id!), service.vip as Ipv4);
+      await this.emitVip(
+        tx,
+        sub.name,
+        service.name,
+        service.vip,
+        null,
+        `no VM allocated any more (${reason})`,
+      );
+    }
+  }
+
+  private async emitVip(
+    tx: Tx,
+    subscription: string,
+    service: string,
+    old: number | null,
+    now: number | null,
+    reason: string,
+  ): Promise<void> {
+    if (old === now) return;
+    await tx.emit({
+      type: 'service.vip',
+      subscription,
+      resource: serviceResource(service),
+      reason,
+      old: { vip: ip(old) },
+      new: { vip: ip(now) },
+    });
+  }
+
+  // ---------------------------------------------------------------- VMs
+
+  /** Creates a VM in a service and, unless told otherwise, starts it (allocating its addresses). */
+  async createVm(
+    serviceName: string,
+    spec: VmSpec,
+    opts: { subscription?: string; start?: boolean } = {},
+  ): Promise<VmView> {
+    checkDnsLabel('VM', spec.name);
+    const endpoints = normalizeEndpoints(spec.endpoints, `VM ${spec.name} endpoints`);
+    const workload = spec.workload ?? null;
+    if (
+      workload !== null &&
+      (typeof workload !== 'string' || workload.length === 0 || workload.length > 4096)
+    ) {
+      throw new VipdipError('INVALID_ARGUMENT', `VM ${spec.name}: workload must be a non-empty command line`);
+    }
+    const staticDip = spec.staticDip == null ? null : parseIpv4(spec.staticDip);
+    return this.write(async (tx) => {
+      const { service, sub } = await this.findService(tx.repo, serviceName, opts.subscription);
+      if (await tx.repo.vm(service.id, spec.name)) {
+        throw new VipdipError('ALREADY_EXISTS', `VM ${serviceName}/${spec.name} already exists`);
+      }
+      const subnet = await this.findSubnetOfService(tx.repo, service, spec.subnet);
+      if (staticDip !== null) this.book.range(subnetScope(subnet.id)).check(staticDip);
+      await this.checkEndpoints(tx.repo, service, spec.name, endpoints);
+      const row = await tx.repo.insertVm({
+        service_id: service.id,
+        name: spec.name,
+        subnet_id: subnet.id,
+        state: 'deallocated',
+        dip: null,
+        host_id: null,
+        static_dip: staticDip,
+        ilpip_enabled: spec.ilpip === true ? 1 : 0,
+        ilpip: null,
+        ilpip_pool_id: null,
+        workload,
+        endpoints: JSON.stringify(endpoints),
+      });
+      await tx.emit({
+        type: 'vm.created',
+        subscription: sub.name,
+        resource: vmResource(service.name, spec.name),
+        reason: 'create',
+        new: { subnet: subnet.name, staticDip: ip(staticDip), ilpip: spec.ilpip === true },
+      });
+      if (opts.start !== false) await this.applyOperation(tx, sub, service, row, 'start', 'create');
+      return this.vmView(tx.repo, (await tx.repo.vmById(row.id))!);
+    });
+  }
+
+  /** Changes a VM's endpoints, workload or ILPIP setting; addresses follow only where they must. */
+  async updateVm(
+    ref: VmRef,
+    patch: { endpoints?: unknown; workload?: string | null; ilpip?: boolean; staticDip?: string | null },
+  ): Promise<VmView> {
+    const endpoints =
+      patch.endpoints === undefined
+        ? undefined
+        : normalizeEndpoints(patch.endpoints, `VM ${ref.vm} endpoints`);
+    return this.write(async (tx) => {
+      const { sub, service, vm } = await this.findVm(tx.repo, ref);
+      const changes: Record<string, unknown> = {};
+      const old: Record<string, unknown> = {};
+      if (endpoints !== undefined && JSON.stringify(endpoints) !== vm.endpoints) {
+        await this.checkEndpoints(tx.repo, service, vm.name, endpoints);
+        await tx.repo.updateVm(vm.id, { endpoints: JSON.stringify(endpoints) });
+        old.endpoints = JSON.parse(vm.endpoints);
+        changes.endpoints = endpoints;
+      }
+      if (patch.workload !== undefined && patch.workload !== vm.workload) {
+        await tx.repo.updateVm(vm.id, { workload: patch.workload });
+        old.workload = vm.workload;
+        changes.workload = patch.workload;
+      }
+      if (patch.staticDip !== undefined) {
+        const next = patch.staticDip === null ? null : parseIpv4(patch.staticDip);
+        if (next !== vm.static_dip) {
+          if (isAllocated(vm.state as VmState)) {
+            throw new VipdipError(
+              'INVALID_TRANSITION',
+              `VM ${service.name}/${vm.name} must be deallocated to change its static DIP`,
+            );
+          }
+          if (next !== null) this.book.range(subnetScope(vm.subnet_id)).check(next);
+          await tx.repo.updateVm(vm.id, { static_dip: next });
+          old.staticDip = ip(vm.static_dip);
+          changes.staticDip = ip(next);
+        }
+      }
+      if (patch.ilpip !== undefined && (patch.ilpip ? 1 : 0) !== vm.ilpip_enabled) {
+        await tx.repo.updateVm(vm.id, { ilpip_enabled: patch.ilpip ? 1 : 0 });
+        old.ilpip = vm.ilpip_enabled === 1;
+        changes.ilpip = patch.ilpip;
+        if (isAllocated(vm.state as VmState)) {
+          if (patch.ilpip) await this.bindIlpip(tx, sub, service, vm, 'instance-level public IP enabled');
+          else await this.releaseIlpip(tx, sub, service, vm, 'instance-level public IP disabled');
+        }
+      }
+      if (Object.keys(changes).length > 0) {
+        await tx.emit({
+          type: 'vm.updated',
+          subscription: sub.name,
+          resource: vmResource(service.name, vm.name),
+          reason: 'update',
+          old,
+          new: changes,
+        });
+      }
+      return this.vmView(tx.repo, (await tx.repo.vmById(vm.id))!);
+    });
+  }
+
+  /** Runs one VM operation; returns the VM afterwards, or null once it is deleted. */
+  async vmOperation(ref: VmRef, op: VmOperation, reason: string = op): Promise<VmView | null> {
+    return this.write(async (tx) => {
+      const { sub, service, vm } = await this.findVm(tx.repo, ref);
+      await this.applyOperation(tx, sub, service, vm, op, reason);
+      const after = await tx.repo.vmById(vm.id);
+      return after === undefined ? null : this.vmView(tx.repo, after);
+    });
+  }
+
+  private async applyOperation(
+    tx: Tx,
+    sub: SubscriptionRow,
+    service: ServiceRow,
+    vm: VmRow,
+    op: VmOperation,
+    reason: string,
+  ): Promise<void> {
+    const name = `${service.name}/${vm.name}`;
+    const from = vm.state as VmState;
+    const to = nextState(name, from, op);
+    if (op === 'delete') {
+      await this.deleteVmRow(tx, sub, service, vm, reason);
+      return;
+    }
+    if (op === 'start' && from === 'deallocated') await this.allocateVm(tx, sub, service, vm, reason);
+    if (op === 'deallocate') await this.releaseVm(tx, sub, service, vm, reason);
+    if (op === 'redeploy') {
+      const hosts = await tx.repo.hosts();
+      await this.moveVm(tx, vm, hosts, await tx.repo.hostLoads(), new Set([vm.host_id!]), reason);
+    }
+    if (to !== from) await tx.repo.updateVm(vm.id, { state: to! });
+    await tx.emit({
+      type: `vm.${op === 'start' ? 'started' : op === 'stop' ? 'stopped' : op === 'deallocate' ? 'deallocated' : op === 'restart' ? 'restarted' : 'redeployed'}`,
+      subscription: sub.name,
+      resource: vmResource(service.name, vm.name),
+      reason,
+      old: { state: from },
+      new: { state: to },
+    });
+    if (op === 'start' || op === 'deallocate')
+      await this.settleVip(tx, sub, (await tx.repo.serviceById(service.id))!, reason);
+  }
+
+  private async deleteVmRow(
+    tx: Tx,
+    sub: SubscriptionRow,
+    service: ServiceRow,
+    vm: VmRow,
+    reason: string,
+  ): Promise<void> {
+    if (isAllocated(vm.state as VmState)) await this.releaseVm(tx, sub, service, vm, reason);
+    await tx.repo.deleteVm(vm.id);
+    await tx.emit({
+      type: 'vm.deleted',
+      subscription: sub.name,
+      resource: vmResource(service.name, vm.name),
+      reason,
+      old: { state: vm.state },
+    });
+    await this.settleVip(tx, sub, (await tx.repo.serviceById(service.id))!, reason);
+  }
+
+  /** Places the VM on a host and binds its DIP (static or drawn per policy, R4) and ILPIP. */
+  private async allocateVm(
+    tx: Tx,
+    sub: SubscriptionRow,
+    service: ServiceRow,
+    vm: VmRow,
+    reason: string,
+  ): Promise<void> {
+    const host = pickHost(await tx.repo.hosts(), await tx.repo.hostLoads(), new Set(), this.random);
+    const scope = subnetScope(vm.subnet_id);
+    const who = { owner: `vm:${vm.id}`, kind: 'dip' as const };
+    let dip: Ipv4;
+    if (vm.static_dip !== null) {
+      dip = vm.static_dip as Ipv4;
+      await this.book.claim(tx.repo, scope, dip, who);
+    } else {
+      const vnet = await this.vnetOfSubnet(tx.repo, vm.subnet_id);
+      dip = await this.book.draw(tx.repo, scope, vnet.dip_policy as AllocationPolicy, who);
+    }
+    await tx.repo.updateVm(vm.id, { dip, host_id: host.id });
+    const resource = vmResource(service.name, vm.name);
+    await tx.emit({
+      type: 'vm.host',
+      subscription: sub.name,
+      resource,
+      reason,
+      old: { host: null },
+      new: { host: host.name },
+    });
+    await tx.emit({
+      type: 'vm.dip',
+      subscription: sub.name,
+      resource,
+      reason,
+      old: { dip: null },
+      new: { dip: formatIpv4(dip) },
+    });
+    if (vm.ilpip_enabled === 1) await this.bindIlpip(tx, sub, service, vm, reason);
+  }
+
+  /** Deallocation: the DIP and ILPIP go back (R4), the VM leaves its host. */
+  private async releaseVm(
+    tx: Tx,
+    sub: SubscriptionRow,
+    service: ServiceRow,
+    vm: VmRow,
+    reason: string,
+  ): Promise<void> {
+    const resource = vmResource(service.name, vm.name);
+    await tx.repo.updateVm(vm.id, { dip: null, host_id: null });
+    if (vm.dip !== null) {
+      await this.book.free(tx.repo, subnetScope(vm.subnet_id), vm.dip as Ipv4);
+      await tx.emit({
+        type: 'vm.dip',
+        subscription: sub.name,
+        resource,
+        reason,
+        old: { dip: ip(vm.dip) },
+        new: { dip: null },
+      });
+    }
+    if (vm.host_id !== null) {
+      const host = (await tx.repo.hosts()).find((h) => h.id === vm.host_id);
+      await tx.emit({
+        type: 'vm.host',
+        subscription: sub.name,
+        resource,
+        reason,
+        old: { host: host?.name ?? null },
+        new: { host: null },
+      });
+    }
+    await this.releaseIlpip(tx, sub, service, vm, reason);
+  }
+
+  private async bindIlpip(
+    tx: Tx,
+    sub: SubscriptionRow,
+    service: ServiceRow,
+    vm: VmRow,
+    reason: string,
+  ): Promise<void> {
+    const { ip: addr, scope } = await this.book.drawPublic(tx.repo, { owner: `vm:${vm.id}`, kind: 'ilpip' });
+    await tx.repo.updateVm(vm.id, { ilpip: addr, ilpip_pool_id: Number(scope.slice(5)) });
+    await tx.emit({
+      type: 'vm.ilpip',
+      subscription: sub.name,
+      resource: vmResource(service.name, vm.name),
+      reason,
+      old: { ilpip: null },
+      new: { ilpip: formatIpv4(addr) },
+    });
+  }
+
+  private async releaseIlpip(
+    tx: Tx,
+    sub: SubscriptionRow,
+    service: ServiceRow,
+    vm: VmRow,
+    reason: string,
+  ): Promise<void> {
+    const fresh = (await tx.repo.vmById(vm.id))!;
+    if (fresh.ilpip === null) return;
+    await tx.repo.updateVm(vm.id, { ilpip: null, ilpip_pool_id: null });
+    await this.book.free(tx.repo, poolScope(fresh.ilpip_pool_id!), fresh.ilpip as Ipv4);
+    await tx.emit({
+      type: 'vm.ilpip',
+      subscription: sub.name,
+      resource: vmResource(service.name, vm.name),
+      reason,
+      old: { ilpip: ip(fresh.ilpip) },
+      new: { ilpip: null },
+    });
+  }
+
+  /**
+   * Moves an allocated VM to another host (redeploy, maintenance: R5). Its DIP is redrawn unless it
+   * is static or its network keeps DIPs on moves; the new DIP is drawn before the old one is given
+   * back, so a redraw differs whenever the subnet has another free address.
+   */
+  private async moveVm(
+    tx: Tx,
+    vm: VmRow,
+    hosts: readonly HostInfo[],
+    loads: Map<number, number>,
+    exclude: ReadonlySet<number>,
+    reason: string,
+  ): Promise<void> {
+    const service = (await tx.repo.serviceById(vm.service_id))!;
+    const sub = (await tx.repo.subscriptionById(service.subscription_id))!;
+    const resource = vmResource(service.name, vm.name);
+    const target = pickHost(hosts, loads, exclude, this.random);
+    const oldHost = hosts.find((h) => h.id === vm.host_id);
+    loads.set(target.id, (loads.get(target.id) ?? 0) + 1);
+    if (vm.host_id !== null) loads.set(vm.host_id, (loads.get(vm.host_id) ?? 1) - 1);
+    await tx.repo.updateVm(vm.id, { host_id: target.id });
+    await tx.emit({
+      type: 'vm.host',
+      subscription: sub.name,
+      resource,
+      reason,
+      old: { host: oldHost?.name ?? null },
+      new: { host: target.name },
+    });
+
+    const vnet = await this.vnetOfSubnet(tx.repo, vm.subnet_id);
+    if (vm.static_dip !== null || vnet.move_policy === 'keep' || vm.dip === null) return;
+    const scope = subnetScope(vm.subnet_id);
+    if (this.book.range(scope).freeCount === 0) return; // nowhere else to go: the DIP stays
+    // The new binding takes a provisional owner, since one owner holds one DIP binding at a time.
+    const who = { owner: `vm:${vm.id}:moving`, kind: 'dip' as const };
+    const dip = await this.book.draw(tx.repo, scope, vnet.dip_policy as AllocationPolicy, who);
+    await this.book.free(tx.repo, scope, vm.dip as Ipv4);
+    await tx.repo.rebind(scope, dip, `vm:${vm.id}`, 'dip');
+    await tx.repo.updateVm(vm.id, { dip });
+    await tx.emit({
+      type: 'vm.dip',
+      subscription: sub.name,
+      resource,
+      reason,
+      old: { dip: ip(vm.dip) },
+      new: { dip: formatIpv4(dip) },
+    });
+  }
+
+  private async checkEndpoints(
+    repo: Repo,
+    service: ServiceRow,
+    vmName: string,
+    endpoints: Endpoint[],
+  ): Promise<void> {
+    const others = (await repo.vms({ serviceId: service.id }))
+      .filter((v) => v.name !== vmName)
+      .map((v) => ({ name: v.name, endpoints: JSON.parse(v.endpoints) as Endpoint[] }));
+    checkServiceEndpoints(service.name, [...others, { name: vmName, endpoints }]);
+  }
+
+  listVms(filter: { subscription?: string; service?: string } = {}): Promise<VmView[]> {
+    return this.store.read(async (r) => {
+      let rows: VmRow[];
+      if (filter.service !== undefined) {
+        rows = await r.vms({
+          serviceId: (await this.findService(r, filter.service, filter.subscription)).service.id,
+        });
+      } else if (filter.subscription !== undefined) {
+        rows = await r.vms({ subscriptionId: (await this.findSubscription(r, filter.subscription)).id });
+      } else rows = await r.vms();
+      const out: VmView[] = [];
+      for (const v of rows) out.push(await this.vmView(r, v));
+      return out;
+    });
+  }
+
+  getVm(ref: VmRef): Promise<VmView> {
+    return this.store.read(async (r) => this.vmView(r, (await this.findVm(r, ref)).vm));
+  }
+
+  private async vmView(repo: Repo, v: VmRow): Promise<VmView> {
+    const service = (await repo.serviceById(v.service_id))!;
+    const sub = (await repo.subscriptionById(service.subscription_id))!;
+    const subnet = (await repo.subnetById(v.subnet_id))!;
+    const vnet = (await repo.vnetById(subnet.vnet_id))!;
+    const host = v.host_id === null ? undefined : (await repo.hosts()).find((h) => h.id === v.host_id);
+    return {
+      subscription: sub.name,
+      service: service.name,
+      name: v.name,
+      state: v.state as VmState,
+      dip: ip(v.dip),
+      host: host?.name ?? null,
+      rack: host?.rack ?? null,
+      subnet: subnet.name,
+      vnet: vnet.name,
+      staticDip: ip(v.static_dip),
+      ilpip: ip(v.ilpip),
+      ilpipEnabled: v.ilpip_enabled === 1,
+      workload: v.workload,
+      endpoints: JSON.parse(v.endpoints) as Endpoint[],
+    };
+  }
+
+  // ---------------------------------------------------------------- events
+
+  async events(opts: { since?: number; limit?: number; subscription?: string } = {}): Promise<EventView[]> {
+    return (await this.store.read((r) => r.events(opts))).map(toEventView);
+  }
+
+  // ---------------------------------------------------------------- lookups
+
+  private async findSubscription(repo: Repo, name: string): Promise<SubscriptionRow> {
+    return (await repo.subscriptionByName(name)) ?? notFound(`subscription ${name}`);
+  }
+
+  private async findVnet(repo: Repo, sub: SubscriptionRow, name: string): Promise<VnetRow> {
+    return (await repo.vnet(sub.id, name)) ?? notFound(`virtual network ${name} in subscription ${sub.name}`);
+  }
+
+  private async findReservedIp(repo: Repo, sub: SubscriptionRow, name: string): Promise<ReservedIpRow> {
+    return (
+      (await repo.reservedIp(sub.id, name)) ?? notFound(`reserved IP ${name} in subscription ${sub.name}`)
+    );
+  }
+
+  private async findVm(
+    repo: Repo,
+    ref: VmRef,
+  ): Promise<{ sub: SubscriptionRow; service: ServiceRow; vm: VmRow }> {
+    const { service, sub } = await this.findService(repo, ref.service, ref.subscription);
+    const vm = (await repo.vm(service.id, ref.vm)) ?? notFound(`VM ${ref.service}/${ref.vm}`);
+    return { sub, service, vm };
+  }
+
+  private async findSubnetOfService(repo: Repo, service: ServiceRow, subnetName: string): Promise<SubnetRow> {
+    if (service.vnet_id === null) {
+      throw new VipdipError(
+        'INVALID_ARGUMENT',
+        `cloud service ${service.name} is bound to no virtual network, so its VMs have no subnet to draw a DIP from`,
+      );
+    }
+    const subnet = (await repo.subnets(service.vnet_id)).find((s) => s.name === subnetName);
+    if (subnet === undefined) {
+      const vnet = await repo.vnetById(service.vnet_id);
+      notFound(`subnet ${subnetName} in virtual network ${vnet?.name ?? '?'}`);
+    }
+    return subnet;
+  }
+
+  private async vnetOfSubnet(repo: Repo, subnetId: number): Promise<VnetRow> {
+    const subnet = (await repo.subnetById(subnetId))!;
+    return (await repo.vnetById(subnet.vnet_id))!;
+  }
+
+  private async findService(
+    repo: Repo,
+    name: string,
+    subscription?: string,
+  ): Promise<{ service: ServiceRow; sub: SubscriptionRow }> {
+    const service = await repo.service(name);
+    const sub = service === undefined ? undefined : await repo.subscriptionById(service.subscription_id);
+    // Another subscription's service answers exactly as one that does not exist.
+    if (
+      service === undefined ||
+      sub === undefined ||
+      (subscription !== undefined && sub.name !== subscription)
+    ) {
+      notFound(`cloud service ${name}`);
+    }
+    return { service, sub };
+  }
+}

@@ -1,0 +1,7 @@
+export * from './cloud.ts';
+export * from './transitions.ts';
+export * from './endpoints.ts';
+export * from './views.ts';
+export { checkDnsLabel, checkName } from './names.ts';
+export { AddressBook, poolScope, subnetScope } from './address-book.ts';
+export { fsck, formatFinding, type Finding } from './fsck.ts';

@@ -1,0 +1,124 @@
+/**
+ * The schema's history, shared by SQLite and PostgreSQL. A migration is never edited once released;
+ * a change is a new migration.
+ */
+import type { Kysely, Migration, MigrationProvider } from 'kysely';
+
+export type Dialect = 'sqlite' | 'postgres';
+
+function m001(dialect: Dialect): Migration {
+  const addr = dialect === 'postgres' ? 'bigint' : 'integer';
+  return {
+    async up(db: Kysely<unknown>) {
+      // Surrogate keys: SQLite's rowid alias, PostgreSQL's bigserial.
+      const pk = (table: string) =>
+        db.schema
+          .createTable(table)
+          .addColumn('id', dialect === 'postgres' ? 'bigserial' : 'integer', (c) =>
+            dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement(),
+          );
+
+      await pk('subscriptions')
+        .addColumn('name', 'text', (c) => c.notNull().unique())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+      await pk('public_pools')
+        .addColumn('cidr', 'text', (c) => c.notNull().unique())
+        .addColumn('base', addr, (c) => c.notNull())
+        .addColumn('prefix', 'integer', (c) => c.notNull())
+        .execute();
+      await pk('hosts')
+        .addColumn('name', 'text', (c) => c.notNull().unique())
+        .addColumn('rack', 'text', (c) => c.notNull())
+        .execute();
+      await pk('vnets')
+        .addColumn('subscription_id', 'bigint', (c) => c.notNull().references('subscriptions.id'))
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('address_space', 'text', (c) => c.notNull())
+        .addColumn('dip_policy', 'text', (c) => c.notNull())
+        .addColumn('move_policy', 'text', (c) => c.notNull())
+        .addUniqueConstraint('vnets_name', ['subscription_id', 'name'])
+        .execute();
+      await pk('subnets')
+        .addColumn('vnet_id', 'bigint', (c) => c.notNull().references('vnets.id'))
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('cidr', 'text', (c) => c.notNull())
+        .addColumn('base', addr, (c) => c.notNull())
+        .addColumn('prefix', 'integer', (c) => c.notNull())
+        .addUniqueConstraint('subnets_name', ['vnet_id', 'name'])
+        .execute();
+      await pk('cloud_services')
+        .addColumn('subscription_id', 'bigint', (c) => c.notNull().references('subscriptions.id'))
+        // The name is the DNS label: unique across the whole system.
+        .addColumn('name', 'text', (c) => c.notNull().unique())
+        .addColumn('vnet_id', 'bigint', (c) => c.references('vnets.id'))
+        .addColumn('reserved_ip_id', 'bigint', (c) => c.unique())
+        .addColumn('vip', addr, (c) => c.unique())
+        .addColumn('vip_pool_id', 'bigint', (c) => c.references('public_pools.id'))
+        .execute();
+      await pk('reserved_ips')
+        .addColumn('subscription_id', 'bigint', (c) => c.notNull().references('subscriptions.id'))
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('pool_id', 'bigint', (c) => c.notNull().references('public_pools.id'))
+        .addColumn('address', addr, (c) => c.notNull().unique())
+        .addColumn('service_id', 'bigint', (c) => c.unique().references('cloud_services.id'))
+        .addUniqueConstraint('reserved_ips_name', ['subscription_id', 'name'])
+        .execute();
+      await pk('vms')
+        .addColumn('service_id', 'bigint', (c) => c.notNull().references('cloud_services.id'))
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('subnet_id', 'bigint', (c) => c.notNull().references('subnets.id'))
+        .addColumn('state', 'text', (c) => c.notNull())
+        .addColumn('dip', addr)
+        .addColumn('host_id', 'bigint', (c) => c.references('hosts.id'))
+        .addColumn('static_dip', addr)
+        .addColumn('ilpip_enabled', 'integer', (c) => c.notNull())
+        .addColumn('ilpip', addr, (c) => c.unique())
+        .addColumn('ilpip_pool_id', 'bigint', (c) => c.references('public_pools.id'))
+        .addColumn('workload', 'text')
+        .addColumn('endpoints', 'text', (c) => c.notNull())
+        .addUniqueConstraint('vms_name', ['service_id', 'name'])
+        .addUniqueConstraint('vms_dip', ['subnet_id', 'dip'])
+        .execute();
+      await db.schema
+        .createTable('address_bindings')
+        .addColumn('scope', 'text', (c) => c.notNull())
+        .addColumn('address', addr, (c) => c.notNull())
+        .addColumn('owner', 'text', (c) => c.notNull())
+        .addColumn('kind', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('address_bindings_pk', ['scope', 'address'])
+        .addUniqueConstraint('address_bindings_owner', ['owner', 'kind'])
+        .execute();
+      await db.schema
+        .createTable('events')
+        .addColumn('seq', dialect === 'postgres' ? 'bigserial' : 'integer', (c) =>
+          dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement(),
+        )
+        .addColumn('time', 'text', (c) => c.notNull())
+        .addColumn('type', 'text', (c) => c.notNull())
+        .addColumn('subscription', 'text')
+        .addColumn('resource', 'text', (c) => c.notNull())
+        .addColumn('reason', 'text', (c) => c.notNull())
+        .addColumn('old', 'text')
+        .addColumn('new', 'text')
+        .execute();
+      await db.schema
+        .createIndex('events_subscription')
+        .on('events')
+        .columns(['subscription', 'seq'])
+        .execute();
+      await db.schema.createIndex('vms_host').on('vms').column('host_id').execute();
+      await db.schema
+        .createTable('meta')
+        .addColumn('key', 'text', (c) => c.primaryKey())
+        .addColumn('value', 'text', (c) => c.notNull())
+        .execute();
+    },
+  };
+}
+
+export function migrations(dialect: Dialect): MigrationProvider {
+  return {
+    getMigrations: () => Promise.resolve({ '001-initial': m001(dialect) }),
+  };
+}

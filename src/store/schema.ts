@@ -1,0 +1,124 @@
+/**
+ * The tables, as Kysely sees them. Addresses are stored as integers (BIGINT on PostgreSQL, since an
+ * unsigned 32-bit value does not fit INT4); flags as 0/1 integers; lists and endpoint specs as JSON
+ * text, so both dialects store the same thing.
+ */
+import type { Generated } from 'kysely';
+
+export interface SubscriptionsTable {
+  id: Generated<number>;
+  name: string;
+  created_at: string;
+}
+
+export interface PublicPoolsTable {
+  id: Generated<number>;
+  cidr: string;
+  base: number;
+  prefix: number;
+}
+
+export interface HostsTable {
+  id: Generated<number>;
+  name: string;
+  rack: string;
+}
+
+export interface VnetsTable {
+  id: Generated<number>;
+  subscription_id: number;
+  name: string;
+  /** JSON array of CIDR text. */
+  address_space: string;
+  dip_policy: string;
+  move_policy: string;
+}
+
+export interface SubnetsTable {
+  id: Generated<number>;
+  vnet_id: number;
+  name: string;
+  cidr: string;
+  base: number;
+  prefix: number;
+}
+
+export interface ReservedIpsTable {
+  id: Generated<number>;
+  subscription_id: number;
+  name: string;
+  pool_id: number;
+  address: number;
+  service_id: number | null;
+}
+
+export interface CloudServicesTable {
+  id: Generated<number>;
+  subscription_id: number;
+  name: string;
+  vnet_id: number | null;
+  reserved_ip_id: number | null;
+  vip: number | null;
+  vip_pool_id: number | null;
+}
+
+export interface VmsTable {
+  id: Generated<number>;
+  service_id: number;
+  name: string;
+  subnet_id: number;
+  state: string;
+  dip: number | null;
+  host_id: number | null;
+  static_dip: number | null;
+  ilpip_enabled: number;
+  ilpip: number | null;
+  ilpip_pool_id: number | null;
+  workload: string | null;
+  /** JSON array of endpoint specs. */
+  endpoints: string;
+}
+
+/**
+ * Every bound address, one row each. The primary key (scope, address) is the last line of defence
+ * for I1: whatever the code above does, one address of a pool or subnet cannot be bound twice.
+ */
+export interface AddressBindingsTable {
+  /** `pool:<id>` or `subnet:<id>`. */
+  scope: string;
+  address: number;
+  /** `vm:<id>`, `service:<id>` or `reserved-ip:<id>`. */
+  owner: string;
+  /** `dip`, `vip`, `ilpip` or `reserved`. */
+  kind: string;
+}
+
+export interface EventsTable {
+  seq: Generated<number>;
+  time: string;
+  type: string;
+  subscription: string | null;
+  resource: string;
+  reason: string;
+  old: string | null;
+  new: string | null;
+}
+
+export interface MetaTable {
+  key: string;
+  value: string;
+}
+
+export interface Database {
+  subscriptions: SubscriptionsTable;
+  public_pools: PublicPoolsTable;
+  hosts: HostsTable;
+  vnets: VnetsTable;
+  subnets: SubnetsTable;
+  reserved_ips: ReservedIpsTable;
+  cloud_services: CloudServicesTable;
+  vms: VmsTable;
+  address_bindings: AddressBindingsTable;
+  events: EventsTable;
+  meta: MetaTable;
+}

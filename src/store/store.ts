@@ -1,0 +1,327 @@
+/**
+ * The store: every read and write of the control plane's state, as domain-shaped methods over one
+ * Kysely schema. The same code runs on SQLite and PostgreSQL; a dialect adapter (sqlite/, postgres/)
+ * supplies only the connection and how a transaction is opened.
+ */
+import type { Insertable, Kysely, Selectable, Transaction, Updateable } from 'kysely';
+import type {
+  CloudServicesTable,
+  Database,
+  EventsTable,
+  HostsTable,
+  PublicPoolsTable,
+  ReservedIpsTable,
+  SubnetsTable,
+  SubscriptionsTable,
+  VmsTable,
+  VnetsTable,
+} from './schema.ts';
+
+export type SubscriptionRow = Selectable<SubscriptionsTable>;
+export type PoolRow = Selectable<PublicPoolsTable>;
+export type HostRow = Selectable<HostsTable>;
+export type VnetRow = Selectable<VnetsTable>;
+export type SubnetRow = Selectable<SubnetsTable>;
+export type ReservedIpRow = Selectable<ReservedIpsTable>;
+export type ServiceRow = Selectable<CloudServicesTable>;
+export type VmRow = Selectable<VmsTable>;
+export type EventRow = Selectable<EventsTable>;
+export interface BindingRow {
+  scope: string;
+  address: number;
+  owner: string;
+  kind: string;
+}
+
+/** An event as appended: the store gives it its sequence number inside the writing transaction. */
+export type NewEvent = Omit<Insertable<EventsTable>, 'seq'>;
+
+export interface VmFilter {
+  serviceId?: number;
+  subscriptionId?: number;
+  hostIds?: readonly number[];
+  subnetId?: number;
+}
+
+/** Reads and writes inside one transaction (or, for `read`, one consistent snapshot). */
+export class Repo {
+  private readonly undo: (() => void)[] = [];
+
+  constructor(readonly db: Kysely<Database> | Transaction<Database>) {}
+
+  /** Registers an in-memory change to reverse if the transaction rolls back. */
+  onRollback(fn: () => void): void {
+    this.undo.push(fn);
+  }
+
+  /** Runs the undo actions newest first. Called by the store on rollback. */
+  rollbackMemory(): void {
+    for (let i = this.undo.length - 1; i >= 0; i--) this.undo[i]!();
+    this.undo.length = 0;
+  }
+
+  // Subscriptions
+
+  subscriptionByName(name: string): Promise<SubscriptionRow | undefined> {
+    return this.db.selectFrom('subscriptions').selectAll().where('name', '=', name).executeTakeFirst();
+  }
+  subscriptionById(id: number): Promise<SubscriptionRow | undefined> {
+    return this.db.selectFrom('subscriptions').selectAll().where('id', '=', id).executeTakeFirst();
+  }
+  subscriptions(): Promise<SubscriptionRow[]> {
+    return this.db.selectFrom('subscriptions').selectAll().orderBy('name').execute();
+  }
+  insertSubscription(row: Insertable<SubscriptionsTable>): Promise<SubscriptionRow> {
+    return this.db.insertInto('subscriptions').values(row).returningAll().executeTakeFirstOrThrow();
+  }
+  async deleteSubscription(id: number): Promise<void> {
+    await this.db.deleteFrom('subscriptions').where('id', '=', id).execute();
+  }
+
+  // Public pools
+
+  pools(): Promise<PoolRow[]> {
+    return this.db.selectFrom('public_pools').selectAll().orderBy('id').execute();
+  }
+  insertPool(row: Insertable<PublicPoolsTable>): Promise<PoolRow> {
+    return this.db.insertInto('public_pools').values(row).returningAll().executeTakeFirstOrThrow();
+  }
+  async deletePool(id: number): Promise<void> {
+    await this.db.deleteFrom('public_pools').where('id', '=', id).execute();
+  }
+
+  // Hosts
+
+  hosts(): Promise<HostRow[]> {
+    return this.db.selectFrom('hosts').selectAll().orderBy('name').execute();
+  }
+  insertHost(row: Insertable<HostsTable>): Promise<HostRow> {
+    return this.db.insertInto('hosts').values(row).returningAll().executeTakeFirstOrThrow();
+  }
+  /** Allocated VMs per host id. */
+  async hostLoads(): Promise<Map<number, number>> {
+    const rows = await this.db
+      .selectFrom('vms')
+      .select(['host_id', (eb) => eb.fn.countAll<number>().as('n')])
+      .where('host_id', 'is not', null)
+      .groupBy('host_id')
+      .execute();
+    return new Map(rows.map((r) => [Number(r.host_id), Number(r.n)]));
+  }
+
+  // Virtual networks and subnets
+
+  vnet(subscriptionId: number, name: string): Promise<VnetRow | undefined> {
+    return this.db
+      .selectFrom('vnets')
+      .selectAll()
+      .where('subscription_id', '=', subscriptionId)
+      .where('name', '=', name)
+      .executeTakeFirst();
+  }
+  vnetById(id: number): Promise<VnetRow | undefined> {
+    return this.db.selectFrom('vnets').selectAll().where('id', '=', id).executeTakeFirst();
+  }
+  vnets(subscriptionId?: number): Promise<VnetRow[]> {
+    let q = this.db.selectFrom('vnets').selectAll();
+    if (subscriptionId !== undefined) q = q.where('subscription_id', '=', subscriptionId);
+    return q.orderBy('name').execute();
+  }
+  insertVnet(row: Insertable<VnetsTable>): Promise<VnetRow> {
+    return this.db.insertInto('vnets').values(row).returningAll().executeTakeFirstOrThrow();
+  }
+  async updateVnet(id: number, patch: Updateable<VnetsTable>): Promise<void> {
+    await this.db.updateTable('vnets').set(patch).where('id', '=', id).execute();
+  }
+  async deleteVnet(id: number): Promise<void> {
+    await this.db.deleteFrom('vnets').where('id', '=', id).execute();
+  }
+  subnets(vnetId?: number): Promise<SubnetRow[]> {
+    let q = this.db.selectFrom('subnets').selectAll();
+    if (vnetId !== undefined) q = q.where('vnet_id', '=', vnetId);
+    return q.orderBy('base').execute();
+  }
+  subnetById(id: number): Promise<SubnetRow | undefined> {
+    return this.db.selectFrom('subnets').selectAll().where('id', '=', id).executeTakeFirst();
+  }
+  insertSubnet(row: Insertable<SubnetsTable>): Promise<SubnetRow> {
+    return this.db.insertInto('subnets').values(row).returningAll().executeTakeFirstOrThrow();
+  }
+  async deleteSubnet(id: number): Promise<void> {
+    await this.db.deleteFrom('subnets').where('id', '=', id).execute();
+  }
+
+  // Reserved IPs
+
+  reservedIp(subscriptionId: number, name: string): Promise<ReservedIpRow | undefined> {
+    return this.db
+      .selectFrom('reserved_ips')
+      .selectAll()
+      .where('subscription_id', '=', subscriptionId)
+      .where('name', '=', name)
+      .executeTakeFirst();
+  }
+  reservedIpById(id: number): Promise<ReservedIpRow | undefined> {
+    return this.db.selectFrom('reserved_ips').selectAll().where('id', '=', id).executeTakeFirst();
+  }
+  reservedIps(subscriptionId?: number): Promise<ReservedIpRow[]> {
+    let q = this.db.selectFrom('reserved_ips').selectAll();
+    if (subscriptionId !== undefined) q = q.where('subscription_id', '=', subscriptionId);
+    return q.orderBy('name').execute();
+  }
+  insertReservedIp(row: Insertable<ReservedIpsTable>): Promise<ReservedIpRow> {
+    return this.db.insertInto('reserved_ips').values(row).returningAll().executeTakeFirstOrThrow();
+  }
+  async updateReservedIp(id: number, patch: Updateable<ReservedIpsTable>): Promise<void> {
+    await this.db.updateTable('reserved_ips').set(patch).where('id', '=', id).execute();
+  }
+  async deleteReservedIp(id: number): Promise<void> {
+    await this.db.deleteFrom('reserved_ips').where('id', '=', id).execute();
+  }
+
+  // Cloud services
+
+  service(name: string): Promise<ServiceRow | undefined> {
+    return this.db.selectFrom('cloud_services').selectAll().where('name', '=', name).executeTakeFirst();
+  }
+  serviceById(id: number): Promise<ServiceRow | undefined> {
+    return this.db.selectFrom('cloud_services').selectAll().where('id', '=', id).executeTakeFirst();
+  }
+  services(subscriptionId?: number): Promise<ServiceRow[]> {
+    let q = this.db.selectFrom('cloud_services').selectAll();
+    if (subscriptionId !== undefined) q = q.where('subscription_id', '=', subscriptionId);
+    return q.orderBy('name').execute();
+  }
+  insertService(row: Insertable<CloudServicesTable>): Promise<ServiceRow> {
+    return this.db.insertInto('cloud_services').values(row).returningAll().executeTakeFirstOrThrow();
+  }
+  async updateService(id: number, patch: Updateable<CloudServicesTable>): Promise<void> {
+    await this.db.updateTable('cloud_services').set(patch).where('id', '=', id).execute();
+  }
+  async deleteService(id: number): Promise<void> {
+    await this.db.deleteFrom('cloud_services').where('id', '=', id).execute();
+  }
+
+  // VMs
+
+  vm(serviceId: number, name: string): Promise<VmRow | undefined> {
+    return this.db
+      .selectFrom('vms')
+      .selectAll()
+      .where('service_id', '=', serviceId)
+      .where('name', '=', name)
+      .executeTakeFirst();
+  }
+  vmById(id: number): Promise<VmRow | undefined> {
+    return this.db.selectFrom('vms').selectAll().where('id', '=', id).executeTakeFirst();
+  }
+  vms(filter: VmFilter = {}): Promise<VmRow[]> {
+    let q = this.db.selectFrom('vms').selectAll('vms');
+    if (filter.serviceId !== undefined) q = q.where('service_id', '=', filter.serviceId);
+    if (filter.subnetId !== undefined) q = q.where('subnet_id', '=', filter.subnetId);
+    if (filter.hostIds !== undefined) q = q.where('host_id', 'in', [...filter.hostIds, -1]);
+    if (filter.subscriptionId !== undefined) {
+      q = q
+        .innerJoin('cloud_services', 'cloud_services.id', 'vms.service_id')
+        .where('cloud_services.subscription_id', '=', filter.subscriptionId);
+    }
+    return q.orderBy('vms.service_id').orderBy('vms.name').execute();
+  }
+  /** How many VMs of a service hold their allocation (running or stopped). */
+  async allocatedVmCount(serviceId: number): Promise<number> {
+    const r = await this.db
+      .selectFrom('vms')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('service_id', '=', serviceId)
+      .where('state', '!=', 'deallocated')
+      .executeTakeFirstOrThrow();
+    return Number(r.n);
+  }
+  insertVm(row: Insertable<VmsTable>): Promise<VmRow> {
+    return this.db.insertInto('vms').values(row).returningAll().executeTakeFirstOrThrow();
+  }
+  async updateVm(id: number, patch: Updateable<VmsTable>): Promise<void> {
+    await this.db.updateTable('vms').set(patch).where('id', '=', id).execute();
+  }
+  async deleteVm(id: number): Promise<void> {
+    await this.db.deleteFrom('vms').where('id', '=', id).execute();
+  }
+
+  // Address bindings
+
+  /** Binds an address; false (and nothing written) when the database already has it bound. */
+  async bind(b: BindingRow): Promise<boolean> {
+    const r = await this.db
+      .insertInto('address_bindings')
+      .values(b)
+      .onConflict((oc) => oc.columns(['scope', 'address']).doNothing())
+      .executeTakeFirst();
+    return Number(r.numInsertedOrUpdatedRows ?? 0n) === 1;
+  }
+  async unbind(scope: string, address: number): Promise<void> {
+    await this.db
+      .deleteFrom('address_bindings')
+      .where('scope', '=', scope)
+      .where('address', '=', address)
+      .execute();
+  }
+  async rebind(scope: string, address: number, owner: string, kind: string): Promise<void> {
+    await this.db
+      .updateTable('address_bindings')
+      .set({ owner, kind })
+      .where('scope', '=', scope)
+      .where('address', '=', address)
+      .execute();
+  }
+  bindings(): Promise<BindingRow[]> {
+    return this.db.selectFrom('address_bindings').selectAll().orderBy('scope').orderBy('address').execute();
+  }
+
+  // Events
+
+  async appendEvent(e: NewEvent): Promise<EventRow> {
+    return this.db.insertInto('events').values(e).returningAll().executeTakeFirstOrThrow();
+  }
+  events(opts: { since?: number; limit?: number; subscription?: string } = {}): Promise<EventRow[]> {
+    let q = this.db
+      .selectFrom('events')
+      .selectAll()
+      .where('seq', '>', opts.since ?? 0);
+    if (opts.subscription !== undefined) q = q.where('subscription', '=', opts.subscription);
+    return q
+      .orderBy('seq')
+      .limit(opts.limit ?? 1000)
+      .execute();
+  }
+  async lastSeq(): Promise<number> {
+    const r = await this.db
+      .selectFrom('events')
+      .select((eb) => eb.fn.max('seq').as('m'))
+      .executeTakeFirst();
+    return Number(r?.m ?? 0);
+  }
+
+  // Meta
+
+  async meta(key: string): Promise<string | undefined> {
+    const r = await this.db.selectFrom('meta').select('value').where('key', '=', key).executeTakeFirst();
+    return r?.value;
+  }
+  async setMeta(key: string, value: string): Promise<void> {
+    await this.db
+      .insertInto('meta')
+      .values({ key, value })
+      .onConflict((oc) => oc.column('key').doUpdateSet({ value }))
+      .execute();
+  }
+}
+
+/** What the lifecycle needs of a store: transactions over a `Repo`, and a way to close it. */
+export interface Store {
+  readonly dialect: 'sqlite' | 'postgres';
+  /** Runs `fn` in one transaction: all of its writes commit together, or none do. */
+  write<T>(fn: (repo: Repo) => Promise<T>): Promise<T>;
+  /** Runs reads that need no transaction of their own. */
+  read<T>(fn: (repo: Repo) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
