@@ -26,6 +26,7 @@ import type {
   Store,
   SubnetRow,
   SubscriptionRow,
+  VmDetailRow,
   VmRow,
   VnetRow,
 } from '../store/index.ts';
@@ -125,6 +126,25 @@ class Tx {
 const ip = (n: number | null): string | null => (n === null ? null : formatIpv4(n as Ipv4));
 const vmResource = (service: string, vm: string) => `vm/${service}/${vm}`;
 const serviceResource = (service: string) => `service/${service}`;
+
+function detailView(d: VmDetailRow): VmView {
+  return {
+    subscription: d.subscription_name,
+    service: d.service_name,
+    name: d.name,
+    state: d.state as VmState,
+    dip: ip(d.dip),
+    host: d.host_name,
+    rack: d.host_rack,
+    subnet: d.subnet_name,
+    vnet: d.vnet_name,
+    staticDip: ip(d.static_dip),
+    ilpip: ip(d.ilpip),
+    ilpipEnabled: d.ilpip_enabled === 1,
+    workload: d.workload,
+    endpoints: JSON.parse(d.endpoints) as Endpoint[],
+  };
+}
 
 export function toEventView(r: EventRow): EventView {
   return {
@@ -1112,8 +1132,8 @@ export class Cloud {
     if (op === 'start' && from === 'deallocated') await this.allocateVm(tx, sub, service, vm, reason);
     if (op === 'deallocate') await this.releaseVm(tx, sub, service, vm, reason);
     if (op === 'redeploy') {
-      const hosts = await tx.repo.hosts();
-      await this.moveVm(tx, vm, hosts, await tx.repo.hostLoads(), new Set([vm.host_id!]), reason);
+      const { hosts, loads } = await tx.repo.hostsWithLoads();
+      await this.moveVm(tx, vm, hosts, loads, new Set([vm.host_id!]), reason);
     }
     if (to !== from) await tx.repo.updateVm(vm.id, { state: to! });
     await tx.emit({
@@ -1155,7 +1175,8 @@ export class Cloud {
     vm: VmRow,
     reason: string,
   ): Promise<void> {
-    const host = pickHost(await tx.repo.hosts(), await tx.repo.hostLoads(), new Set(), this.random);
+    const { hosts, loads } = await tx.repo.hostsWithLoads();
+    const host = pickHost(hosts, loads, new Set(), this.random);
     const scope = subnetScope(vm.subnet_id);
     const who = { owner: `vm:${vm.id}`, kind: 'dip' as const };
     let dip: Ipv4;
@@ -1326,17 +1347,16 @@ export class Cloud {
 
   listVms(filter: { subscription?: string; service?: string } = {}): Promise<VmView[]> {
     return this.store.read(async (r) => {
-      let rows: VmRow[];
+      let rows: VmDetailRow[];
       if (filter.service !== undefined) {
-        rows = await r.vms({
-          serviceId: (await this.findService(r, filter.service, filter.subscription)).service.id,
-        });
+        const { service } = await this.findService(r, filter.service, filter.subscription);
+        rows = await r.vmDetails({ serviceId: service.id });
       } else if (filter.subscription !== undefined) {
-        rows = await r.vms({ subscriptionId: (await this.findSubscription(r, filter.subscription)).id });
-      } else rows = await r.vms();
-      const out: VmView[] = [];
-      for (const v of rows) out.push(await this.vmView(r, v));
-      return out;
+        rows = await r.vmDetails({
+          subscriptionId: (await this.findSubscription(r, filter.subscription)).id,
+        });
+      } else rows = await r.vmDetails();
+      return rows.map(detailView);
     });
   }
 
@@ -1345,27 +1365,8 @@ export class Cloud {
   }
 
   private async vmView(repo: Repo, v: VmRow): Promise<VmView> {
-    const service = (await repo.serviceById(v.service_id))!;
-    const sub = (await repo.subscriptionById(service.subscription_id))!;
-    const subnet = (await repo.subnetById(v.subnet_id))!;
-    const vnet = (await repo.vnetById(subnet.vnet_id))!;
-    const host = v.host_id === null ? undefined : (await repo.hosts()).find((h) => h.id === v.host_id);
-    return {
-      subscription: sub.name,
-      service: service.name,
-      name: v.name,
-      state: v.state as VmState,
-      dip: ip(v.dip),
-      host: host?.name ?? null,
-      rack: host?.rack ?? null,
-      subnet: subnet.name,
-      vnet: vnet.name,
-      staticDip: ip(v.static_dip),
-      ilpip: ip(v.ilpip),
-      ilpipEnabled: v.ilpip_enabled === 1,
-      workload: v.workload,
-      endpoints: JSON.parse(v.endpoints) as Endpoint[],
-    };
+    const [d] = await repo.vmDetails({ vmId: v.id });
+    return detailView(d!);
   }
 
   // ---------------------------------------------------------------- events

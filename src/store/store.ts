@@ -36,6 +36,15 @@ export interface BindingRow {
 /** An event as appended: the store gives it its sequence number inside the writing transaction. */
 export type NewEvent = Omit<Insertable<EventsTable>, 'seq'>;
 
+export type VmDetailRow = VmRow & {
+  service_name: string;
+  subscription_name: string;
+  subnet_name: string;
+  vnet_name: string;
+  host_name: string | null;
+  host_rack: string | null;
+};
+
 export interface VmFilter {
   serviceId?: number;
   subscriptionId?: number;
@@ -98,6 +107,21 @@ export class Repo {
   insertHost(row: Insertable<HostsTable>): Promise<HostRow> {
     return this.db.insertInto('hosts').values(row).returningAll().executeTakeFirstOrThrow();
   }
+  /** Every host with the number of VMs placed on it, in one query. */
+  async hostsWithLoads(): Promise<{ hosts: HostRow[]; loads: Map<number, number> }> {
+    const rows = await this.db
+      .selectFrom('hosts')
+      .leftJoin('vms', 'vms.host_id', 'hosts.id')
+      .select(['hosts.id', 'hosts.name', 'hosts.rack', (eb) => eb.fn.count<number>('vms.id').as('n')])
+      .groupBy(['hosts.id', 'hosts.name', 'hosts.rack'])
+      .orderBy('hosts.name')
+      .execute();
+    return {
+      hosts: rows.map((r) => ({ id: Number(r.id), name: r.name, rack: r.rack })),
+      loads: new Map(rows.map((r) => [Number(r.id), Number(r.n)])),
+    };
+  }
+
   /** Allocated VMs per host id. */
   async hostLoads(): Promise<Map<number, number>> {
     const rows = await this.db
@@ -227,6 +251,33 @@ export class Repo {
     }
     return q.orderBy('vms.service_id').orderBy('vms.name').execute();
   }
+  /** VMs with the names of everything they refer to, for views: one query however many VMs. */
+  vmDetails(
+    filter: { vmId?: number; serviceId?: number; subscriptionId?: number } = {},
+  ): Promise<VmDetailRow[]> {
+    let q = this.db
+      .selectFrom('vms')
+      .innerJoin('cloud_services', 'cloud_services.id', 'vms.service_id')
+      .innerJoin('subscriptions', 'subscriptions.id', 'cloud_services.subscription_id')
+      .innerJoin('subnets', 'subnets.id', 'vms.subnet_id')
+      .innerJoin('vnets', 'vnets.id', 'subnets.vnet_id')
+      .leftJoin('hosts', 'hosts.id', 'vms.host_id')
+      .selectAll('vms')
+      .select([
+        'cloud_services.name as service_name',
+        'subscriptions.name as subscription_name',
+        'subnets.name as subnet_name',
+        'vnets.name as vnet_name',
+        'hosts.name as host_name',
+        'hosts.rack as host_rack',
+      ]);
+    if (filter.vmId !== undefined) q = q.where('vms.id', '=', filter.vmId);
+    if (filter.serviceId !== undefined) q = q.where('vms.service_id', '=', filter.serviceId);
+    if (filter.subscriptionId !== undefined)
+      q = q.where('cloud_services.subscription_id', '=', filter.subscriptionId);
+    return q.orderBy('cloud_services.name').orderBy('vms.name').execute();
+  }
+
   /** How many VMs of a service hold their allocation (running or stopped). */
   async allocatedVmCount(serviceId: number): Promise<number> {
     const r = await this.db
@@ -280,7 +331,17 @@ export class Repo {
   // Events
 
   async appendEvent(e: NewEvent): Promise<EventRow> {
-    return this.db.insertInto('events').values(e).returningAll().executeTakeFirstOrThrow();
+    const r = await this.db.insertInto('events').values(e).returning('seq').executeTakeFirstOrThrow();
+    return {
+      seq: Number(r.seq),
+      time: e.time,
+      type: e.type,
+      subscription: e.subscription ?? null,
+      resource: e.resource,
+      reason: e.reason,
+      old: e.old ?? null,
+      new: e.new ?? null,
+    };
   }
   events(opts: { since?: number; limit?: number; subscription?: string } = {}): Promise<EventRow[]> {
     let q = this.db
