@@ -17,7 +17,7 @@ export const SUBNET_RESERVATION: Reservation = { head: 4, tail: 1 };
 /** Public pools keep back only their network and broadcast addresses. */
 export const POOL_RESERVATION: Reservation = { head: 1, tail: 1 };
 
-/** The largest block an index is kept for (/8: 16 M addresses, 128 MiB of index at worst). */
+/** The largest block an index is kept for (/8: 16 M addresses, 130 MiB of index at worst). */
 export const MIN_INDEXED_PREFIX = 8;
 
 /**
@@ -26,7 +26,11 @@ export const MIN_INDEXED_PREFIX = 8;
  */
 export class AddressRange {
   private readonly set: FreeSet;
+  /** The first usable address, and one past the last usable one. */
   private readonly first: number;
+  private readonly end: number;
+  /** One past the block's broadcast address. */
+  private readonly blockEnd: number;
 
   constructor(
     /** Names the range in errors (`subnet shop-net/front`, `public pool 127.100.0.0/16`). */
@@ -40,6 +44,8 @@ export class AddressRange {
     const usable = Math.max(0, blockSize(cidr.prefix) - reservation.head - reservation.tail);
     this.first = cidr.base + reservation.head;
     this.set = new FreeSet(usable);
+    this.end = this.first + usable;
+    this.blockEnd = cidr.base + blockSize(cidr.prefix);
   }
 
   get usable(): number {
@@ -56,11 +62,11 @@ export class AddressRange {
 
   /** True for the addresses of the block that are never handed out. */
   isReserved(ip: Ipv4): boolean {
-    return this.contains(ip) && (ip < this.first || ip >= this.first + this.set.size);
+    return this.contains(ip) && (ip < this.first || ip >= this.end);
   }
 
   contains(ip: Ipv4): boolean {
-    return ip >= this.cidr.base && ip < this.cidr.base + blockSize(this.cidr.prefix);
+    return ip >= this.cidr.base && ip < this.blockEnd;
   }
 
   isFree(ip: Ipv4): boolean {
@@ -72,7 +78,17 @@ export class AddressRange {
     if (this.set.freeCount === 0) {
       throw new VipdipError('POOL_EXHAUSTED', `${this.label} has no free address`, { pool: this.label });
     }
-    const offset = policy === 'random' ? this.set.takeAt(random.int(this.set.freeCount)) : this.takeLowest();
+    let offset: number;
+    switch (policy) {
+      case 'random':
+        offset = this.set.takeAt(random.int(this.set.freeCount));
+        break;
+      case 'sequential':
+        offset = this.takeLowest();
+        break;
+      default:
+        throw new VipdipError('INVALID_ARGUMENT', `unknown allocation policy ${JSON.stringify(policy)}`);
+    }
     return (this.first + offset) as Ipv4;
   }
 

@@ -34,11 +34,19 @@ export class FreeSet {
   }
 
   isFree(offset: number): boolean {
-    return offset >= 0 && offset < this.size && (this.bound[offset >>> 5]! & (1 << (offset & 31))) === 0;
+    return (
+      Number.isInteger(offset) &&
+      offset >= 0 &&
+      offset < this.size &&
+      (this.bound[offset >>> 5]! & (1 << (offset & 31))) === 0
+    );
   }
 
   /** Takes the free offset at position `r` (0 ≤ r < freeCount) of the permutation. */
   takeAt(r: number): number {
+    if (!(Number.isInteger(r) && r >= 0 && r < this.free)) {
+      throw new RangeError(`position ${r} is not among the ${this.free} free positions`);
+    }
     const v = this.valueAt(r);
     this.moveToBoundary(v, r);
     return v;
@@ -69,7 +77,7 @@ export class FreeSet {
 
   /** Returns an offset to the free set; false when it was not bound. */
   release(offset: number): boolean {
-    if (offset < 0 || offset >= this.size || this.isFree(offset)) return false;
+    if (!Number.isInteger(offset) || offset < 0 || offset >= this.size || this.isFree(offset)) return false;
     // Swap it with the first bound position, then grow the free prefix over it.
     const p = this.positionOf(offset);
     const q = this.free;
