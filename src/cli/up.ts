@@ -1,6 +1,12 @@
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
+import { Tokens, OPERATOR_TOKEN_FILE } from '../api/auth.ts';
+import { buildServer } from '../api/server.ts';
 import { VipdipError } from '../core/errors.ts';
 import { openState } from '../main.ts';
+import { applyTopology, parseTopology } from '../topology/index.ts';
 
 interface UpOptions {
   state: string;
@@ -10,7 +16,23 @@ interface UpOptions {
   dns: string;
   demo?: boolean;
   seed?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  insecureHttp?: boolean;
 }
+
+export const DEMO_TOPOLOGY = join(dirname(fileURLToPath(import.meta.url)), '../../examples/demo.yaml');
+
+/** Parses HOST:PORT (IPv6 as [::1]:PORT); port 0 picks a free one. */
+export function parseListen(text: string, flag: string): { host: string; port: number } {
+  const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$/.exec(text);
+  if (m === null || Number(m[2]) > 65535) {
+    throw new VipdipError('INVALID_ARGUMENT', `${flag} ${text}: expected HOST:PORT, such as 127.0.0.1:7480`);
+  }
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]) };
+}
+
+const isLoopback = (host: string) => host === 'localhost' || host === '::1' || /^127\./.test(host);
 
 export function registerUp(program: Command): void {
   program
@@ -23,6 +45,9 @@ export function registerUp(program: Command): void {
     .option('--dns <host:port>', 'DNS server address, or off', '127.0.0.1:5353')
     .option('--demo', 'apply the demo topology')
     .option('--seed <n>', 'seed of the random source, to reproduce a run')
+    .option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM)')
+    .option('--tls-key <file>', 'and this key (PEM)')
+    .option('--insecure-http', 'allow plain HTTP on a non-loopback address')
     .action(async (opts: UpOptions) => {
       if (!['none', 'local', 'netns'].includes(opts.driver)) {
         throw new VipdipError('INVALID_ARGUMENT', `--driver ${opts.driver}: must be none, local or netns`);
@@ -37,30 +62,65 @@ export function registerUp(program: Command): void {
         }
         seed = Number(opts.seed);
       }
+      const listen = parseListen(opts.listen, '--listen');
+      if (opts.dns !== 'off') parseListen(opts.dns, '--dns');
+      if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined)) {
+        throw new VipdipError('INVALID_ARGUMENT', '--tls-cert and --tls-key go together');
+      }
+      const tls =
+        opts.tlsCert === undefined
+          ? undefined
+          : { cert: readFileSync(opts.tlsCert), key: readFileSync(opts.tlsKey!) };
+      if (!isLoopback(listen.host) && tls === undefined && opts.insecureHttp !== true) {
+        throw new VipdipError(
+          'INVALID_ARGUMENT',
+          `--listen ${opts.listen} is not a loopback address: give --tls-cert and --tls-key, or --insecure-http to send tokens in clear`,
+        );
+      }
+
       const state = await openState({
         stateDir: opts.state,
         ...(opts.store ? { store: opts.store } : {}),
         ...(seed !== undefined ? { seed } : {}),
       });
-      const pools = await state.cloud.listPools();
-      const subs = await state.cloud.listSubscriptions();
-      const vms = await state.cloud.listVms();
+      const tokens = new Tokens(state.store);
+      const tokenFile = join(dirname(state.dbPath), OPERATOR_TOKEN_FILE);
+      if (await tokens.ensureOperatorToken(tokenFile)) {
+        process.stdout.write(`created the operator token in ${tokenFile} (mode 0600)\n`);
+      }
+      if (opts.demo === true) {
+        const r = await applyTopology(state.cloud, parseTopology(readFileSync(DEMO_TOPOLOGY, 'utf8')), {
+          operator: true,
+        });
+        process.stdout.write(`demo topology applied: ${r.changes.length} changes\n`);
+      }
+      const app = await buildServer({
+        cloud: state.cloud,
+        tokens,
+        ...(tls ? { https: tls } : {}),
+        onInternalError: (e) =>
+          process.stderr.write(
+            `vipdip: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`,
+          ),
+      });
+      const url = await app.listen({ host: listen.host, port: listen.port });
+      const services = await state.cloud.listServices();
       process.stdout.write(
-        `vipdip is up: state ${state.dbPath}, seed ${state.seed}\n` +
-          `  public pools: ${pools.map((p) => `${p.cidr} (${p.bound}/${p.usable} bound)`).join(', ')}\n` +
-          `  ${subs.length} subscriptions, ${vms.length} VMs (${vms.filter((v) => v.state !== 'deallocated').length} allocated)\n` +
-          `  the API, data plane and DNS join this process as they land; Ctrl-C stops it\n`,
+        `vipdip is up: API and dashboard on ${url}, state ${state.dbPath}, seed ${state.seed}\n` +
+          services.map((s) => `  ${s.name.padEnd(12)} VIP ${s.vip ?? '(none)'}  ${s.dnsName}\n`).join('') +
+          (opts.driver !== 'none'
+            ? `  driver ${opts.driver}: the data plane is not in this build yet, so addresses carry no traffic\n`
+            : '') +
+          (opts.dns !== 'off' ? `  DNS on ${opts.dns} is not in this build yet\n` : '') +
+          '  Ctrl-C stops it\n',
       );
       await new Promise<void>((resolve) => {
-        // Signal handlers alone do not keep the event loop alive.
-        const keepAlive = setInterval(() => undefined, 1 << 30);
-        const stop = () => {
-          clearInterval(keepAlive);
-          resolve();
-        };
+        const stop = () => resolve();
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
       });
+      // In-flight requests finish before the store closes.
+      await app.close();
       await state.close();
       process.stdout.write('vipdip stopped; state closed cleanly\n');
     });

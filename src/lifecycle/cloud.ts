@@ -4,6 +4,7 @@
  * for every state and address change (I6). It knows nothing of HTTP, sockets or processes: the API,
  * the data-plane agent, DNS and the dashboard consume it and the events it publishes.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Clock } from '../core/clock.ts';
 import { VipdipError } from '../core/errors.ts';
 import {
@@ -172,6 +173,8 @@ function parseCidrList(what: string, list: unknown): Cidr[] {
 
 export class Cloud {
   private readonly listeners = new Set<(events: readonly EventView[]) => void>();
+  /** The transaction of the batch an operation runs in, if any. */
+  private readonly ambient = new AsyncLocalStorage<Tx>();
   private readonly publicZone: string;
 
   private constructor(
@@ -207,11 +210,28 @@ export class Cloud {
     return () => this.listeners.delete(fn);
   }
 
+  /**
+   * Runs several operations as one transaction: all of them commit, or none does (a declarative
+   * apply is all or nothing). Operations called inside join the batch's transaction.
+   */
+  async batch<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.ambient.getStore() !== undefined) return fn();
+    return this.write(() => fn());
+  }
+
+  /** Reads see the batch's uncommitted writes, and never wait for the connection it holds. */
+  private read<T>(fn: (repo: Repo) => Promise<T>): Promise<T> {
+    const outer = this.ambient.getStore();
+    return outer !== undefined ? fn(outer.repo) : this.store.read(fn);
+  }
+
   private async write<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    const outer = this.ambient.getStore();
+    if (outer !== undefined) return fn(outer);
     let tx: Tx | undefined;
     const result = await this.store.write((repo) => {
       tx = new Tx(repo, this.clock);
-      return fn(tx);
+      return this.ambient.run(tx, () => fn(tx!));
     });
     if (tx !== undefined && tx.events.length > 0) {
       const views = tx.events.map(toEventView);
@@ -264,7 +284,7 @@ export class Cloud {
   }
 
   listSubscriptions(): Promise<SubscriptionView[]> {
-    return this.store.read(async (r) =>
+    return this.read(async (r) =>
       (await r.subscriptions()).map((s) => ({ name: s.name, createdAt: s.created_at })),
     );
   }
@@ -323,7 +343,7 @@ export class Cloud {
   }
 
   listPools(): Promise<PoolView[]> {
-    return this.store.read(async (r) => (await r.pools()).map((p) => this.poolView(p.id, p.cidr)));
+    return this.read(async (r) => (await r.pools()).map((p) => this.poolView(p.id, p.cidr)));
   }
 
   private poolView(id: number, cidr: string): PoolView {
@@ -355,7 +375,7 @@ export class Cloud {
   }
 
   listHosts(): Promise<HostView[]> {
-    return this.store.read(async (r) => {
+    return this.read(async (r) => {
       const loads = await r.hostLoads();
       return (await r.hosts()).map((h) => ({ name: h.name, rack: h.rack, vms: loads.get(h.id) ?? 0 }));
     });
@@ -602,7 +622,7 @@ export class Cloud {
   }
 
   listVnets(subscription?: string): Promise<VnetView[]> {
-    return this.store.read(async (r) => {
+    return this.read(async (r) => {
       const subs = new Map((await r.subscriptions()).map((s) => [s.id, s.name]));
       const sub = subscription === undefined ? undefined : await this.findSubscription(r, subscription);
       const out: VnetView[] = [];
@@ -613,7 +633,7 @@ export class Cloud {
   }
 
   getVnet(subscription: string, name: string): Promise<VnetView> {
-    return this.store.read(async (r) => {
+    return this.read(async (r) => {
       const sub = await this.findSubscription(r, subscription);
       return this.vnetView(r, await this.findVnet(r, sub, name), sub.name);
     });
@@ -842,7 +862,7 @@ export class Cloud {
   }
 
   listReservedIps(subscription?: string): Promise<ReservedIpView[]> {
-    return this.store.read(async (r) => {
+    return this.read(async (r) => {
       const subs = new Map((await r.subscriptions()).map((s) => [s.id, s.name]));
       const sub = subscription === undefined ? undefined : await this.findSubscription(r, subscription);
       const out: ReservedIpView[] = [];
@@ -917,7 +937,7 @@ export class Cloud {
   }
 
   listServices(subscription?: string): Promise<ServiceView[]> {
-    return this.store.read(async (r) => {
+    return this.read(async (r) => {
       const sub = subscription === undefined ? undefined : await this.findSubscription(r, subscription);
       const out: ServiceView[] = [];
       for (const s of await r.services(sub?.id)) out.push(await this.serviceView(r, s));
@@ -926,7 +946,7 @@ export class Cloud {
   }
 
   getService(name: string, subscription?: string): Promise<ServiceView> {
-    return this.store.read(async (r) =>
+    return this.read(async (r) =>
       this.serviceView(r, (await this.findService(r, name, subscription)).service),
     );
   }
@@ -1046,6 +1066,7 @@ export class Cloud {
   async updateVm(
     ref: VmRef,
     patch: { endpoints?: unknown; workload?: string | null; ilpip?: boolean; staticDip?: string | null },
+    precondition?: (current: VmView) => void,
   ): Promise<VmView> {
     const endpoints =
       patch.endpoints === undefined
@@ -1053,6 +1074,7 @@ export class Cloud {
         : normalizeEndpoints(patch.endpoints, `VM ${ref.vm} endpoints`);
     return this.write(async (tx) => {
       const { sub, service, vm } = await this.findVm(tx.repo, ref);
+      if (precondition !== undefined) precondition(await this.vmView(tx.repo, vm));
       const changes: Record<string, unknown> = {};
       const old: Record<string, unknown> = {};
       if (endpoints !== undefined && JSON.stringify(endpoints) !== vm.endpoints) {
@@ -1105,9 +1127,15 @@ export class Cloud {
   }
 
   /** Runs one VM operation; returns the VM afterwards, or null once it is deleted. */
-  async vmOperation(ref: VmRef, op: VmOperation, reason: string = op): Promise<VmView | null> {
+  async vmOperation(
+    ref: VmRef,
+    op: VmOperation,
+    reason: string = op,
+    precondition?: (current: VmView) => void,
+  ): Promise<VmView | null> {
     return this.write(async (tx) => {
       const { sub, service, vm } = await this.findVm(tx.repo, ref);
+      if (precondition !== undefined) precondition(await this.vmView(tx.repo, vm));
       await this.applyOperation(tx, sub, service, vm, op, reason);
       const after = await tx.repo.vmById(vm.id);
       return after === undefined ? null : this.vmView(tx.repo, after);
@@ -1346,7 +1374,7 @@ export class Cloud {
   }
 
   listVms(filter: { subscription?: string; service?: string } = {}): Promise<VmView[]> {
-    return this.store.read(async (r) => {
+    return this.read(async (r) => {
       let rows: VmDetailRow[];
       if (filter.service !== undefined) {
         const { service } = await this.findService(r, filter.service, filter.subscription);
@@ -1361,7 +1389,7 @@ export class Cloud {
   }
 
   getVm(ref: VmRef): Promise<VmView> {
-    return this.store.read(async (r) => this.vmView(r, (await this.findVm(r, ref)).vm));
+    return this.read(async (r) => this.vmView(r, (await this.findVm(r, ref)).vm));
   }
 
   private async vmView(repo: Repo, v: VmRow): Promise<VmView> {
@@ -1372,7 +1400,7 @@ export class Cloud {
   // ---------------------------------------------------------------- events
 
   async events(opts: { since?: number; limit?: number; subscription?: string } = {}): Promise<EventView[]> {
-    return (await this.store.read((r) => r.events(opts))).map(toEventView);
+    return (await this.read((r) => r.events(opts))).map(toEventView);
   }
 
   // ---------------------------------------------------------------- lookups

@@ -104,6 +104,16 @@ export interface EventsTable {
   new: string | null;
 }
 
+export interface TokensTable {
+  id: Generated<number>;
+  /** SHA-256 of the token, hex: the token itself is never stored. */
+  hash: string;
+  name: string;
+  /** Null for an operator token. */
+  subscription_id: number | null;
+  created_at: string;
+}
+
 export interface MetaTable {
   key: string;
   value: string;
@@ -121,4 +131,5 @@ export interface Database {
   address_bindings: AddressBindingsTable;
   events: EventsTable;
   meta: MetaTable;
+  tokens: TokensTable;
 }

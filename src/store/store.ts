@@ -13,6 +13,7 @@ import type {
   ReservedIpsTable,
   SubnetsTable,
   SubscriptionsTable,
+  TokensTable,
   VmsTable,
   VnetsTable,
 } from './schema.ts';
@@ -26,6 +27,7 @@ export type ReservedIpRow = Selectable<ReservedIpsTable>;
 export type ServiceRow = Selectable<CloudServicesTable>;
 export type VmRow = Selectable<VmsTable>;
 export type EventRow = Selectable<EventsTable>;
+export type TokenRow = Selectable<TokensTable>;
 export interface BindingRow {
   scope: string;
   address: number;
@@ -360,6 +362,21 @@ export class Repo {
       .select((eb) => eb.fn.max('seq').as('m'))
       .executeTakeFirst();
     return Number(r?.m ?? 0);
+  }
+
+  // Tokens
+
+  tokenByHash(hash: string): Promise<TokenRow | undefined> {
+    return this.db.selectFrom('tokens').selectAll().where('hash', '=', hash).executeTakeFirst();
+  }
+  tokens(): Promise<TokenRow[]> {
+    return this.db.selectFrom('tokens').selectAll().orderBy('id').execute();
+  }
+  insertToken(row: Insertable<TokensTable>): Promise<TokenRow> {
+    return this.db.insertInto('tokens').values(row).returningAll().executeTakeFirstOrThrow();
+  }
+  async deleteToken(id: number): Promise<void> {
+    await this.db.deleteFrom('tokens').where('id', '=', id).execute();
   }
 
   // Meta

@@ -117,8 +117,26 @@ function m001(dialect: Dialect): Migration {
   };
 }
 
+/** API tokens, stored as SHA-256 hashes only; a null subscription marks an operator token. */
+function m002(dialect: Dialect): Migration {
+  return {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('tokens')
+        .addColumn('id', dialect === 'postgres' ? 'bigserial' : 'integer', (c) =>
+          dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement(),
+        )
+        .addColumn('hash', 'text', (c) => c.notNull().unique())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('subscription_id', 'bigint', (c) => c.references('subscriptions.id'))
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+    },
+  };
+}
+
 export function migrations(dialect: Dialect): MigrationProvider {
   return {
-    getMigrations: () => Promise.resolve({ '001-initial': m001(dialect) }),
+    getMigrations: () => Promise.resolve({ '001-initial': m001(dialect), '002-tokens': m002(dialect) }),
   };
 }

@@ -1,0 +1,101 @@
+/**
+ * Bearer tokens. A token is shown once, when made, and stored only as its SHA-256. The operator
+ * token is written to the state directory (mode 0600) on first start; subscription tokens are made
+ * by the operator and see only their subscription.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
+import { VipdipError } from '../core/errors.ts';
+import type { Store } from '../store/index.ts';
+
+export type Principal =
+  { kind: 'operator'; name: string } | { kind: 'subscription'; subscription: string; name: string };
+
+export const OPERATOR_TOKEN_FILE = 'operator.token';
+
+export const hashToken = (token: string) => createHash('sha256').update(token).digest('hex');
+export const newToken = () => `vipdip_${randomBytes(32).toString('base64url')}`;
+
+export class Tokens {
+  /** Verified tokens, by hash, so a request costs one hash and one map lookup. */
+  private readonly cache = new Map<string, Principal>();
+
+  constructor(private readonly store: Store) {}
+
+  async resolve(token: string): Promise<Principal | undefined> {
+    const hash = hashToken(token);
+    const hit = this.cache.get(hash);
+    if (hit !== undefined) return hit;
+    const row = await this.store.read((r) => r.tokenByHash(hash));
+    if (row === undefined) return undefined;
+    let p: Principal;
+    if (row.subscription_id === null) p = { kind: 'operator', name: row.name };
+    else {
+      const sub = await this.store.read((r) => r.subscriptionById(row.subscription_id!));
+      if (sub === undefined) return undefined;
+      p = { kind: 'subscription', subscription: sub.name, name: row.name };
+    }
+    this.cache.set(hash, p);
+    return p;
+  }
+
+  /** Makes a token; returns it in clear, the only time it is ever seen. */
+  async create(name: string, subscription: string | null): Promise<string> {
+    const token = newToken();
+    await this.store.write(async (r) => {
+      let subId: number | null = null;
+      if (subscription !== null) {
+        const sub = await r.subscriptionByName(subscription);
+        if (sub === undefined)
+          throw new VipdipError('NOT_FOUND', `subscription ${subscription} does not exist`);
+        subId = sub.id;
+      }
+      await r.insertToken({
+        hash: hashToken(token),
+        name,
+        subscription_id: subId,
+        created_at: new Date().toISOString(),
+      });
+    });
+    return token;
+  }
+
+  async list(): Promise<{ name: string; subscription: string | null; createdAt: string }[]> {
+    return this.store.read(async (r) => {
+      const subs = new Map((await r.subscriptions()).map((s) => [s.id, s.name]));
+      return (await r.tokens()).map((t) => ({
+        name: t.name,
+        subscription: t.subscription_id === null ? null : (subs.get(t.subscription_id) ?? null),
+        createdAt: t.created_at,
+      }));
+    });
+  }
+
+  /** Revokes every token of that name (and scope); true when one existed. */
+  async revoke(name: string, subscription: string | null): Promise<boolean> {
+    const removed = await this.store.write(async (r) => {
+      const subs = new Map((await r.subscriptions()).map((s) => [s.name, s.id]));
+      const subId = subscription === null ? null : (subs.get(subscription) ?? -1);
+      const hits = (await r.tokens()).filter((t) => t.name === name && t.subscription_id === subId);
+      for (const t of hits) await r.deleteToken(t.id);
+      return hits.map((t) => t.hash);
+    });
+    for (const h of removed) this.cache.delete(h);
+    return removed.length > 0;
+  }
+
+  /**
+   * Makes sure an operator token exists, written to `file` with mode 0600. Returns true when it was
+   * created now (the caller says where it is, once, without printing it).
+   */
+  async ensureOperatorToken(file: string): Promise<boolean> {
+    if (existsSync(file)) {
+      const token = readFileSync(file, 'utf8').trim();
+      if ((await this.resolve(token))?.kind === 'operator') return false;
+    }
+    const token = await this.create('operator', null);
+    writeFileSync(file, `${token}\n`, { mode: 0o600 });
+    chmodSync(file, 0o600);
+    return true;
+  }
+}

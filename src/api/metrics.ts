@@ -1,0 +1,64 @@
+/** Prometheus metrics at /metrics: requests, latencies, addresses per pool, VMs per state, events. */
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Cloud } from '../lifecycle/index.ts';
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly requests = new Counter({
+    name: 'vipdip_http_requests_total',
+    help: 'HTTP requests by method, route and status',
+    labelNames: ['method', 'route', 'status'],
+    registers: [this.registry],
+  });
+  readonly latency = new Histogram({
+    name: 'vipdip_http_request_duration_seconds',
+    help: 'HTTP request latency',
+    labelNames: ['method', 'route'],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [this.registry],
+  });
+  readonly events = new Counter({
+    name: 'vipdip_events_total',
+    help: 'events emitted by this process, by type',
+    labelNames: ['type'],
+    registers: [this.registry],
+  });
+
+  constructor(cloud: Cloud) {
+    const registry = this.registry;
+    new Gauge({
+      name: 'vipdip_pool_addresses',
+      help: 'addresses of each public pool and subnet, bound or free',
+      labelNames: ['range', 'state'],
+      registers: [registry],
+      async collect() {
+        this.reset();
+        for (const p of await cloud.listPools()) {
+          this.set({ range: `pool ${p.cidr}`, state: 'bound' }, p.bound);
+          this.set({ range: `pool ${p.cidr}`, state: 'free' }, p.free);
+        }
+        for (const v of await cloud.listVnets()) {
+          for (const s of v.subnets) {
+            const range = `subnet ${v.subscription}/${v.name}/${s.name}`;
+            this.set({ range, state: 'bound' }, s.bound);
+            this.set({ range, state: 'free' }, s.free);
+          }
+        }
+      },
+    });
+    new Gauge({
+      name: 'vipdip_vms',
+      help: 'VMs per state',
+      labelNames: ['state'],
+      registers: [registry],
+      async collect() {
+        const counts = { running: 0, stopped: 0, deallocated: 0 };
+        for (const vm of await cloud.listVms()) counts[vm.state]++;
+        for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+      },
+    });
+    cloud.onEvents((events) => {
+      for (const e of events) this.events.inc({ type: e.type });
+    });
+  }
+}

@@ -1,0 +1,34 @@
+/** Declarative apply of a whole topology (YAML or JSON): POST /v1/apply?dryRun=true&prune=true. */
+import { Type } from 'typebox';
+import { applyTopology, parseTopology } from '../../topology/index.ts';
+import type { ApiContext } from '../context.ts';
+import type { Api } from '../server.ts';
+
+export function registerApplyRoutes(app: Api, { cloud }: ApiContext): void {
+  app.post(
+    '/v1/apply',
+    {
+      schema: {
+        tags: ['apply'],
+        description:
+          'create and update everything the topology names; delete what it does not name only with prune',
+        querystring: Type.Object(
+          {
+            dryRun: Type.Optional(Type.Union([Type.Literal('true'), Type.Literal('false')])),
+            prune: Type.Optional(Type.Union([Type.Literal('true'), Type.Literal('false')])),
+          },
+          { additionalProperties: false },
+        ),
+      },
+    },
+    async (req) => {
+      const doc = parseTopology(req.body);
+      return applyTopology(cloud, doc, {
+        dryRun: req.query.dryRun === 'true',
+        prune: req.query.prune === 'true',
+        operator: req.principal.kind === 'operator',
+        ...(req.principal.kind === 'subscription' ? { subscription: req.principal.subscription } : {}),
+      });
+    },
+  );
+}

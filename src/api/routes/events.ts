@@ -1,0 +1,110 @@
+/**
+ * The event log: pages by sequence number, and a Server-Sent Events stream that resumes from
+ * `Last-Event-ID` (or `?since=`) with nothing lost: it subscribes before reading the backlog, then
+ * sends only what is newer than the last sequence number sent.
+ */
+import { Type } from 'typebox';
+import type { EventView } from '../../lifecycle/index.ts';
+import { visible, type ApiContext } from '../context.ts';
+import { ApiError } from '../problem.ts';
+import type { Api } from '../server.ts';
+import * as S from '../schemas.ts';
+
+const PAGE_MAX = 1000;
+const HEARTBEAT_MS = 15_000;
+
+function parseSeq(v: string | undefined, what: string): number {
+  if (v === undefined || v === '') return 0;
+  if (!/^[0-9]{1,15}$/.test(v)) throw new ApiError('BAD_REQUEST', `${what} must be a sequence number`);
+  return Number(v);
+}
+
+export function registerEventRoutes(app: Api, { cloud }: ApiContext): void {
+  app.get(
+    '/v1/events',
+    {
+      schema: {
+        tags: ['events'],
+        querystring: S.EventsQuery,
+        response: {
+          200: Type.Object({ events: Type.Array(S.Event), next: Type.Integer() }),
+          '4xx': { $ref: 'Problem#' },
+        },
+      },
+    },
+    async (req) => {
+      const since = parseSeq(req.query.since, 'since');
+      const limit = Math.min(
+        PAGE_MAX,
+        Math.max(1, req.query.limit === undefined ? 100 : Number(req.query.limit)),
+      );
+      const sub = visible(req);
+      const events = await cloud.events({
+        since,
+        limit,
+        ...(sub === undefined ? {} : { subscription: sub }),
+      });
+      return { events, next: events.length > 0 ? events[events.length - 1]!.seq : since };
+    },
+  );
+
+  app.get(
+    '/v1/events/stream',
+    {
+      schema: {
+        tags: ['events'],
+        querystring: Type.Object({ since: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$' })) }),
+      },
+    },
+    async (req, reply) => {
+      const header = req.headers['last-event-id'];
+      let last = parseSeq(typeof header === 'string' ? header : req.query.since, 'Last-Event-ID');
+      const sub = visible(req);
+      const mine = (e: EventView) => sub === undefined || e.subscription === sub;
+
+      reply.hijack();
+      const res = reply.raw;
+      res.writeHead(200, {
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache',
+        connection: 'keep-alive',
+        'x-accel-buffering': 'no',
+      });
+      let closed = false;
+      let backlogDone = false;
+      const queued: EventView[] = [];
+      const send = (e: EventView) => {
+        if (e.seq <= last) return;
+        last = e.seq;
+        if (mine(e)) res.write(`id: ${e.seq}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`);
+      };
+      const off = cloud.onEvents((events) => {
+        if (closed) return;
+        if (!backlogDone) queued.push(...events);
+        else for (const e of events) send(e);
+      });
+      const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), HEARTBEAT_MS);
+      const close = () => {
+        closed = true;
+        off();
+        clearInterval(heartbeat);
+      };
+      req.raw.on('close', close);
+      res.on('error', close);
+      res.write(': vipdip event stream\n\n');
+      try {
+        for (;;) {
+          const page = await cloud.events({ since: last, limit: PAGE_MAX });
+          for (const e of page) send(e);
+          if (page.length < PAGE_MAX || closed) break;
+        }
+      } catch {
+        res.end();
+        close();
+        return;
+      }
+      backlogDone = true;
+      for (const e of queued.splice(0)) send(e);
+    },
+  );
+}

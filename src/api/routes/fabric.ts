@@ -1,0 +1,163 @@
+import { VipdipError } from '../../core/errors.ts';
+/** Subscriptions, tokens, public pools and hosts: mostly the operator's side. */
+import { Type } from 'typebox';
+import type { Api } from '../server.ts';
+import { requireOperator, scope, sendResource, visible, type ApiContext } from '../context.ts';
+import * as S from '../schemas.ts';
+
+const errors = { '4xx': { $ref: 'Problem#' } } as const;
+const SubParam = Type.Object({ subscription: Type.String({ maxLength: 64 }) });
+
+export function registerFabricRoutes(app: Api, { cloud, tokens }: ApiContext): void {
+  app.get(
+    '/v1/subscriptions',
+    { schema: { tags: ['subscriptions'], response: { 200: Type.Array(S.Subscription), ...errors } } },
+    async (req) => {
+      const only = visible(req);
+      return (await cloud.listSubscriptions()).filter((s) => only === undefined || s.name === only);
+    },
+  );
+  app.post(
+    '/v1/subscriptions',
+    {
+      schema: {
+        tags: ['subscriptions'],
+        body: S.CreateSubscription,
+        response: { 201: S.Subscription, ...errors },
+      },
+    },
+    async (req, reply) => {
+      requireOperator(req);
+      return sendResource(req, reply, await cloud.createSubscription(req.body.name), 201);
+    },
+  );
+  app.get(
+    '/v1/subscriptions/:subscription',
+    { schema: { tags: ['subscriptions'], params: SubParam, response: { 200: S.Subscription, ...errors } } },
+    async (req, reply) => {
+      const name = scope(req, req.params.subscription);
+      const sub = (await cloud.listSubscriptions()).find((s) => s.name === name);
+      if (sub === undefined) throw new VipdipError('NOT_FOUND', `subscription ${name} does not exist`);
+      return sendResource(req, reply, sub);
+    },
+  );
+  app.delete(
+    '/v1/subscriptions/:subscription',
+    { schema: { tags: ['subscriptions'], params: SubParam, response: { ...errors } } },
+    async (req, reply) => {
+      requireOperator(req);
+      await cloud.deleteSubscription(req.params.subscription);
+      return reply.code(204).send();
+    },
+  );
+
+  app.get('/v1/tokens', { schema: { tags: ['tokens'] } }, async (req) => {
+    requireOperator(req);
+    return tokens.list();
+  });
+  app.post(
+    '/v1/subscriptions/:subscription/tokens',
+    {
+      schema: {
+        tags: ['tokens'],
+        params: SubParam,
+        body: S.CreateToken,
+        response: {
+          201: Type.Object({ name: Type.String(), subscription: Type.String(), token: Type.String() }),
+          ...errors,
+        },
+      },
+    },
+    async (req, reply) => {
+      requireOperator(req);
+      const token = await tokens.create(req.body.name, req.params.subscription);
+      return reply.code(201).send({ name: req.body.name, subscription: req.params.subscription, token });
+    },
+  );
+  app.delete(
+    '/v1/subscriptions/:subscription/tokens/:name',
+    {
+      schema: { tags: ['tokens'], params: Type.Object({ subscription: Type.String(), name: Type.String() }) },
+    },
+    async (req, reply) => {
+      requireOperator(req);
+      if (!(await tokens.revoke(req.params.name, req.params.subscription))) {
+        throw new VipdipError(
+          'NOT_FOUND',
+          `token ${req.params.name} of subscription ${req.params.subscription} does not exist`,
+        );
+      }
+      return reply.code(204).send();
+    },
+  );
+
+  app.get(
+    '/v1/pools',
+    { schema: { tags: ['fabric'], response: { 200: Type.Array(S.Pool), ...errors } } },
+    async () => cloud.listPools(),
+  );
+  app.post(
+    '/v1/pools',
+    { schema: { tags: ['fabric'], body: S.CreatePool, response: { 201: S.Pool, ...errors } } },
+    async (req, reply) => {
+      requireOperator(req);
+      return sendResource(req, reply, await cloud.addPublicPool(req.body.cidr), 201);
+    },
+  );
+  app.delete(
+    '/v1/pools/:base/:prefix',
+    {
+      schema: {
+        tags: ['fabric'],
+        params: Type.Object({ base: Type.String({ maxLength: 15 }), prefix: Type.String({ maxLength: 2 }) }),
+      },
+    },
+    async (req, reply) => {
+      requireOperator(req);
+      await cloud.deletePublicPool(`${req.params.base}/${req.params.prefix}`);
+      return reply.code(204).send();
+    },
+  );
+
+  app.get(
+    '/v1/hosts',
+    { schema: { tags: ['fabric'], response: { 200: Type.Array(S.Host), ...errors } } },
+    async () => cloud.listHosts(),
+  );
+  app.post(
+    '/v1/hosts',
+    { schema: { tags: ['fabric'], body: S.CreateHost, response: { 201: S.Host, ...errors } } },
+    async (req, reply) => {
+      requireOperator(req);
+      return sendResource(req, reply, await cloud.addHost(req.body.name, req.body.rack), 201);
+    },
+  );
+  app.post(
+    '/v1/hosts/:host/maintenance',
+    {
+      schema: {
+        tags: ['fabric'],
+        params: Type.Object({ host: Type.String({ maxLength: 64 }) }),
+        response: { 200: Type.Array(S.Vm), ...errors },
+      },
+    },
+    async (req) => {
+      requireOperator(req);
+      return cloud.maintenance({ host: req.params.host });
+    },
+  );
+  app.post(
+    '/v1/racks/:rack/maintenance',
+    {
+      schema: {
+        tags: ['fabric'],
+        params: Type.Object({ rack: Type.String({ maxLength: 64 }) }),
+        response: { 200: Type.Array(S.Vm), ...errors },
+      },
+    },
+    async (req) => {
+      requireOperator(req);
+      return cloud.maintenance({ rack: req.params.rack });
+    },
+  );
+}

@@ -1,0 +1,214 @@
+/**
+ * Request and response schemas. Each one validates requests, types the handlers (through the
+ * TypeBox type provider) and becomes part of the OpenAPI 3.1 document.
+ */
+import { Type, type Static } from 'typebox';
+
+const Name = Type.String({
+  minLength: 1,
+  maxLength: 64,
+  description: 'a name: letters, digits, ".", "_" and "-"',
+});
+const DnsLabel = Type.String({
+  minLength: 1,
+  maxLength: 63,
+  description: 'a DNS label: lowercase letters, digits and inner hyphens',
+});
+const Address = Type.String({ maxLength: 15, description: 'dotted-quad IPv4 address' });
+const CidrText = Type.String({ maxLength: 18, description: 'IPv4 CIDR block, such as 127.16.0.0/16' });
+const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(t: T) => Type.Union([t, Type.Null()]);
+
+export const Problem = Type.Object(
+  {
+    type: Type.String(),
+    title: Type.String(),
+    status: Type.Integer(),
+    detail: Type.String(),
+    code: Type.String(),
+    instance: Type.Optional(Type.String()),
+    errors: Type.Optional(Type.Array(Type.Object({ path: Type.String(), message: Type.String() }))),
+  },
+  { $id: 'Problem', description: 'RFC 9457 problem details, with the stable error code in `code`' },
+);
+
+export const Probe = Type.Object({
+  protocol: Type.Optional(Type.Union([Type.Literal('tcp'), Type.Literal('http')])),
+  port: Type.Optional(Type.Integer()),
+  path: Type.Optional(Type.String({ maxLength: 1024 })),
+  intervalSeconds: Type.Optional(Type.Integer()),
+  timeoutSeconds: Type.Optional(Type.Integer()),
+});
+
+export const AclRule = Type.Object({
+  order: Type.Integer(),
+  action: Type.Union([Type.Literal('permit'), Type.Literal('deny')]),
+  remoteSubnet: CidrText,
+  description: Type.Optional(Type.String({ maxLength: 256 })),
+});
+
+export const Endpoint = Type.Object({
+  name: Type.String({ maxLength: 32 }),
+  protocol: Type.Optional(Type.Union([Type.Literal('tcp'), Type.Literal('udp')])),
+  publicPort: Type.Integer(),
+  localPort: Type.Optional(Type.Integer()),
+  lbSet: Type.Optional(Nullable(Type.String({ maxLength: 32 }))),
+  probe: Type.Optional(Nullable(Probe)),
+  distribution: Type.Optional(
+    Type.Union([Type.Literal('fiveTuple'), Type.Literal('sourceIP'), Type.Literal('sourceIPProtocol')]),
+  ),
+  idleTimeoutMinutes: Type.Optional(Type.Integer()),
+  acl: Type.Optional(Type.Array(AclRule, { maxItems: 256 })),
+  proxyProtocol: Type.Optional(Type.Boolean()),
+});
+
+export const Vm = Type.Object(
+  {
+    subscription: Type.String(),
+    service: Type.String(),
+    name: Type.String(),
+    state: Type.Union([Type.Literal('running'), Type.Literal('stopped'), Type.Literal('deallocated')]),
+    dip: Nullable(Address),
+    host: Nullable(Type.String()),
+    rack: Nullable(Type.String()),
+    subnet: Type.String(),
+    vnet: Type.String(),
+    staticDip: Nullable(Address),
+    ilpip: Nullable(Address),
+    ilpipEnabled: Type.Boolean(),
+    workload: Nullable(Type.String()),
+    endpoints: Type.Array(Type.Unknown()),
+  },
+  { $id: 'Vm' },
+);
+
+export const Service = Type.Object(
+  {
+    subscription: Type.String(),
+    name: Type.String(),
+    vip: Nullable(Address),
+    reservedIp: Nullable(Type.String()),
+    dnsName: Type.String(),
+    vnet: Nullable(Type.String()),
+    vms: Type.Array(Type.String()),
+  },
+  { $id: 'Service' },
+);
+
+export const Subnet = Type.Object({
+  name: Type.String(),
+  cidr: Type.String(),
+  usable: Type.Integer(),
+  bound: Type.Integer(),
+  free: Type.Integer(),
+});
+
+export const Vnet = Type.Object(
+  {
+    subscription: Type.String(),
+    name: Type.String(),
+    addressSpace: Type.Array(Type.String()),
+    dipPolicy: Type.String(),
+    movePolicy: Type.String(),
+    subnets: Type.Array(Subnet),
+  },
+  { $id: 'Vnet' },
+);
+
+export const ReservedIp = Type.Object(
+  { subscription: Type.String(), name: Type.String(), address: Address, service: Nullable(Type.String()) },
+  { $id: 'ReservedIp' },
+);
+
+export const Pool = Type.Object(
+  { cidr: Type.String(), usable: Type.Integer(), bound: Type.Integer(), free: Type.Integer() },
+  { $id: 'Pool' },
+);
+
+export const Host = Type.Object(
+  { name: Type.String(), rack: Type.String(), vms: Type.Integer() },
+  { $id: 'Host' },
+);
+
+export const Subscription = Type.Object(
+  { name: Type.String(), createdAt: Type.String() },
+  { $id: 'Subscription' },
+);
+
+export const Event = Type.Object(
+  {
+    seq: Type.Integer(),
+    time: Type.String(),
+    type: Type.String(),
+    subscription: Nullable(Type.String()),
+    resource: Type.String(),
+    reason: Type.String(),
+    old: Nullable(Type.Record(Type.String(), Type.Unknown())),
+    new: Nullable(Type.Record(Type.String(), Type.Unknown())),
+  },
+  { $id: 'Event' },
+);
+
+// Request bodies
+
+export const CreateSubscription = Type.Object({ name: Name }, { additionalProperties: false });
+export const CreateToken = Type.Object({ name: Name }, { additionalProperties: false });
+export const CreatePool = Type.Object({ cidr: CidrText }, { additionalProperties: false });
+export const CreateHost = Type.Object({ name: Name, rack: Name }, { additionalProperties: false });
+export const SubnetSpec = Type.Object({ name: Name, cidr: CidrText }, { additionalProperties: false });
+export const CreateVnet = Type.Object(
+  {
+    name: Name,
+    addressSpace: Type.Array(CidrText, { minItems: 1, maxItems: 64 }),
+    subnets: Type.Optional(Type.Array(SubnetSpec, { maxItems: 1024 })),
+    dipPolicy: Type.Optional(Type.Union([Type.Literal('random'), Type.Literal('sequential')])),
+    movePolicy: Type.Optional(Type.Union([Type.Literal('redraw'), Type.Literal('keep')])),
+  },
+  { additionalProperties: false },
+);
+export const PatchVnet = Type.Object(
+  {
+    dipPolicy: Type.Optional(Type.Union([Type.Literal('random'), Type.Literal('sequential')])),
+    movePolicy: Type.Optional(Type.Union([Type.Literal('redraw'), Type.Literal('keep')])),
+  },
+  { additionalProperties: false },
+);
+export const CreateReservedIp = Type.Object({ name: Name }, { additionalProperties: false });
+export const Associate = Type.Object({ service: DnsLabel }, { additionalProperties: false });
+export const CreateService = Type.Object(
+  { name: DnsLabel, vnet: Type.Optional(Nullable(Name)), reservedIp: Type.Optional(Nullable(Name)) },
+  { additionalProperties: false },
+);
+export const ReserveVip = Type.Object({ name: Name }, { additionalProperties: false });
+export const CreateVm = Type.Object(
+  {
+    name: DnsLabel,
+    subnet: Name,
+    staticDip: Type.Optional(Nullable(Address)),
+    ilpip: Type.Optional(Type.Boolean()),
+    workload: Type.Optional(Nullable(Type.String({ minLength: 1, maxLength: 4096 }))),
+    endpoints: Type.Optional(Type.Array(Endpoint, { maxItems: 128 })),
+    start: Type.Optional(Type.Boolean({ description: 'start the VM at once (default true)' })),
+  },
+  { additionalProperties: false },
+);
+export const PatchVm = Type.Object(
+  {
+    staticDip: Type.Optional(Nullable(Address)),
+    ilpip: Type.Optional(Type.Boolean()),
+    workload: Type.Optional(Nullable(Type.String({ minLength: 1, maxLength: 4096 }))),
+    endpoints: Type.Optional(Type.Array(Endpoint, { maxItems: 128 })),
+  },
+  { additionalProperties: false },
+);
+export const Maintenance = Type.Object({}, { additionalProperties: false });
+
+export const EventsQuery = Type.Object(
+  {
+    since: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$' })),
+    limit: Type.Optional(Type.String({ pattern: '^[0-9]{1,5}$' })),
+  },
+  { additionalProperties: false },
+);
+
+export type CreateVmBody = Static<typeof CreateVm>;
+export type PatchVmBody = Static<typeof PatchVm>;

@@ -1,0 +1,186 @@
+/**
+ * The HTTP API: Fastify with TypeBox schemas, so one schema per route validates the request, types
+ * the handler and documents the route in the OpenAPI 3.1 document at /v1/openapi.json.
+ */
+import swagger from '@fastify/swagger';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { isVipdipError } from '../core/errors.ts';
+import type { Cloud } from '../lifecycle/index.ts';
+import type { Tokens } from './auth.ts';
+import type { ApiContext } from './context.ts';
+import { Metrics } from './metrics.ts';
+import { ApiError, API_TITLES, problem, type Problem } from './problem.ts';
+import { registerApplyRoutes } from './routes/apply.ts';
+import { registerEventRoutes } from './routes/events.ts';
+import { registerFabricRoutes } from './routes/fabric.ts';
+import { registerNetworkRoutes } from './routes/networks.ts';
+import { registerServiceRoutes } from './routes/services.ts';
+import * as S from './schemas.ts';
+
+export type Api = FastifyInstance<
+  Server,
+  IncomingMessage,
+  ServerResponse,
+  FastifyBaseLogger,
+  TypeBoxTypeProvider
+>;
+
+export interface ServerOptions {
+  cloud: Cloud;
+  tokens: Tokens;
+  /** Called for 5xx failures, which users see only as a generic problem. */
+  onInternalError?: (e: unknown) => void;
+  version?: string;
+  /** Serve HTTPS with this certificate and key. */
+  https?: { cert: Buffer; key: Buffer };
+}
+
+/** 1 MiB is far above any topology a person writes, and bounds what a client can make us parse. */
+export const BODY_LIMIT_BYTES = 1 << 20;
+
+export async function buildServer(opts: ServerOptions): Promise<Api> {
+  const app = Fastify({
+    ...(opts.https ? { https: opts.https } : {}),
+    logger: false,
+    bodyLimit: BODY_LIMIT_BYTES,
+    // Strict validation: no type coercion of bodies, unknown fields refused rather than dropped.
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  const ctx: ApiContext = { cloud: opts.cloud, tokens: opts.tokens };
+  const metrics = new Metrics(opts.cloud);
+
+  app.addContentTypeParser(
+    ['application/yaml', 'text/yaml', 'application/x-yaml', 'text/plain'],
+    { parseAs: 'string' },
+    (_req, body, done) => done(null, body),
+  );
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'vipdip API',
+        version: opts.version ?? '0.1.0',
+        description: 'The cloud VIP/DIP address model',
+      },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+  for (const s of [S.Problem, S.Vm, S.Service, S.Vnet, S.ReservedIp, S.Pool, S.Host, S.Subscription, S.Event])
+    app.addSchema(s);
+
+  app.decorateRequest('principal', null as never);
+  app.addHook('onRequest', async (req) => {
+    const path = req.url.split('?')[0] ?? '';
+    if (!path.startsWith('/v1/') || path === '/v1/openapi.json') return;
+    const auth = req.headers.authorization;
+    const m = auth === undefined ? null : /^Bearer ([A-Za-z0-9_\-.~+/]{1,256}=*)$/.exec(auth);
+    if (m === null) throw new ApiError('UNAUTHORIZED', 'send a bearer token: Authorization: Bearer <token>');
+    const p = await ctx.tokens.resolve(m[1]!);
+    if (p === undefined) throw new ApiError('UNAUTHORIZED', 'the token is not valid');
+    req.principal = p;
+  });
+
+  const started = new WeakMap<object, bigint>();
+  app.addHook('onRequest', (req, _reply, done) => {
+    started.set(req, process.hrtime.bigint());
+    done();
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unmatched';
+    metrics.requests.inc({ method: req.method, route, status: String(reply.statusCode) });
+    const t0 = started.get(req);
+    if (t0 !== undefined)
+      metrics.latency.observe({ method: req.method, route }, Number(process.hrtime.bigint() - t0) / 1e9);
+  });
+
+  app.setErrorHandler((err: unknown, req, reply) => {
+    const body = toProblem(err, req.url);
+    if (body.status >= 500) opts.onInternalError?.(err);
+    if (body.status === 401) void reply.header('www-authenticate', 'Bearer realm="vipdip"');
+    return reply.code(body.status).type('application/problem+json').send(body);
+  });
+  app.setNotFoundHandler((req, reply) => {
+    const body = problem(
+      'NOT_FOUND',
+      'not found',
+      `no route ${req.method} ${req.url.split('?')[0]}`,
+      req.url,
+    );
+    return reply.code(404).type('application/problem+json').send(body);
+  });
+
+  app.get('/healthz', { schema: { hide: true } }, (_req, reply) => reply.send({ status: 'ok' }));
+  app.get('/metrics', { schema: { hide: true } }, async (_req, reply) =>
+    reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()),
+  );
+  app.get('/v1/openapi.json', { schema: { hide: true } }, (_req, reply) => reply.send(app.swagger()));
+
+  registerFabricRoutes(app, ctx);
+  registerNetworkRoutes(app, ctx);
+  registerServiceRoutes(app, ctx);
+  registerEventRoutes(app, ctx);
+  registerApplyRoutes(app, ctx);
+  return app;
+}
+
+/** Every failure as problem+json: coded domain errors keep their code; the rest are classified. */
+export function toProblem(err: unknown, instance: string): Problem {
+  if (isVipdipError(err))
+    return problem(
+      err.code,
+      err.title,
+      err.detail,
+      instance,
+      err.data.errors ? { errors: err.data.errors } : {},
+    );
+  if (err instanceof ApiError)
+    return problem(err.code, API_TITLES[err.code], err.detail, instance, err.extra);
+  const fe = err as Partial<FastifyError> & {
+    validation?: { instancePath?: string; message?: string; params?: Record<string, unknown> }[];
+    validationContext?: string;
+  };
+  if (Array.isArray(fe.validation)) {
+    const errors = fe.validation.slice(0, 50).map((v) => ({
+      path: `${fe.validationContext ?? 'body'}${v.instancePath ?? ''}`,
+      message:
+        (v.message ?? 'is invalid') +
+        (v.params && 'additionalProperty' in v.params ? `: ${String(v.params.additionalProperty)}` : ''),
+    }));
+    const detail = errors.map((e) => `${e.path} ${e.message}`).join('; ');
+    return problem('BAD_REQUEST', API_TITLES.BAD_REQUEST, detail, instance, { errors });
+  }
+  const code = typeof fe.code === 'string' ? fe.code : '';
+  if (code === 'FST_ERR_CTP_BODY_TOO_LARGE')
+    return problem(
+      'PAYLOAD_TOO_LARGE',
+      API_TITLES.PAYLOAD_TOO_LARGE,
+      `the body exceeds ${BODY_LIMIT_BYTES} bytes`,
+      instance,
+    );
+  if (code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')
+    return problem(
+      'UNSUPPORTED_MEDIA_TYPE',
+      API_TITLES.UNSUPPORTED_MEDIA_TYPE,
+      'send application/json (or YAML to /v1/apply)',
+      instance,
+    );
+  if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
+    return problem(
+      'BAD_REQUEST',
+      API_TITLES.BAD_REQUEST,
+      (fe.message ?? 'bad request').split('\n')[0]!,
+      instance,
+    );
+  }
+  return problem(
+    'INTERNAL',
+    API_TITLES.INTERNAL,
+    'the server failed to handle the request; it has been logged',
+    instance,
+  );
+}
