@@ -10,19 +10,9 @@
  * Results go to bench/results/ipam.json under `memory` (other keys are kept) and to the
  * `ipam:memory` section of BENCHMARKS.md.
  */
-import { readFile, writeFile, mkdir } from 'node:fs/promises';
-import { cpus, totalmem } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { format, resolveConfig } from 'prettier';
 import { SeededRandom, parseCidr } from '../src/core/index.ts';
 import { AddressRange, POOL_RESERVATION, type AllocationPolicy } from '../src/ipam/index.ts';
-
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-const RESULTS_FILE = join(ROOT, 'bench', 'results', 'ipam.json');
-const BENCHMARKS_FILE = join(ROOT, 'BENCHMARKS.md');
-const START_MARK = '<!-- ipam:memory:start -->';
-const END_MARK = '<!-- ipam:memory:end -->';
+import { machine, saveJson, saveSection } from './report.ts';
 
 const SEED = 20260101;
 const POOLS = ['127.0.0.0/24', '127.0.0.0/16', '127.0.0.0/8'] as const;
@@ -219,54 +209,6 @@ function summary(r: MemoryResults): string {
   ].join('\n');
 }
 
-async function saveJson(results: MemoryResults): Promise<void> {
-  let existing: Record<string, unknown> = {};
-  try {
-    const parsed: unknown = JSON.parse(await readFile(RESULTS_FILE, 'utf8'));
-    if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) {
-      existing = parsed as Record<string, unknown>;
-    }
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-  }
-  await mkdir(dirname(RESULTS_FILE), { recursive: true });
-  await writeFile(RESULTS_FILE, `${JSON.stringify({ ...existing, memory: results }, null, 2)}\n`);
-}
-
-const BENCHMARKS_HEADER = `# Benchmarks
-
-Figures come from a shared 2-core machine, so read them as orders of magnitude; rerun them on
-yours before comparing. The raw numbers are in \`bench/results/\`.
-
-To reproduce:
-
-\`\`\`sh
-npm run bench            # every benchmark
-npm run bench -- ipam    # the IPAM index only
-\`\`\`
-`;
-
-async function saveMarkdown(results: MemoryResults): Promise<void> {
-  let doc: string;
-  try {
-    doc = await readFile(BENCHMARKS_FILE, 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    doc = BENCHMARKS_HEADER;
-  }
-  const section = `${START_MARK}\n## IPAM index: allocation rate and memory\n\n${summary(results)}\n${END_MARK}`;
-  const start = doc.indexOf(START_MARK);
-  const end = doc.indexOf(END_MARK);
-  if (start >= 0 && end > start) {
-    doc = doc.slice(0, start) + section + doc.slice(end + END_MARK.length);
-  } else {
-    doc = `${doc.trimEnd()}\n\n${section}\n`;
-  }
-  // Formatted as `npm run lint` checks it, so a bench run never leaves the tree failing lint.
-  const options = (await resolveConfig(BENCHMARKS_FILE)) ?? {};
-  await writeFile(BENCHMARKS_FILE, await format(doc, { ...options, filepath: BENCHMARKS_FILE }));
-}
-
 export async function run(_args: string[]): Promise<void> {
   const random = new SeededRandom(SEED);
   const log = (line: string) => console.error(`  ${line}`);
@@ -281,16 +223,9 @@ export async function run(_args: string[]): Promise<void> {
   const rate = (pool: string, occupancy: number) =>
     cells.find((c) => c.pool === pool && c.occupancy === occupancy)?.random.pairsPerSecond ?? Number.NaN;
   const ratio = rate('/8', 0.99) / rate('/24', 0);
-  const cpu = cpus();
   const results: MemoryResults = {
     date: new Date().toISOString(),
-    machine: {
-      node: process.versions.node,
-      cpu: cpu[0]?.model.trim() ?? 'unknown',
-      cpus: cpu.length,
-      memoryBytes: totalmem(),
-      gc: typeof globalThis.gc === 'function',
-    },
+    machine: machine(),
     seed: SEED,
     unit: 'pairs/s: one allocate plus one release',
     cells,
@@ -301,8 +236,8 @@ export async function run(_args: string[]): Promise<void> {
       ratioMet: ratio >= TARGET_RATIO,
     },
   };
-  await saveJson(results);
-  await saveMarkdown(results);
+  await saveJson('ipam', 'memory', results);
+  await saveSection('ipam:memory', 'IPAM index: allocation rate and memory', summary(results));
   console.log(`## ipam: memory\n\n${summary(results)}\n`);
   console.error(`ipam memory: done in ${seconds(t0).toFixed(1)} s`);
 }

@@ -10,7 +10,10 @@ export interface Benchmark {
 }
 
 const BENCHMARKS: Readonly<Record<string, () => Promise<Benchmark>>> = {
-  ipam: () => import('./ipam.ts'),
+  ipam: async () => {
+    const [memory, store] = [await import('./ipam.ts'), await import('./ipam-store.ts')];
+    return { run: async (args) => (await memory.run(args), await store.run(args)) };
+  },
 };
 
 /**
