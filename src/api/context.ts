@@ -1,9 +1,20 @@
 import { createHash } from 'node:crypto';
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { VipdipError } from '../core/errors.ts';
 import type { Cloud } from '../lifecycle/index.ts';
 import type { Principal, Tokens } from './auth.ts';
 import { ApiError } from './problem.ts';
+
+/** The Fastify instance with the TypeBox type provider, as every route module registers on it. */
+export type Api = FastifyInstance<
+  Server,
+  IncomingMessage,
+  ServerResponse,
+  FastifyBaseLogger,
+  TypeBoxTypeProvider
+>;
 
 export interface ApiContext {
   cloud: Cloud;

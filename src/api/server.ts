@@ -4,12 +4,11 @@
  */
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import Fastify, { type FastifyError } from 'fastify';
 import { isVipdipError } from '../core/errors.ts';
 import type { Cloud } from '../lifecycle/index.ts';
 import type { Tokens } from './auth.ts';
-import type { ApiContext } from './context.ts';
+import type { Api, ApiContext } from './context.ts';
 import { Metrics } from './metrics.ts';
 import { ApiError, API_TITLES, problem, type Problem } from './problem.ts';
 import { registerApplyRoutes } from './routes/apply.ts';
@@ -18,14 +17,6 @@ import { registerFabricRoutes } from './routes/fabric.ts';
 import { registerNetworkRoutes } from './routes/networks.ts';
 import { registerServiceRoutes } from './routes/services.ts';
 import * as S from './schemas.ts';
-
-export type Api = FastifyInstance<
-  Server,
-  IncomingMessage,
-  ServerResponse,
-  FastifyBaseLogger,
-  TypeBoxTypeProvider
->;
 
 export interface ServerOptions {
   cloud: Cloud;

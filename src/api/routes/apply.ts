@@ -1,8 +1,7 @@
 /** Declarative apply of a whole topology (YAML or JSON): POST /v1/apply?dryRun=true&prune=true. */
 import { Type } from 'typebox';
 import { applyTopology, parseTopology } from '../../topology/index.ts';
-import type { ApiContext } from '../context.ts';
-import type { Api } from '../server.ts';
+import type { Api, ApiContext } from '../context.ts';
 
 export function registerApplyRoutes(app: Api, { cloud }: ApiContext): void {
   app.post(

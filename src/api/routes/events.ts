@@ -5,9 +5,8 @@
  */
 import { Type } from 'typebox';
 import type { EventView } from '../../lifecycle/index.ts';
-import { visible, type ApiContext } from '../context.ts';
+import { visible, type Api, type ApiContext } from '../context.ts';
 import { ApiError } from '../problem.ts';
-import type { Api } from '../server.ts';
 import * as S from '../schemas.ts';
 
 const PAGE_MAX = 1000;

@@ -1,8 +1,7 @@
 import { VipdipError } from '../../core/errors.ts';
 /** Subscriptions, tokens, public pools and hosts: mostly the operator's side. */
 import { Type } from 'typebox';
-import type { Api } from '../server.ts';
-import { requireOperator, scope, sendResource, visible, type ApiContext } from '../context.ts';
+import { requireOperator, scope, sendResource, visible, type Api, type ApiContext } from '../context.ts';
 import * as S from '../schemas.ts';
 
 const errors = { '4xx': { $ref: 'Problem#' } } as const;

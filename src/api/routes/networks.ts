@@ -1,8 +1,7 @@
 import { VipdipError } from '../../core/errors.ts';
 /** Virtual networks, their subnets, and reserved IPs: per subscription. */
 import { Type } from 'typebox';
-import { checkIfMatch, scope, sendResource, visible, type ApiContext } from '../context.ts';
-import type { Api } from '../server.ts';
+import { checkIfMatch, scope, sendResource, visible, type Api, type ApiContext } from '../context.ts';
 import * as S from '../schemas.ts';
 
 const errors = { '4xx': { $ref: 'Problem#' } } as const;

@@ -5,9 +5,8 @@
 import { Type } from 'typebox';
 import { VipdipError } from '../../core/errors.ts';
 import { VM_OPERATIONS, type VmOperation } from '../../lifecycle/index.ts';
-import { checkIfMatch, scope, sendResource, visible, type ApiContext } from '../context.ts';
+import { checkIfMatch, scope, sendResource, visible, type Api, type ApiContext } from '../context.ts';
 import { ApiError } from '../problem.ts';
-import type { Api } from '../server.ts';
 import * as S from '../schemas.ts';
 
 const errors = { '4xx': { $ref: 'Problem#' } } as const;
