@@ -27,6 +27,7 @@ import type {
   Store,
   SubnetRow,
   SubscriptionRow,
+  VmContextRow,
   VmDetailRow,
   VmRow,
   VnetRow,
@@ -91,6 +92,16 @@ export interface VmRef {
   service: string;
   vm: string;
   subscription?: string | undefined;
+}
+
+/** What VM operations need of a subscription. */
+type SubRef = Pick<SubscriptionRow, 'id' | 'name'>;
+
+interface FoundVm {
+  sub: SubRef;
+  service: ServiceRow;
+  vm: VmRow;
+  context: VmContextRow;
 }
 
 type EventInput = {
@@ -489,7 +500,7 @@ export class Cloud {
 
   private async insertSubnet(
     tx: Tx,
-    sub: SubscriptionRow,
+    sub: SubRef,
     vnet: VnetRow,
     spec: { name: string; cidr: string },
   ): Promise<void> {
@@ -732,12 +743,7 @@ export class Cloud {
     });
   }
 
-  private async associate(
-    tx: Tx,
-    sub: SubscriptionRow,
-    rip: ReservedIpRow,
-    service: ServiceRow,
-  ): Promise<void> {
+  private async associate(tx: Tx, sub: SubRef, rip: ReservedIpRow, service: ServiceRow): Promise<void> {
     if (rip.service_id === service.id) return;
     if (rip.service_id !== null) {
       const other = await tx.repo.serviceById(rip.service_id);
@@ -789,7 +795,7 @@ export class Cloud {
 
   private async disassociate(
     tx: Tx,
-    sub: SubscriptionRow,
+    sub: SubRef,
     rip: ReservedIpRow,
     service: ServiceRow,
     reason: string,
@@ -967,7 +973,7 @@ export class Cloud {
   }
 
   /** R1 and R3: a service without a reserved IP holds a VIP exactly while it has an allocated VM. */
-  private async settleVip(tx: Tx, sub: SubscriptionRow, service: ServiceRow, reason: string): Promise<void> {
+  private async settleVip(tx: Tx, sub: SubRef, service: ServiceRow, reason: string): Promise<void> {
     if (service.reserved_ip_id !== null) return;
     const allocated = await tx.repo.allocatedVmCount(service.id);
     if (allocated > 0 && service.vip === null) {
@@ -1134,9 +1140,9 @@ export class Cloud {
     precondition?: (current: VmView) => void,
   ): Promise<VmView | null> {
     return this.write(async (tx) => {
-      const { sub, service, vm } = await this.findVm(tx.repo, ref);
-      if (precondition !== undefined) precondition(await this.vmView(tx.repo, vm));
-      await this.applyOperation(tx, sub, service, vm, op, reason);
+      const { sub, service, vm, context } = await this.findVm(tx.repo, ref);
+      if (precondition !== undefined) precondition(detailView(context));
+      await this.applyOperation(tx, sub, service, vm, op, reason, context);
       const after = await tx.repo.vmById(vm.id);
       return after === undefined ? null : this.vmView(tx.repo, after);
     });
@@ -1144,26 +1150,28 @@ export class Cloud {
 
   private async applyOperation(
     tx: Tx,
-    sub: SubscriptionRow,
+    sub: SubRef,
     service: ServiceRow,
     vm: VmRow,
     op: VmOperation,
     reason: string,
+    context?: VmContextRow,
   ): Promise<void> {
     const name = `${service.name}/${vm.name}`;
     const from = vm.state as VmState;
     const to = nextState(name, from, op);
-    if (op === 'delete') {
+    if (op === 'delete' || to === null) {
       await this.deleteVmRow(tx, sub, service, vm, reason);
       return;
     }
-    if (op === 'start' && from === 'deallocated') await this.allocateVm(tx, sub, service, vm, reason);
-    if (op === 'deallocate') await this.releaseVm(tx, sub, service, vm, reason);
+    if (op === 'start' && from === 'deallocated')
+      await this.allocateVm(tx, sub, service, vm, reason, to, context);
+    else if (op === 'deallocate') await this.releaseVm(tx, sub, service, vm, reason, to, context);
+    else if (to !== from) await tx.repo.updateVm(vm.id, { state: to });
     if (op === 'redeploy') {
       const { hosts, loads } = await tx.repo.hostsWithLoads();
       await this.moveVm(tx, vm, hosts, loads, new Set([vm.host_id!]), reason);
     }
-    if (to !== from) await tx.repo.updateVm(vm.id, { state: to! });
     await tx.emit({
       type: `vm.${op === 'start' ? 'started' : op === 'stop' ? 'stopped' : op === 'deallocate' ? 'deallocated' : op === 'restart' ? 'restarted' : 'redeployed'}`,
       subscription: sub.name,
@@ -1172,18 +1180,18 @@ export class Cloud {
       old: { state: from },
       new: { state: to },
     });
-    if (op === 'start' || op === 'deallocate')
-      await this.settleVip(tx, sub, (await tx.repo.serviceById(service.id))!, reason);
+    // The service row is as this operation found it: nothing in between changed its VIP.
+    if (op === 'start' || op === 'deallocate') await this.settleVip(tx, sub, service, reason);
   }
 
   private async deleteVmRow(
     tx: Tx,
-    sub: SubscriptionRow,
+    sub: SubRef,
     service: ServiceRow,
     vm: VmRow,
     reason: string,
   ): Promise<void> {
-    if (isAllocated(vm.state as VmState)) await this.releaseVm(tx, sub, service, vm, reason);
+    if (isAllocated(vm.state as VmState)) await this.releaseVm(tx, sub, service, vm, reason, 'deallocated');
     await tx.repo.deleteVm(vm.id);
     await tx.emit({
       type: 'vm.deleted',
@@ -1198,10 +1206,12 @@ export class Cloud {
   /** Places the VM on a host and binds its DIP (static or drawn per policy, R4) and ILPIP. */
   private async allocateVm(
     tx: Tx,
-    sub: SubscriptionRow,
+    sub: SubRef,
     service: ServiceRow,
     vm: VmRow,
     reason: string,
+    state: VmState,
+    context?: VmContextRow,
   ): Promise<void> {
     const { hosts, loads } = await tx.repo.hostsWithLoads();
     const host = pickHost(hosts, loads, new Set(), this.random);
@@ -1212,10 +1222,10 @@ export class Cloud {
       dip = vm.static_dip as Ipv4;
       await this.book.claim(tx.repo, scope, dip, who);
     } else {
-      const vnet = await this.vnetOfSubnet(tx.repo, vm.subnet_id);
-      dip = await this.book.draw(tx.repo, scope, vnet.dip_policy as AllocationPolicy, who);
+      const policy = context?.dip_policy ?? (await this.vnetOfSubnet(tx.repo, vm.subnet_id)).dip_policy;
+      dip = await this.book.draw(tx.repo, scope, policy as AllocationPolicy, who);
     }
-    await tx.repo.updateVm(vm.id, { dip, host_id: host.id });
+    await tx.repo.updateVm(vm.id, { dip, host_id: host.id, state });
     const resource = vmResource(service.name, vm.name);
     await tx.emit({
       type: 'vm.host',
@@ -1239,13 +1249,15 @@ export class Cloud {
   /** Deallocation: the DIP and ILPIP go back (R4), the VM leaves its host. */
   private async releaseVm(
     tx: Tx,
-    sub: SubscriptionRow,
+    sub: SubRef,
     service: ServiceRow,
     vm: VmRow,
     reason: string,
+    state: VmState,
+    context?: VmContextRow,
   ): Promise<void> {
     const resource = vmResource(service.name, vm.name);
-    await tx.repo.updateVm(vm.id, { dip: null, host_id: null });
+    await tx.repo.updateVm(vm.id, { dip: null, host_id: null, state });
     if (vm.dip !== null) {
       await this.book.free(tx.repo, subnetScope(vm.subnet_id), vm.dip as Ipv4);
       await tx.emit({
@@ -1258,13 +1270,13 @@ export class Cloud {
       });
     }
     if (vm.host_id !== null) {
-      const host = (await tx.repo.hosts()).find((h) => h.id === vm.host_id);
+      const hostName = context?.host_name ?? (await tx.repo.hosts()).find((h) => h.id === vm.host_id)?.name;
       await tx.emit({
         type: 'vm.host',
         subscription: sub.name,
         resource,
         reason,
-        old: { host: host?.name ?? null },
+        old: { host: hostName ?? null },
         new: { host: null },
       });
     }
@@ -1273,7 +1285,7 @@ export class Cloud {
 
   private async bindIlpip(
     tx: Tx,
-    sub: SubscriptionRow,
+    sub: SubRef,
     service: ServiceRow,
     vm: VmRow,
     reason: string,
@@ -1292,11 +1304,13 @@ export class Cloud {
 
   private async releaseIlpip(
     tx: Tx,
-    sub: SubscriptionRow,
+    sub: SubRef,
     service: ServiceRow,
     vm: VmRow,
     reason: string,
   ): Promise<void> {
+    // A VM that never had an ILPIP enabled holds none: no need to read it again.
+    if (vm.ilpip_enabled === 0 && vm.ilpip === null) return;
     const fresh = (await tx.repo.vmById(vm.id))!;
     if (fresh.ilpip === null) return;
     await tx.repo.updateVm(vm.id, { ilpip: null, ilpip_pool_id: null });
@@ -1409,23 +1423,33 @@ export class Cloud {
     return (await repo.subscriptionByName(name)) ?? notFound(`subscription ${name}`);
   }
 
-  private async findVnet(repo: Repo, sub: SubscriptionRow, name: string): Promise<VnetRow> {
+  private async findVnet(repo: Repo, sub: SubRef, name: string): Promise<VnetRow> {
     return (await repo.vnet(sub.id, name)) ?? notFound(`virtual network ${name} in subscription ${sub.name}`);
   }
 
-  private async findReservedIp(repo: Repo, sub: SubscriptionRow, name: string): Promise<ReservedIpRow> {
+  private async findReservedIp(repo: Repo, sub: SubRef, name: string): Promise<ReservedIpRow> {
     return (
       (await repo.reservedIp(sub.id, name)) ?? notFound(`reserved IP ${name} in subscription ${sub.name}`)
     );
   }
 
-  private async findVm(
-    repo: Repo,
-    ref: VmRef,
-  ): Promise<{ sub: SubscriptionRow; service: ServiceRow; vm: VmRow }> {
-    const { service, sub } = await this.findService(repo, ref.service, ref.subscription);
-    const vm = (await repo.vm(service.id, ref.vm)) ?? notFound(`VM ${ref.service}/${ref.vm}`);
-    return { sub, service, vm };
+  /** One query on the common path; the error path tells a missing service from a missing VM. */
+  private async findVm(repo: Repo, ref: VmRef): Promise<FoundVm> {
+    const c = await repo.vmContext(ref.service, ref.vm);
+    if (c === undefined || (ref.subscription !== undefined && c.subscription_name !== ref.subscription)) {
+      await this.findService(repo, ref.service, ref.subscription);
+      notFound(`VM ${ref.service}/${ref.vm}`);
+    }
+    const service: ServiceRow = {
+      id: c.service_id,
+      subscription_id: c.subscription_id,
+      name: c.service_name,
+      vnet_id: c.service_vnet_id,
+      reserved_ip_id: c.service_reserved_ip_id,
+      vip: c.service_vip,
+      vip_pool_id: c.service_vip_pool_id,
+    };
+    return { sub: { id: c.subscription_id, name: c.subscription_name }, service, vm: c, context: c };
   }
 
   private async findSubnetOfService(repo: Repo, service: ServiceRow, subnetName: string): Promise<SubnetRow> {

@@ -47,6 +47,16 @@ export type VmDetailRow = VmRow & {
   host_rack: string | null;
 };
 
+export type VmContextRow = VmDetailRow & {
+  subscription_id: number;
+  service_vnet_id: number | null;
+  service_reserved_ip_id: number | null;
+  service_vip: number | null;
+  service_vip_pool_id: number | null;
+  dip_policy: string;
+  move_policy: string;
+};
+
 export interface VmFilter {
   serviceId?: number;
   subscriptionId?: number;
@@ -278,6 +288,39 @@ export class Repo {
     if (filter.subscriptionId !== undefined)
       q = q.where('cloud_services.subscription_id', '=', filter.subscriptionId);
     return q.orderBy('cloud_services.name').orderBy('vms.name').execute();
+  }
+
+  /**
+   * Everything one VM operation needs, in one query: the VM, its service, subscription, network
+   * policies and host. Undefined when no such VM exists.
+   */
+  async vmContext(serviceName: string, vmName: string): Promise<VmContextRow | undefined> {
+    return this.db
+      .selectFrom('vms')
+      .innerJoin('cloud_services', 'cloud_services.id', 'vms.service_id')
+      .innerJoin('subscriptions', 'subscriptions.id', 'cloud_services.subscription_id')
+      .innerJoin('subnets', 'subnets.id', 'vms.subnet_id')
+      .innerJoin('vnets', 'vnets.id', 'subnets.vnet_id')
+      .leftJoin('hosts', 'hosts.id', 'vms.host_id')
+      .selectAll('vms')
+      .select([
+        'cloud_services.name as service_name',
+        'cloud_services.subscription_id as subscription_id',
+        'cloud_services.vnet_id as service_vnet_id',
+        'cloud_services.reserved_ip_id as service_reserved_ip_id',
+        'cloud_services.vip as service_vip',
+        'cloud_services.vip_pool_id as service_vip_pool_id',
+        'subscriptions.name as subscription_name',
+        'subnets.name as subnet_name',
+        'vnets.name as vnet_name',
+        'vnets.dip_policy as dip_policy',
+        'vnets.move_policy as move_policy',
+        'hosts.name as host_name',
+        'hosts.rack as host_rack',
+      ])
+      .where('cloud_services.name', '=', serviceName)
+      .where('vms.name', '=', vmName)
+      .executeTakeFirst();
   }
 
   /** How many VMs of a service hold their allocation (running or stopped). */
