@@ -10,10 +10,12 @@ export interface Benchmark {
 }
 
 const BENCHMARKS: Readonly<Record<string, () => Promise<Benchmark>>> = {
+  api: () => import('./api.ts'),
   ipam: async () => {
     const [memory, store] = [await import('./ipam.ts'), await import('./ipam-store.ts')];
     return { run: async (args) => (await memory.run(args), await store.run(args)) };
   },
+  dns: () => import('./dns.ts'),
 };
 
 /**

@@ -1,0 +1,91 @@
+/**
+ * The load generator of the API benchmark, run as its own process so that its CPU is not the
+ * server's. Every loop is bounded in time and count; all traffic goes to the loopback URL given.
+ *
+ *   node --import tsx bench/api-client.ts URL TOKEN closed WORKERS SECONDS VMS
+ *   node --import tsx bench/api-client.ts URL TOKEN rate RPS SECONDS VMS
+ *
+ * Each request is a lifecycle operation on one VM (deallocate when it is running, start when it is
+ * deallocated). Prints one JSON line: { ops, errors, seconds, opsPerSecond, p50Ms, p99Ms }.
+ */
+const [url, token, mode, param, secondsText, vmsText] = process.argv.slice(2);
+if (!url?.startsWith('http://127.') || token === undefined || vmsText === undefined) {
+  console.error('usage: api-client.ts http://127.x.y.z:PORT TOKEN closed|rate N SECONDS VMS');
+  process.exit(2);
+}
+const seconds = Math.min(60, Number(secondsText));
+const vms = Number(vmsText);
+const MAX_REQUESTS = 1_000_000;
+/** A request still unanswered after this counts as an error; it bounds the run when the server lags. */
+const REQUEST_TIMEOUT_MS = 10_000;
+const running = new Array<boolean>(vms).fill(true);
+const latencies: number[] = [];
+let errors = 0;
+
+async function op(i: number): Promise<void> {
+  const verb = running[i] ? 'deallocate' : 'start';
+  running[i] = !running[i];
+  const res = await fetch(`${url}/v1/services/bench/vms/vm${i}/${verb}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}` },
+    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+  });
+  await res.arrayBuffer();
+  if (res.status !== 200) errors++;
+}
+
+function quantile(q: number): number {
+  const s = [...latencies].sort((a, b) => a - b);
+  return s.length === 0 ? Number.NaN : s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
+}
+
+async function closed(workers: number): Promise<number> {
+  const end = performance.now() + seconds * 1000;
+  let count = 0;
+  const per = Math.floor(vms / workers);
+  await Promise.all(
+    Array.from({ length: workers }, async (_, w) => {
+      for (let k = 0; performance.now() < end && count < MAX_REQUESTS; k++) {
+        const t0 = performance.now();
+        await op(w * per + (k % per));
+        latencies.push(performance.now() - t0);
+        count++;
+      }
+    }),
+  );
+  return count;
+}
+
+/** Open loop: requests start on schedule whatever the latency, which is measured from the schedule. */
+async function rate(rps: number): Promise<number> {
+  const total = Math.min(MAX_REQUESTS, Math.round(rps * seconds));
+  const start = performance.now();
+  const inflight: Promise<void>[] = [];
+  for (let n = 0; n < total; n++) {
+    const due = start + (n * 1000) / rps;
+    const wait = due - performance.now();
+    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    inflight.push(
+      op(n % vms).then(
+        () => void latencies.push(performance.now() - due),
+        () => void errors++,
+      ),
+    );
+  }
+  await Promise.all(inflight);
+  return total;
+}
+
+const t0 = performance.now();
+const count = mode === 'closed' ? await closed(Number(param)) : await rate(Number(param));
+const elapsed = (performance.now() - t0) / 1000;
+console.log(
+  JSON.stringify({
+    ops: count,
+    errors,
+    seconds: elapsed,
+    opsPerSecond: count / elapsed,
+    p50Ms: quantile(0.5),
+    p99Ms: quantile(0.99),
+  }),
+);
