@@ -217,11 +217,20 @@ export function checkServiceEndpoints(
   const byPort = new Map<string, { vm: string; lbSet: string | undefined }>();
   const setPort = new Map<string, string>();
   for (const vm of vms) {
+    // One VM never publishes the same port twice, whatever the sets of the endpoints.
+    const own = new Set<string>();
     for (const e of vm.endpoints) {
       const key = `${e.protocol}/${e.publicPort}`;
+      if (own.has(key)) {
+        throw new VipdipError(
+          'CONFLICT',
+          `VM ${vm.name} of service ${service} publishes public port ${key} twice`,
+        );
+      }
+      own.add(key);
       const prev = byPort.get(key);
       if (prev !== undefined) {
-        const shared = prev.lbSet !== undefined && prev.lbSet === e.lbSet && prev.vm !== vm.name;
+        const shared = prev.lbSet !== undefined && prev.lbSet === e.lbSet;
         if (!shared) {
           throw new VipdipError(
             'CONFLICT',
