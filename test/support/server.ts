@@ -38,8 +38,8 @@ export async function startServer(opts: { args?: string[]; dir?: string } = {}):
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let out = '';
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
   const url = await new Promise<string>((ok, fail) => {
     const timer = setTimeout(() => fail(new Error(`vipdip up did not start in 20 s:\n${out}`)), 20_000);
     const check = () => {
@@ -49,7 +49,7 @@ export async function startServer(opts: { args?: string[]; dir?: string } = {}):
         ok(m[1]!);
       }
     };
-    proc.stdout!.on('data', check);
+    proc.stdout.on('data', check);
     proc.on('exit', (code) => {
       clearTimeout(timer);
       fail(new Error(`vipdip up exited with ${code}:\n${out}`));
