@@ -6,6 +6,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
 import { VipdipError } from '../core/errors.ts';
+import { checkName } from '../lifecycle/index.ts';
 import type { Store } from '../store/index.ts';
 
 export type Principal =
@@ -39,8 +40,19 @@ export class Tokens {
     return p;
   }
 
+  /**
+   * Forgets the verified tokens of a deleted subscription (the store revoked them with it), so that
+   * a new subscription of the same name does not inherit them.
+   */
+  forgetSubscription(subscription: string): void {
+    for (const [hash, p] of this.cache) {
+      if (p.kind === 'subscription' && p.subscription === subscription) this.cache.delete(hash);
+    }
+  }
+
   /** Makes a token; returns it in clear, the only time it is ever seen. */
   async create(name: string, subscription: string | null): Promise<string> {
+    checkName('token', name);
     const token = newToken();
     await this.store.write(async (r) => {
       let subId: number | null = null;

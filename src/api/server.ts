@@ -4,7 +4,8 @@
  */
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import Fastify, { type FastifyError } from 'fastify';
+import { STATUS_CODES } from 'node:http';
+import Fastify, { type FastifyError, type FastifyReply } from 'fastify';
 import { isVipdipError } from '../core/errors.ts';
 import type { Cloud } from '../lifecycle/index.ts';
 import type { Tokens } from './auth.ts';
@@ -31,16 +32,49 @@ export interface ServerOptions {
 /** 1 MiB is far above any topology a person writes, and bounds what a client can make us parse. */
 export const BODY_LIMIT_BYTES = 1 << 20;
 
+/** Routes anyone may read: liveness, metrics for a scraper, and the API's own description. */
+const PUBLIC_ROUTES: ReadonlySet<string> = new Set(['/healthz', '/metrics', '/v1/openapi.json']);
+
 export async function buildServer(opts: ServerOptions): Promise<Api> {
   const app = Fastify({
     ...(opts.https ? { https: opts.https } : {}),
     logger: false,
     bodyLimit: BODY_LIMIT_BYTES,
+    // Failures Fastify meets before any route (a badly encoded path, an over-long segment) and those
+    // Node's HTTP parser meets before Fastify (a bad request line, oversized headers) are problems too.
+    frameworkErrors: (err, req, reply) => sendProblem(reply as FastifyReply, toProblem(err, req.url)),
+    clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
+      if (err.code === 'ECONNRESET' || socket.destroyed) return;
+      const [status, detail] =
+        err.code === 'HPE_HEADER_OVERFLOW'
+          ? [431, 'the request headers exceed the size limit']
+          : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+            ? [408, 'the request did not arrive in time']
+            : [400, 'the request is not valid HTTP/1.1'];
+      const body = JSON.stringify({ ...problem('BAD_REQUEST', API_TITLES.BAD_REQUEST, detail), status });
+      if (socket.writable) {
+        socket.write(
+          `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/problem+json\r\n` +
+            `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+        );
+      }
+      socket.destroy(err);
+    },
     // Strict validation: no type coercion of bodies, unknown fields refused rather than dropped.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   const ctx: ApiContext = { cloud: opts.cloud, tokens: opts.tokens };
+  const unwatch = opts.cloud.onEvents((events) => {
+    for (const e of events) {
+      if (e.type === 'subscription.deleted' && e.subscription !== null)
+        opts.tokens.forgetSubscription(e.subscription);
+    }
+  });
+  app.addHook('onClose', (_app, done) => {
+    unwatch();
+    done();
+  });
   const metrics = new Metrics(opts.cloud);
 
   app.addContentTypeParser(
@@ -66,8 +100,10 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
 
   app.decorateRequest('principal', null as never);
   app.addHook('onRequest', async (req) => {
-    const path = req.url.split('?')[0] ?? '';
-    if (!path.startsWith('/v1/') || path === '/v1/openapi.json') return;
+    // Decided by the route matched, not by the raw URL: `/%761/vms` and the absolute form
+    // `http://host/v1/vms` reach the same routes as `/v1/vms` and must meet the same check.
+    const route = req.routeOptions.url;
+    if (route === undefined || PUBLIC_ROUTES.has(route)) return;
     const auth = req.headers.authorization;
     const m = auth === undefined ? null : /^Bearer ([A-Za-z0-9_\-.~+/]{1,256}=*)$/.exec(auth);
     if (m === null) throw new ApiError('UNAUTHORIZED', 'send a bearer token: Authorization: Bearer <token>');
@@ -92,8 +128,7 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
   app.setErrorHandler((err: unknown, req, reply) => {
     const body = toProblem(err, req.url);
     if (body.status >= 500) opts.onInternalError?.(err);
-    if (body.status === 401) void reply.header('www-authenticate', 'Bearer realm="vipdip"');
-    return reply.code(body.status).type('application/problem+json').send(body);
+    return sendProblem(reply, body);
   });
   app.setNotFoundHandler((req, reply) => {
     const body = problem(
@@ -117,6 +152,11 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
   registerEventRoutes(app, ctx);
   registerApplyRoutes(app, ctx);
   return app;
+}
+
+function sendProblem(reply: FastifyReply, body: Problem): FastifyReply {
+  if (body.status === 401) void reply.header('www-authenticate', 'Bearer realm="vipdip"');
+  return reply.code(body.status).type('application/problem+json').send(body);
 }
 
 /** Every failure as problem+json: coded domain errors keep their code; the rest are classified. */

@@ -95,7 +95,9 @@ export class Repo {
   insertSubscription(row: Insertable<SubscriptionsTable>): Promise<SubscriptionRow> {
     return this.db.insertInto('subscriptions').values(row).returningAll().executeTakeFirstOrThrow();
   }
+  /** Deletes a subscription and revokes its tokens with it. */
   async deleteSubscription(id: number): Promise<void> {
+    await this.db.deleteFrom('tokens').where('subscription_id', '=', id).execute();
     await this.db.deleteFrom('subscriptions').where('id', '=', id).execute();
   }
 

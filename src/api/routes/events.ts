@@ -19,6 +19,14 @@ function parseSeq(v: string | undefined, what: string): number {
 }
 
 export function registerEventRoutes(app: Api, { cloud }: ApiContext): void {
+  // Open streams never finish by themselves; the server ends them when it closes, so that a
+  // shutdown lets in-flight requests finish without waiting for every watcher to hang up.
+  const streams = new Set<() => void>();
+  app.addHook('preClose', (done) => {
+    for (const end of [...streams]) end();
+    done();
+  });
+
   app.get(
     '/v1/events',
     {
@@ -85,9 +93,15 @@ export function registerEventRoutes(app: Api, { cloud }: ApiContext): void {
       const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), HEARTBEAT_MS);
       const close = () => {
         closed = true;
+        streams.delete(end);
         off();
         clearInterval(heartbeat);
       };
+      const end = () => {
+        close();
+        res.end();
+      };
+      streams.add(end);
       req.raw.on('close', close);
       res.on('error', close);
       res.write(': vipdip event stream\n\n');
@@ -98,8 +112,7 @@ export function registerEventRoutes(app: Api, { cloud }: ApiContext): void {
           if (page.length < PAGE_MAX || closed) break;
         }
       } catch {
-        res.end();
-        close();
+        end();
         return;
       }
       backlogDone = true;

@@ -1,6 +1,6 @@
-import { VipdipError } from '../../core/errors.ts';
 /** Subscriptions, tokens, public pools and hosts: mostly the operator's side. */
 import { Type } from 'typebox';
+import { VipdipError } from '../../core/errors.ts';
 import { requireOperator, scope, sendResource, visible, type Api, type ApiContext } from '../context.ts';
 import * as S from '../schemas.ts';
 
@@ -93,7 +93,11 @@ export function registerFabricRoutes(app: Api, { cloud, tokens }: ApiContext): v
   app.get(
     '/v1/pools',
     { schema: { tags: ['fabric'], response: { 200: Type.Array(S.Pool), ...errors } } },
-    async () => cloud.listPools(),
+    // The fabric's usage is the operator's: a tenant reading it would watch its neighbours' activity.
+    async (req) => {
+      requireOperator(req);
+      return cloud.listPools();
+    },
   );
   app.post(
     '/v1/pools',
@@ -121,7 +125,10 @@ export function registerFabricRoutes(app: Api, { cloud, tokens }: ApiContext): v
   app.get(
     '/v1/hosts',
     { schema: { tags: ['fabric'], response: { 200: Type.Array(S.Host), ...errors } } },
-    async () => cloud.listHosts(),
+    async (req) => {
+      requireOperator(req);
+      return cloud.listHosts();
+    },
   );
   app.post(
     '/v1/hosts',
