@@ -48,11 +48,15 @@ interface LoadConfig {
 
 interface LoadResult {
   answered: number;
+  /** CPU time the server's process spent per answer (user + system), measured by the parent. */
+  serverCpuUsPerAnswer?: number;
   seconds: number;
   qps: number;
   lost: number;
   checked: number;
   bad: number;
+  /** Answers over the whole run, warm-up included. */
+  total: number;
 }
 
 // ---------------------------------------------------------------- the load client (child process)
@@ -110,7 +114,15 @@ async function loadClient(cfg: LoadConfig): Promise<LoadResult> {
   stopped = true;
   clearInterval(watchdog);
   for (const s of sockets) s.close();
-  return { answered: windowAnswered, seconds, qps: windowAnswered / seconds, lost, checked, bad };
+  return {
+    answered: windowAnswered,
+    seconds,
+    qps: windowAnswered / seconds,
+    lost,
+    checked,
+    bad,
+    total: answered,
+  };
 }
 
 const SELF = fileURLToPath(import.meta.url);
@@ -141,32 +153,33 @@ function runLoadClient(cfg: LoadConfig): Promise<LoadResult> {
 // ---------------------------------------------------------------- change to answer (this process)
 
 /** Asks for `name` until the answer is `want`; resolves with the number of stale answers seen. */
-function queryUntil(port: number, name: string, want: string): Promise<number> {
-  const socket = createSocket('udp4');
+function queryUntil(socket: Socket, port: number, name: string, want: string): Promise<number> {
   let id = 0;
   let stale = 0;
   return new Promise<number>((ok, fail) => {
-    const timer = setTimeout(() => {
-      socket.close();
-      fail(new Error(`${name} did not answer ${want} within ${CHANGE_TIMEOUT_MS} ms`));
-    }, CHANGE_TIMEOUT_MS);
+    const done = (e?: Error) => {
+      clearTimeout(timer);
+      socket.removeListener('message', onMessage);
+      if (e === undefined) ok(stale);
+      else fail(e);
+    };
+    const timer = setTimeout(
+      () => done(new Error(`${name} did not answer ${want} within ${CHANGE_TIMEOUT_MS} ms`)),
+      CHANGE_TIMEOUT_MS,
+    );
     const ask = () =>
-      socket.send(
-        encode({ type: 'query', id: ++id & 0xffff, questions: [{ type: 'A', name }] }),
-        port,
-        '127.0.0.1',
-      );
-    socket.on('message', (msg) => {
-      const a = decode(msg).answers?.find((r): r is StringAnswer => r.type === 'A');
-      if (a?.data === want) {
-        clearTimeout(timer);
-        socket.close();
-        ok(stale);
-      } else {
+      socket.send(encode({ type: 'query', id: ++id, questions: [{ type: 'A', name }] }), port, '127.0.0.1');
+    const onMessage = (msg: Buffer) => {
+      const r = decode(msg);
+      if (r.id !== id) return; // a late answer to an earlier change
+      const a = r.answers?.find((x): x is StringAnswer => x.type === 'A');
+      if (a?.data === want) done();
+      else {
         stale++;
         ask();
       }
-    });
+    };
+    socket.on('message', onMessage);
     ask();
   });
 }
@@ -174,27 +187,44 @@ function queryUntil(port: number, name: string, want: string): Promise<number> {
 const percentile = (sorted: number[], p: number) =>
   sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 
-async function changeToAnswer(
-  cloud: Cloud,
-  server: DnsServer,
-  vms: string[],
-): Promise<{ p50: number; p99: number; max: number; staleAnswers: number; changes: number }> {
+interface ChangeResult {
+  changes: number;
+  p50: number;
+  p99: number;
+  max: number;
+  staleAnswers: number;
+  /** The server's table rebuild (read from the store and build), p50 and p99. */
+  rebuildP50: number;
+  rebuildP99: number;
+}
+
+async function changeToAnswer(cloud: Cloud, server: DnsServer, vms: string[]): Promise<ChangeResult> {
   const latencies: number[] = [];
+  const rebuilds: number[] = [];
   let staleAnswers = 0;
-  for (let i = 0; i < CHANGES; i++) {
-    const vm = vms[i % vms.length]!;
-    const after = await cloud.vmOperation({ service: 'shop', vm }, 'redeploy');
-    const t0 = performance.now();
-    staleAnswers += await queryUntil(server.port, `${vm}.shop.internal.vipdip.test`, after!.dip!);
-    latencies.push(performance.now() - t0);
+  const socket = createSocket('udp4');
+  try {
+    for (let i = 0; i < CHANGES; i++) {
+      const vm = vms[i % vms.length]!;
+      const after = await cloud.vmOperation({ service: 'shop', vm }, 'redeploy');
+      const t0 = performance.now();
+      staleAnswers += await queryUntil(socket, server.port, `${vm}.shop.internal.vipdip.test`, after!.dip!);
+      latencies.push(performance.now() - t0);
+      rebuilds.push(server.stats().lastRebuildMs);
+    }
+  } finally {
+    socket.close();
   }
   latencies.sort((a, b) => a - b);
+  rebuilds.sort((a, b) => a - b);
   return {
+    changes: CHANGES,
     p50: percentile(latencies, 50),
     p99: percentile(latencies, 99),
     max: latencies.at(-1)!,
     staleAnswers,
-    changes: CHANGES,
+    rebuildP50: percentile(rebuilds, 50),
+    rebuildP99: percentile(rebuilds, 99),
   };
 }
 
@@ -229,6 +259,7 @@ export async function run(_args: string[]): Promise<void> {
     console.error(`dns: UDP queries/s, ${IN_FLIGHT} in flight from a child process…`);
     const runs: LoadResult[] = [];
     for (let r = 0; r < REPEATS; r++) {
+      const cpu0 = process.cpuUsage();
       const res = await runLoadClient({
         port: server.port,
         names,
@@ -237,8 +268,11 @@ export async function run(_args: string[]): Promise<void> {
         measureMs: MEASURE_MS,
         maxQueries: MAX_QUERIES_PER_RUN,
       });
+      // The whole run, warm-up included, over every answer of the run (the client's total).
+      const cpu = process.cpuUsage(cpu0);
+      res.serverCpuUsPerAnswer = (cpu.user + cpu.system) / res.total;
       console.error(
-        `  ${res.qps.toFixed(0)} q/s (${res.answered} answers in ${res.seconds.toFixed(2)} s, ${res.lost} lost, ${res.bad}/${res.checked} checked answers wrong)`,
+        `  ${res.qps.toFixed(0)} q/s (server CPU ${res.serverCpuUsPerAnswer.toFixed(1)} µs per answer) (${res.answered} answers in ${res.seconds.toFixed(2)} s, ${res.lost} lost, ${res.bad}/${res.checked} checked answers wrong)`,
       );
       runs.push(res);
     }
@@ -247,7 +281,7 @@ export async function run(_args: string[]): Promise<void> {
     console.error(`dns: change-to-answer latency over ${CHANGES} redeploys…`);
     const change = await changeToAnswer(cloud, server, vms);
     console.error(
-      `  p50 ${change.p50.toFixed(2)} ms, p99 ${change.p99.toFixed(2)} ms, max ${change.max.toFixed(2)} ms, ${change.staleAnswers} stale answers`,
+      `  p50 ${change.p50.toFixed(2)} ms, p99 ${change.p99.toFixed(2)} ms, max ${change.max.toFixed(2)} ms, ${change.staleAnswers} stale answers; table rebuild p50 ${change.rebuildP50.toFixed(2)} ms, p99 ${change.rebuildP99.toFixed(2)} ms`,
     );
 
     const results = {

@@ -14,7 +14,9 @@ export interface TestCloud {
 }
 
 /** A cloud on a fresh SQLite file in a temporary directory, removed on close. */
-export async function makeCloud(opts: { seed?: number; pools?: string[]; dir?: string } = {}): Promise<TestCloud> {
+export async function makeCloud(
+  opts: { seed?: number; pools?: string[]; dir?: string } = {},
+): Promise<TestCloud> {
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'vipdip-test-'));
   const store = await SqliteStore.open(join(dir, 'state.db'));
   const cloud = await Cloud.open(store, {

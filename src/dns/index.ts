@@ -1,0 +1,21 @@
+export {
+  DEFAULT_DNS_HOST,
+  DEFAULT_DNS_PORT,
+  DEFAULT_MAX_TCP_CLIENTS,
+  DEFAULT_TCP_IDLE_MS,
+  startDnsServer,
+  type DnsServer,
+  type DnsServerOptions,
+  type DnsServerStats,
+  type DnsSource,
+} from './server.ts';
+export {
+  DEFAULT_INTERNAL_ZONE,
+  DEFAULT_PUBLIC_ZONE,
+  DEFAULT_TTL_SECONDS,
+  buildZoneTable,
+  serviceFqdn,
+  vmFqdns,
+  type ZoneConfig,
+  type ZoneTable,
+} from './zones.ts';

@@ -1,0 +1,116 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { isVipdipError } from '../core/errors.ts';
+import { buildZoneTable, checkZoneConfig, lookup, vmFqdns, type VmInput, type ZoneConfig } from './zones.ts';
+
+const CONFIG: ZoneConfig = {
+  publicZone: 'cloudapp.vipdip.test',
+  internalZone: 'internal.vipdip.test',
+  ttlSeconds: 5,
+  nsAddress: '127.0.0.1',
+};
+const NOW = Date.UTC(2026, 0, 1);
+const vm = (name: string, dip: string | null, ilpip: string | null = null): VmInput => ({
+  service: 'shop',
+  name,
+  dip,
+  ilpip,
+  ilpipEnabled: ilpip !== null,
+});
+const table = (vms: VmInput[], vip: string | null = '127.100.0.7') =>
+  buildZoneTable({ services: [{ name: 'shop', vip }], vms }, CONFIG, undefined, NOW);
+const found = (t: ReturnType<typeof table>, name: string) => {
+  const r = lookup(t, name);
+  return r.kind === 'found' ? r.record.a : r.kind;
+};
+
+describe('zone table', () => {
+  test('a service resolves to its VIP and a VM to its DIP, in their zones', () => {
+    const t = table([vm('web1', '127.16.1.9')]);
+    assert.equal(found(t, 'shop.cloudapp.vipdip.test'), '127.100.0.7');
+    assert.equal(found(t, 'web1.shop.internal.vipdip.test'), '127.16.1.9');
+  });
+
+  test('a service without a VIP and a deallocated VM exist without an address', () => {
+    const t = table([vm('web1', null)], null);
+    assert.equal(found(t, 'shop.cloudapp.vipdip.test'), null);
+    assert.equal(found(t, 'web1.shop.internal.vipdip.test'), null);
+  });
+
+  test('a VM has a public name only with an instance-level public IP enabled', () => {
+    const t = table([vm('web1', '127.16.1.9', '127.100.0.8'), vm('web2', '127.16.1.10')]);
+    assert.equal(found(t, 'web1.shop.cloudapp.vipdip.test'), '127.100.0.8');
+    assert.equal(found(t, 'web2.shop.cloudapp.vipdip.test'), 'nxdomain');
+  });
+
+  test('ancestors of a name inside its zone exist as empty non-terminals, and other names do not', () => {
+    const t = table([vm('web1', '127.16.1.9')]);
+    assert.equal(found(t, 'shop.internal.vipdip.test'), null);
+    assert.equal(found(t, 'db1.shop.internal.vipdip.test'), 'nxdomain');
+    assert.equal(found(t, 'x.web1.shop.internal.vipdip.test'), 'nxdomain');
+    assert.equal(found(t, 'vipdip.test'), 'outside');
+    assert.equal(found(t, 'example.com'), 'outside');
+  });
+
+  test('each zone apex exists and the name server host has the listening address', () => {
+    const t = table([]);
+    for (const z of ['cloudapp.vipdip.test', 'internal.vipdip.test']) {
+      const r = lookup(t, z);
+      assert.ok(r.kind === 'found' && r.record.apex);
+    }
+    assert.equal(found(t, 'ns.internal.vipdip.test'), '127.0.0.1');
+  });
+
+  test('the serial of a zone grows when its content changes, and only then', () => {
+    const t1 = buildZoneTable(
+      { services: [{ name: 'shop', vip: '127.100.0.7' }], vms: [vm('web1', '127.16.1.9')] },
+      CONFIG,
+      undefined,
+      NOW,
+    );
+    const [pub1, int1] = t1.zones;
+    assert.ok(pub1!.serial >= Math.floor(NOW / 1000));
+    const t2 = buildZoneTable(
+      { services: [{ name: 'shop', vip: '127.100.0.7' }], vms: [vm('web1', '127.16.1.10')] },
+      CONFIG,
+      t1,
+      NOW,
+    );
+    assert.equal(t2.zones[0]!.serial, pub1!.serial, 'the public zone did not change');
+    assert.equal(t2.zones[1]!.serial, int1!.serial + 1, 'the internal zone did');
+    assert.equal(t2.zones[1]!.soa.serial, t2.zones[1]!.serial);
+    const t3 = buildZoneTable(
+      { services: [{ name: 'shop', vip: '127.100.0.7' }], vms: [vm('web1', '127.16.1.10')] },
+      CONFIG,
+      t2,
+      NOW + 3_600_000,
+    );
+    assert.equal(t3.zones[1]!.serial, t2.zones[1]!.serial, 'time alone changes no serial');
+  });
+
+  test('zones that are equal or nested are refused, and zone names are normalized', () => {
+    for (const [publicZone, internalZone] of [
+      ['a.test', 'a.test'],
+      ['a.test', 'b.a.test'],
+      ['b.a.test', 'a.test'],
+      ['bad_name.test', 'a.test'],
+    ] as const) {
+      assert.throws(
+        () => checkZoneConfig({ ...CONFIG, publicZone, internalZone }),
+        (e) => isVipdipError(e, 'INVALID_ARGUMENT'),
+      );
+    }
+    assert.equal(
+      checkZoneConfig({ ...CONFIG, publicZone: 'CloudApp.Example.' }).publicZone,
+      'cloudapp.example',
+    );
+  });
+
+  test('the names of a VM are its internal name, and its public one with an ILPIP', () => {
+    assert.deepEqual(vmFqdns({ service: 'shop', name: 'web1', ilpipEnabled: true }), {
+      internal: 'web1.shop.internal.vipdip.test',
+      public: 'web1.shop.cloudapp.vipdip.test',
+    });
+    assert.equal(vmFqdns({ service: 'shop', name: 'web1', ilpipEnabled: false }).public, null);
+  });
+});
