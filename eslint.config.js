@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/', 'bench/results/', 'test-results/', '.vipdip/', 'dist/'] },
+  { ignores: ['node_modules/', 'bench/results/', 'test-results/', '.vipdip/', 'dist/', 'scratch/'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

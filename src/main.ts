@@ -22,6 +22,8 @@ export interface StateOptions {
   seed?: number;
   clock?: Clock;
   defaultPublicPools?: readonly string[];
+  publicZone?: string;
+  internalZone?: string;
 }
 
 export interface OpenState {
@@ -60,6 +62,8 @@ export async function openState(opts: StateOptions = {}): Promise<OpenState> {
       random: new SeededRandom(seed),
       clock: opts.clock ?? systemClock,
       defaultPublicPools: opts.defaultPublicPools ?? [DEFAULT_LOCAL_POOL],
+      ...(opts.publicZone !== undefined ? { publicZone: opts.publicZone } : {}),
+      ...(opts.internalZone !== undefined ? { internalZone: opts.internalZone } : {}),
     });
     return { store, cloud, seed, dbPath, close: () => store.close() };
   } catch (e) {

@@ -77,6 +77,7 @@ export const Vm = Type.Object(
     ilpipEnabled: Type.Boolean(),
     workload: Nullable(Type.String()),
     endpoints: Type.Array(Type.Unknown()),
+    fqdns: Type.Object({ internal: Type.String(), public: Nullable(Type.String()) }),
   },
   { $id: 'Vm' },
 );

@@ -42,7 +42,9 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
     bodyLimit: BODY_LIMIT_BYTES,
     // Failures Fastify meets before any route (a badly encoded path, an over-long segment) and those
     // Node's HTTP parser meets before Fastify (a bad request line, oversized headers) are problems too.
-    frameworkErrors: (err, req, reply) => sendProblem(reply as FastifyReply, toProblem(err, req.url)),
+    frameworkErrors: (err, req, reply) => {
+      void sendProblem(reply, toProblem(err, req.url));
+    },
     clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
       if (err.code === 'ECONNRESET' || socket.destroyed) return;
       const [status, detail] =

@@ -6,6 +6,15 @@ import { Tokens, OPERATOR_TOKEN_FILE } from '../api/auth.ts';
 import { buildServer } from '../api/server.ts';
 import { VipdipError } from '../core/errors.ts';
 import { openState } from '../main.ts';
+import {
+  DEFAULT_INTERNAL_ZONE,
+  DEFAULT_PUBLIC_ZONE,
+  DEFAULT_TTL_SECONDS,
+  checkZoneConfig,
+  serviceFqdn,
+  startDnsServer,
+  type DnsServer,
+} from '../dns/index.ts';
 import { applyTopology, parseTopology } from '../topology/index.ts';
 
 interface UpOptions {
@@ -19,6 +28,9 @@ interface UpOptions {
   tlsCert?: string;
   tlsKey?: string;
   insecureHttp?: boolean;
+  publicZone: string;
+  internalZone: string;
+  dnsTtl: string;
 }
 
 export const DEMO_TOPOLOGY = join(dirname(fileURLToPath(import.meta.url)), '../../examples/demo.yaml');
@@ -48,6 +60,9 @@ export function registerUp(program: Command): void {
     .option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM)')
     .option('--tls-key <file>', 'and this key (PEM)')
     .option('--insecure-http', 'allow plain HTTP on a non-loopback address')
+    .option('--public-zone <name>', 'DNS zone of the VIPs and ILPIPs', DEFAULT_PUBLIC_ZONE)
+    .option('--internal-zone <name>', 'DNS zone of the DIPs', DEFAULT_INTERNAL_ZONE)
+    .option('--dns-ttl <seconds>', 'TTL of the DNS answers', String(DEFAULT_TTL_SECONDS))
     .action(async (opts: UpOptions) => {
       if (!['none', 'local', 'netns'].includes(opts.driver)) {
         throw new VipdipError('INVALID_ARGUMENT', `--driver ${opts.driver}: must be none, local or netns`);
@@ -63,7 +78,19 @@ export function registerUp(program: Command): void {
         seed = Number(opts.seed);
       }
       const listen = parseListen(opts.listen, '--listen');
-      if (opts.dns !== 'off') parseListen(opts.dns, '--dns');
+      const dns = opts.dns === 'off' ? undefined : parseListen(opts.dns, '--dns');
+      if (!/^\d{1,5}$/.test(opts.dnsTtl)) {
+        throw new VipdipError(
+          'INVALID_ARGUMENT',
+          `--dns-ttl ${opts.dnsTtl}: must be a whole number of seconds`,
+        );
+      }
+      const zones = checkZoneConfig({
+        publicZone: opts.publicZone,
+        internalZone: opts.internalZone,
+        ttlSeconds: Number(opts.dnsTtl),
+        nsAddress: null,
+      });
       if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined)) {
         throw new VipdipError('INVALID_ARGUMENT', '--tls-cert and --tls-key go together');
       }
@@ -82,6 +109,8 @@ export function registerUp(program: Command): void {
         stateDir: opts.state,
         ...(opts.store ? { store: opts.store } : {}),
         ...(seed !== undefined ? { seed } : {}),
+        publicZone: zones.publicZone,
+        internalZone: zones.internalZone,
       });
       const tokens = new Tokens(state.store);
       const tokenFile = join(dirname(state.dbPath), OPERATOR_TOKEN_FILE);
@@ -104,6 +133,23 @@ export function registerUp(program: Command): void {
           ),
       });
       const url = await app.listen({ host: listen.host, port: listen.port });
+      let dnsServer: DnsServer | undefined;
+      try {
+        if (dns !== undefined) {
+          dnsServer = await startDnsServer({
+            cloud: state.cloud,
+            host: dns.host,
+            port: dns.port,
+            publicZone: zones.publicZone,
+            internalZone: zones.internalZone,
+            ttlSeconds: zones.ttlSeconds,
+          });
+        }
+      } catch (e) {
+        await app.close();
+        await state.close();
+        throw new VipdipError('INVALID_ARGUMENT', `--dns ${opts.dns}: ${(e as Error).message}`);
+      }
       const services = await state.cloud.listServices();
       process.stdout.write(
         `vipdip is up: API and dashboard on ${url}, state ${state.dbPath}, seed ${state.seed}\n` +
@@ -111,7 +157,9 @@ export function registerUp(program: Command): void {
           (opts.driver !== 'none'
             ? `  driver ${opts.driver}: the data plane is not in this build yet, so addresses carry no traffic\n`
             : '') +
-          (opts.dns !== 'off' ? `  DNS on ${opts.dns} is not in this build yet\n` : '') +
+          (dnsServer !== undefined
+            ? `  DNS on ${dnsServer.address}:${dnsServer.port} (UDP and TCP): try dig @${dnsServer.address} -p ${dnsServer.port} ${services[0] ? serviceFqdn(services[0].name, zones.publicZone) : `ns.${zones.internalZone}`}\n`
+            : '  DNS off\n') +
           '  Ctrl-C stops it\n',
       );
       await new Promise<void>((resolve) => {
@@ -120,6 +168,7 @@ export function registerUp(program: Command): void {
         process.once('SIGTERM', stop);
       });
       // In-flight requests finish before the store closes.
+      await dnsServer?.close();
       await app.close();
       await state.close();
       process.stdout.write('vipdip stopped; state closed cleanly\n');

@@ -14,6 +14,7 @@ export {
   DEFAULT_PUBLIC_ZONE,
   DEFAULT_TTL_SECONDS,
   buildZoneTable,
+  checkZoneConfig,
   serviceFqdn,
   vmFqdns,
   type ZoneConfig,

@@ -15,10 +15,9 @@
  */
 import type { SoaData } from 'dns-packet';
 import { VipdipError } from '../core/errors.ts';
-import { DEFAULT_PUBLIC_ZONE, type ServiceView, type VmView } from '../lifecycle/index.ts';
+import type { ServiceView, VmView } from '../lifecycle/index.ts';
 
-export { DEFAULT_PUBLIC_ZONE };
-export const DEFAULT_INTERNAL_ZONE = 'internal.vipdip.test';
+export { DEFAULT_INTERNAL_ZONE, DEFAULT_PUBLIC_ZONE, serviceFqdn, vmFqdns } from '../lifecycle/index.ts';
 /** A records live this long in caches: an address never stays stale for longer (issue 5). */
 export const DEFAULT_TTL_SECONDS = 5;
 /** SOA timers for secondaries, which vipdip does not have; conventional values (RFC 1912 §2.2). */
@@ -103,26 +102,6 @@ export function checkZoneConfig(c: ZoneConfig): ZoneConfig {
     );
   }
   return { ...c, publicZone, internalZone };
-}
-
-/** The public name of a service (A → its VIP). */
-export function serviceFqdn(service: string, publicZone = DEFAULT_PUBLIC_ZONE): string {
-  return `${service}.${publicZone}`;
-}
-
-/**
- * The names of a VM: `internal` (A → its DIP) always; `public` (A → its ILPIP) when it has an
- * instance-level public IP enabled, else null. For the API and dashboard to show.
- */
-export function vmFqdns(
-  vm: Pick<VmView, 'service' | 'name' | 'ilpipEnabled'>,
-  zones: { publicZone?: string; internalZone?: string } = {},
-): { internal: string; public: string | null } {
-  const label = `${vm.name}.${vm.service}`;
-  return {
-    internal: `${label}.${zones.internalZone ?? DEFAULT_INTERNAL_ZONE}`,
-    public: vm.ilpipEnabled ? `${label}.${zones.publicZone ?? DEFAULT_PUBLIC_ZONE}` : null,
-  };
 }
 
 /** The next serial: one more than before, and at least the Unix time (RFC 1912's convention). */

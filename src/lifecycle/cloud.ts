@@ -34,6 +34,13 @@ import type {
 } from '../store/index.ts';
 import { AddressBook, poolScope, subnetScope } from './address-book.ts';
 import { checkServiceEndpoints, normalizeEndpoints, type Endpoint } from './endpoints.ts';
+import {
+  DEFAULT_INTERNAL_ZONE,
+  DEFAULT_PUBLIC_ZONE,
+  serviceFqdn,
+  vmFqdns,
+  type DnsZones,
+} from './dns-names.ts';
 import { checkDnsLabel, checkName } from './names.ts';
 import { pickHost, type HostInfo } from './placement.ts';
 import { isAllocated, nextState, type VmOperation, type VmState } from './transitions.ts';
@@ -51,7 +58,6 @@ import type {
 export type MovePolicy = 'redraw' | 'keep';
 export const MOVE_POLICIES: readonly MovePolicy[] = ['redraw', 'keep'];
 
-export const DEFAULT_PUBLIC_ZONE = 'cloudapp.vipdip.test';
 /** Without a fabric in the topology a state starts with two racks of two hosts each. */
 export const DEFAULT_FABRIC: readonly { name: string; hosts: string[] }[] = [
   { name: 'rack1', hosts: ['rack1-host1', 'rack1-host2'] },
@@ -68,6 +74,7 @@ export interface CloudOptions {
   /** Create the default fabric when the state has no host (true unless said otherwise). */
   defaultFabric?: boolean;
   publicZone?: string;
+  internalZone?: string;
 }
 
 export interface VnetSpec {
@@ -139,7 +146,8 @@ const ip = (n: number | null): string | null => (n === null ? null : formatIpv4(
 const vmResource = (service: string, vm: string) => `vm/${service}/${vm}`;
 const serviceResource = (service: string) => `service/${service}`;
 
-function detailView(d: VmDetailRow): VmView {
+function detailView(d: VmDetailRow, zones: DnsZones): VmView {
+  const ilpipEnabled = d.ilpip_enabled === 1;
   return {
     subscription: d.subscription_name,
     service: d.service_name,
@@ -152,9 +160,10 @@ function detailView(d: VmDetailRow): VmView {
     vnet: d.vnet_name,
     staticDip: ip(d.static_dip),
     ilpip: ip(d.ilpip),
-    ilpipEnabled: d.ilpip_enabled === 1,
+    ilpipEnabled,
     workload: d.workload,
     endpoints: JSON.parse(d.endpoints) as Endpoint[],
+    fqdns: vmFqdns({ service: d.service_name, name: d.name, ilpipEnabled }, zones),
   };
 }
 
@@ -186,7 +195,7 @@ export class Cloud {
   private readonly listeners = new Set<(events: readonly EventView[]) => void>();
   /** The transaction of the batch an operation runs in, if any. */
   private readonly ambient = new AsyncLocalStorage<Tx>();
-  private readonly publicZone: string;
+  private readonly zones: DnsZones;
 
   private constructor(
     readonly store: Store,
@@ -195,7 +204,10 @@ export class Cloud {
     private readonly clock: Clock,
     opts: CloudOptions,
   ) {
-    this.publicZone = opts.publicZone ?? DEFAULT_PUBLIC_ZONE;
+    this.zones = {
+      publicZone: opts.publicZone ?? DEFAULT_PUBLIC_ZONE,
+      internalZone: opts.internalZone ?? DEFAULT_INTERNAL_ZONE,
+    };
   }
 
   /** Opens the control plane over a store, rebuilding the allocation indexes from it. */
@@ -966,7 +978,7 @@ export class Cloud {
       name: s.name,
       vip: ip(s.vip),
       reservedIp: rip?.name ?? null,
-      dnsName: `${s.name}.${this.publicZone}`,
+      dnsName: serviceFqdn(s.name, this.zones.publicZone),
       vnet: vnet?.name ?? null,
       vms: (await repo.vms({ serviceId: s.id })).map((v) => v.name),
     };
@@ -1141,7 +1153,7 @@ export class Cloud {
   ): Promise<VmView | null> {
     return this.write(async (tx) => {
       const { sub, service, vm, context } = await this.findVm(tx.repo, ref);
-      if (precondition !== undefined) precondition(detailView(context));
+      if (precondition !== undefined) precondition(detailView(context, this.zones));
       await this.applyOperation(tx, sub, service, vm, op, reason, context);
       const after = await tx.repo.vmById(vm.id);
       return after === undefined ? null : this.vmView(tx.repo, after);
@@ -1398,7 +1410,7 @@ export class Cloud {
           subscriptionId: (await this.findSubscription(r, filter.subscription)).id,
         });
       } else rows = await r.vmDetails();
-      return rows.map(detailView);
+      return rows.map((r) => detailView(r, this.zones));
     });
   }
 
@@ -1408,7 +1420,7 @@ export class Cloud {
 
   private async vmView(repo: Repo, v: VmRow): Promise<VmView> {
     const [d] = await repo.vmDetails({ vmId: v.id });
-    return detailView(d!);
+    return detailView(d!, this.zones);
   }
 
   // ---------------------------------------------------------------- events

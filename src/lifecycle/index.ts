@@ -5,3 +5,4 @@ export * from './views.ts';
 export { checkDnsLabel, checkName } from './names.ts';
 export { AddressBook, poolScope, subnetScope } from './address-book.ts';
 export { fsck, formatFinding, type Finding } from './fsck.ts';
+export * from './dns-names.ts';

@@ -17,6 +17,8 @@ export interface VmView {
   ilpipEnabled: boolean;
   workload: string | null;
   endpoints: Endpoint[];
+  /** `internal` resolves to the DIP; `public` to the ILPIP, when the VM has one enabled. */
+  fqdns: { internal: string; public: string | null };
 }
 
 export interface ServiceView {
