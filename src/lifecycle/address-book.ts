@@ -35,10 +35,9 @@ export class AddressBook {
       const vnet = await repo.vnetById(s.vnet_id);
       book.addSubnet(s.id, `subnet ${vnet?.name ?? '?'}/${s.name}`, parseCidr(s.cidr));
     }
-    for (const b of await repo.bindings()) {
-      const r = book.ranges.get(b.scope);
-      if (r !== undefined && r.contains(b.address as Ipv4) && r.isFree(b.address as Ipv4)) {
-        r.take(b.address as Ipv4);
+    for (const [scope, r] of book.ranges) {
+      for (const address of await repo.boundAddresses(scope)) {
+        if (r.contains(address as Ipv4) && r.isFree(address as Ipv4)) r.take(address as Ipv4);
       }
     }
     return book;

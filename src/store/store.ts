@@ -371,6 +371,18 @@ export class Repo {
       .where('address', '=', address)
       .execute();
   }
+  /**
+   * The addresses bound in one pool or subnet, and nothing else: rebuilding the indexes of a large
+   * state reads a million of them, and the owner texts would cost more than the addresses.
+   */
+  async boundAddresses(scope: string): Promise<number[]> {
+    const rows = await this.db
+      .selectFrom('address_bindings')
+      .select('address')
+      .where('scope', '=', scope)
+      .execute();
+    return rows.map((r) => r.address);
+  }
   bindings(): Promise<BindingRow[]> {
     return this.db.selectFrom('address_bindings').selectAll().orderBy('scope').orderBy('address').execute();
   }
