@@ -73,7 +73,7 @@ export function CopyButton({ text, what }: { text: string; what?: string }) {
   );
 }
 
-/** An address in monospace with its copy button, or a dash (with words for screen readers). */
+/** An address in monospace with its copy button, or, when there is none, words saying so. */
 export function Address({
   value,
   none = 'none',
@@ -85,9 +85,8 @@ export function Address({
 }) {
   if (value === null)
     return (
-      <span className="none" data-testid={testId}>
-        <span aria-hidden="true">—</span>
-        <span className="visually-hidden">{none}</span>
+      <span className="none muted" data-testid={testId}>
+        {none}
       </span>
     );
   return (

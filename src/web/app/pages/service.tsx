@@ -120,15 +120,12 @@ export function ServicePage({ service: name }: { service: string }) {
                   <td data-label="DIP">
                     <Address value={v.dip} none="no DIP" testId={`dip-${v.name}`} />
                   </td>
-                  <td>{v.host ?? <span className="muted">—</span>}</td>
+                  <td>{v.host ?? <span className="muted">none</span>}</td>
                   <td>
-                    <Address value={v.staticDip} none="no static DIP" />
+                    <Address value={v.staticDip} />
                   </td>
                   <td>
-                    <Address
-                      value={v.ilpip}
-                      none={v.ilpipEnabled ? 'no ILPIP while deallocated' : 'no ILPIP'}
-                    />
+                    <Address value={v.ilpip} none={v.ilpipEnabled ? 'none (deallocated)' : 'none'} />
                   </td>
                   <td>
                     <VmActions vm={v} service={s} allocatedInService={allocated} compact />
