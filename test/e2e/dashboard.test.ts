@@ -26,6 +26,7 @@ interface Vm {
   name: string;
   state: string;
   dip: string | null;
+  staticDip: string | null;
 }
 interface Service {
   name: string;
@@ -353,6 +354,97 @@ describe('the dashboard', () => {
       assert.match(t, /vm\/blog\/www1/);
     }
     await screenshot(page, 'dashboard-events');
+    await page.close();
+  });
+
+  test('a reserved IP is disassociated and associated again from the service page, the VIP following live', async () => {
+    const rip = await api<{ address: string; service: string | null }>(
+      'GET',
+      '/v1/subscriptions/contoso/reserved-ips/shop-ip',
+    );
+    assert.equal(rip.service, 'shop');
+    const page = await browser.newPage();
+    await signIn(page, srv.url, srv.operatorToken);
+    await page.goto(`${srv.url}/services/shop`);
+    await waitText(page, 'vip', rip.address);
+    await waitLive(page);
+    await markPage(page);
+    await page.getByRole('button', { name: 'Disassociate', exact: true }).click();
+    const d1 = page.getByRole('dialog', { name: 'Disassociate reserved IP shop-ip?' });
+    assert.match(await d1.innerText(), /draws a new VIP from the public pool/);
+    await d1.getByRole('button', { name: 'Disassociate', exact: true }).click();
+    await waitText(page, 'vip', /^127\.100\.\d+\.\d+$/);
+    await page.getByLabel('Reserved IP to associate').waitFor();
+    const drawn = await text(page, 'vip');
+    assert.notEqual(drawn, rip.address, 'a new VIP was drawn in place of the reserved one');
+    await page.getByLabel('Reserved IP to associate').selectOption('shop-ip');
+    await page.getByRole('button', { name: 'Associate', exact: true }).click();
+    await page
+      .getByRole('dialog', { name: 'Associate reserved IP shop-ip with shop?' })
+      .getByRole('button', { name: 'Associate', exact: true })
+      .click();
+    await waitText(page, 'vip', rip.address);
+    await assertNotReloaded(page);
+    assert.equal((await api<Service>('GET', '/v1/services/shop')).vip, rip.address);
+    await page.close();
+  });
+
+  test("host maintenance from the overview moves the host's VMs, their new hosts and DIPs showing live", async () => {
+    const before = await api<(Vm & { host: string | null })[]>('GET', '/v1/vms');
+    const host = before.find((v) => v.host !== null && v.staticDip === null)!.host!;
+    const moving = before.filter((v) => v.host === host);
+    const page = await browser.newPage();
+    await signIn(page, srv.url, srv.operatorToken);
+    await waitLive(page);
+    await markPage(page);
+    await page.getByRole('button', { name: `Maintenance of ${host}`, exact: true }).click();
+    await page
+      .getByRole('dialog', { name: `Maintenance of ${host}?` })
+      .getByRole('button', { name: 'Start maintenance' })
+      .click();
+    const row = page
+      .getByRole('row')
+      .filter({ has: page.getByRole('rowheader', { name: host, exact: true }) });
+    await row.getByRole('cell', { name: '0', exact: true }).waitFor();
+    const after = await api<(Vm & { host: string | null })[]>('GET', '/v1/vms');
+    for (const v of moving) {
+      const now = after.find((x) => x.service === v.service && x.name === v.name)!;
+      assert.notEqual(now.host, host, `${v.service}/${v.name} left ${host}`);
+      await waitText(page, `dip-${v.service}-${v.name}`, now.dip!);
+    }
+    await assertNotReloaded(page);
+    await page.close();
+  });
+
+  test('the token stays for the life of the tab, never goes into a URL, and signing out forgets it', async () => {
+    const page = await browser.newPage();
+    const urls: string[] = [];
+    page.on('request', (r: Request) => urls.push(r.url()));
+    await signIn(page, srv.url, srv.operatorToken);
+    await waitLive(page);
+    await page.reload();
+    await page.getByRole('heading', { name: 'Overview', level: 1 }).waitFor();
+    assert.equal(
+      await page.evaluate<string | null>('sessionStorage.getItem("vipdip.token")'),
+      srv.operatorToken,
+    );
+    assert.equal(await page.evaluate<string | null>('localStorage.length'), 0, 'nothing in localStorage');
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByLabel('API token').waitFor();
+    assert.equal(await page.evaluate<string | null>('sessionStorage.getItem("vipdip.token")'), null);
+    await page.reload();
+    await page.getByLabel('API token').waitFor();
+    assert.ok(urls.length > 10);
+    const leaks = urls.filter(
+      (u) => u.includes(srv.operatorToken) || u.includes(encodeURIComponent(srv.operatorToken)),
+    );
+    assert.deepEqual(leaks, [], 'no URL carries the token');
+    // A wrong token is refused with the problem shown on the form.
+    await page.getByLabel('API token').fill('vipdip_not-a-token');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    const alert = page.getByRole('alert');
+    await alert.waitFor();
+    assert.match(await alert.innerText(), /unauthorized.*the token is not valid/s);
     await page.close();
   });
 });

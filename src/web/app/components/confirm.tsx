@@ -32,6 +32,8 @@ export function ConfirmHost() {
     if (req !== null && !d.open) {
       opener.current = document.activeElement;
       d.showModal();
+      // React does not write autofocus into the DOM, so showModal would focus the first button.
+      d.querySelector<HTMLButtonElement>('[data-autofocus]')?.focus();
     } else if (req === null && d.open) d.close();
   }, [req]);
 
@@ -58,14 +60,18 @@ export function ConfirmHost() {
           <h2 id="confirm-title">{req.title}</h2>
           <div id="confirm-body">{req.body}</div>
           <div className="dialog-buttons">
-            <button type="button" onClick={() => finish(false)} autoFocus={req.danger === true}>
+            <button
+              type="button"
+              onClick={() => finish(false)}
+              data-autofocus={req.danger === true ? '' : undefined}
+            >
               Cancel
             </button>
             <button
               type="button"
               className={req.danger === true ? 'danger' : 'primary'}
               onClick={() => finish(true)}
-              autoFocus={req.danger !== true}
+              data-autofocus={req.danger !== true ? '' : undefined}
             >
               {req.confirmLabel}
             </button>

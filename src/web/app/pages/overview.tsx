@@ -76,7 +76,7 @@ export function OverviewPage() {
         {services.data === undefined && services.loading ? <Loading what="cloud services" /> : null}
         {services.data !== undefined ? (
           <div className="table-wrap">
-            <table className="services">
+            <table className="services stack">
               <caption className="visually-hidden">
                 Cloud services with their VIPs and their VMs' DIPs
               </caption>
@@ -95,8 +95,8 @@ export function OverviewPage() {
                     <th scope="row">
                       <Link href={href('service', { service: s.name })}>{s.name}</Link>
                     </th>
-                    <td>{s.subscription}</td>
-                    <td>
+                    <td data-label="Subscription">{s.subscription}</td>
+                    <td data-label="VIP">
                       {s.vip !== null ? (
                         <Address value={s.vip} testId={`vip-${s.name}`} />
                       ) : (
@@ -106,10 +106,10 @@ export function OverviewPage() {
                         <div className="muted small">reserved IP {s.reservedIp}</div>
                       ) : null}
                     </td>
-                    <td>
+                    <td data-label="DNS name">
                       <code className="small">{s.dnsName}</code>
                     </td>
-                    <td>
+                    <td data-label="VMs">
                       <ul className="vm-chips">
                         {vmsOf(s.name).map((v) => (
                           <li

@@ -56,7 +56,7 @@ export function ServicePage({ service: name }: { service: string }) {
         <div>
           <dt>Reserved IP</dt>
           <dd>
-            <ReservedIpControl service={s} />
+            <ReservedIpControl service={s} allocated={allocated} />
           </dd>
         </div>
         <div>
@@ -91,7 +91,7 @@ export function ServicePage({ service: name }: { service: string }) {
         {vms.error ? <ProblemText problem={vms.error} what="VMs" /> : null}
         {vms.data === undefined && vms.loading ? <Loading what="VMs" /> : null}
         <div className="table-wrap">
-          <table className="vms">
+          <table className="vms stack">
             <caption className="visually-hidden">VMs of {s.name} with their addresses</caption>
             <thead>
               <tr>
@@ -111,7 +111,7 @@ export function ServicePage({ service: name }: { service: string }) {
                   <th scope="row">
                     <Link href={href('vm', { service: s.name, vm: v.name })}>{v.name}</Link>
                   </th>
-                  <td>
+                  <td data-label="State">
                     <StateBadge state={v.state} />
                   </td>
                   <td data-label="VIP">
@@ -120,14 +120,14 @@ export function ServicePage({ service: name }: { service: string }) {
                   <td data-label="DIP">
                     <Address value={v.dip} none="no DIP" testId={`dip-${v.name}`} />
                   </td>
-                  <td>{v.host ?? <span className="muted">none</span>}</td>
-                  <td>
+                  <td data-label="Host">{v.host ?? <span className="muted">none</span>}</td>
+                  <td data-label="Static DIP">
                     <Address value={v.staticDip} />
                   </td>
-                  <td>
+                  <td data-label="ILPIP">
                     <Address value={v.ilpip} none={v.ilpipEnabled ? 'none (deallocated)' : 'none'} />
                   </td>
-                  <td>
+                  <td data-label="Actions">
                     <VmActions vm={v} service={s} allocatedInService={allocated} compact />
                   </td>
                 </tr>
@@ -154,7 +154,7 @@ export function ServicePage({ service: name }: { service: string }) {
 }
 
 /** Associate a reserved IP of the subscription with this service, or disassociate the one it has. */
-function ReservedIpControl({ service }: { service: Service }) {
+function ReservedIpControl({ service, allocated }: { service: Service; allocated: number }) {
   const session = useSession();
   const rips = useApi<ReservedIp[]>(session.cache, paths.subscriptionReservedIps(service.subscription));
   const [choice, setChoice] = useState('');
@@ -167,8 +167,10 @@ function ReservedIpControl({ service }: { service: Service }) {
         title: `Disassociate reserved IP ${service.reservedIp}?`,
         body: (
           <p>
-            {service.name} keeps {mine?.address ?? 'the address'} as an ordinary VIP while it has an allocated
-            VM; the reserved IP {service.reservedIp} stays in subscription {service.subscription}, free to
+            {allocated > 0
+              ? `${service.name} draws a new VIP from the public pool in place of ${mine?.address ?? 'the reserved address'}.`
+              : `${service.name} has no allocated VM: it is left without a VIP.`}{' '}
+            The reserved IP {service.reservedIp} stays in subscription {service.subscription}, free to
             associate again.
           </p>
         ),
