@@ -127,6 +127,16 @@ describe('the dashboard', () => {
     await page.getByRole('heading', { name: 'Cloud service shop' }).waitFor();
     await waitText(page, 'vip', services.find((s) => s.name === 'shop')!.vip!);
     for (const v of vms.filter((x) => x.service === 'shop')) await waitText(page, `dip-${v.name}`, v.dip!);
+    // Each backend's health, as the data plane reports it; without a data plane, said plainly.
+    const health = await call(srv, srv.operatorToken, 'GET', '/v1/services/shop/health');
+    if (health.status === 404) {
+      await waitText(page, 'health-unknown', /^Health unknown — no data plane/);
+    } else {
+      assert.equal(health.status, 200, health.text);
+      const h = health.body as { endpoints: { name: string; backends: { vm: string; state: string }[] }[] };
+      for (const e of h.endpoints)
+        for (const b of e.backends) await waitText(page, `health-${e.name}-${b.vm}`, new RegExp(b.state));
+    }
     await screenshot(page, 'dashboard-service');
     await page.close();
   });
@@ -224,6 +234,18 @@ describe('the dashboard', () => {
       .filter({ hasText: /DIP \d+\.\d+\.\d+\.\d+ → —/ })
       .first();
     assert.match(await released.innerText(), /deallocate/);
+    // The workload's state and last lines; without a data plane, said plainly.
+    const logs = await call(srv, srv.operatorToken, 'GET', '/v1/services/blog/vms/www1/logs');
+    if (logs.status === 404) await waitText(page, 'no-logs', /^No workload logs/);
+    else {
+      assert.equal(logs.status, 200, logs.text);
+      const status = (logs.body as { status: string }).status;
+      await page
+        .getByRole('region', { name: 'Workload' })
+        .getByText(status, { exact: true })
+        .first()
+        .waitFor();
+    }
     await screenshot(page, 'dashboard-vm-history');
     await page.close();
   });
@@ -445,6 +467,26 @@ describe('the dashboard', () => {
     const alert = page.getByRole('alert');
     await alert.waitFor();
     assert.match(await alert.innerText(), /unauthorized.*the token is not valid/s);
+    await page.close();
+  });
+
+  test('deleting a VM from its own page asks first, then shows its service without it', async () => {
+    const page = await browser.newPage();
+    await signIn(page, srv.url, srv.operatorToken);
+    await page.goto(`${srv.url}/services/tinysvc/vms/t4`);
+    await page.getByRole('heading', { name: /VM tinysvc\/t4/ }).waitFor();
+    await page.getByRole('button', { name: 'Delete tinysvc/t4', exact: true }).click();
+    const dialog = page.getByRole('dialog', { name: 'Delete tinysvc/t4?' });
+    // Destructive: Cancel has the focus, so a stray Enter deletes nothing.
+    await page.keyboard.press('Enter');
+    await dialog.waitFor({ state: 'hidden' });
+    assert.equal((await api<Vm>('GET', '/v1/services/tinysvc/vms/t4')).name, 't4');
+    await page.getByRole('button', { name: 'Delete tinysvc/t4', exact: true }).click();
+    await dialog.getByRole('button', { name: 'Delete', exact: true }).click();
+    await page.getByRole('heading', { name: 'Cloud service tinysvc' }).waitFor();
+    await page.getByTestId('vm-row-t3').waitFor();
+    assert.equal(await page.getByTestId('vm-row-t4').count(), 0);
+    assert.equal((await call(srv, srv.operatorToken, 'GET', '/v1/services/tinysvc/vms/t4')).status, 404);
     await page.close();
   });
 });

@@ -10,11 +10,14 @@ export function VmActions({
   service,
   allocatedInService,
   compact = false,
+  onDeleted,
 }: {
   vm: Vm;
   service: Service | undefined;
   allocatedInService: number;
   compact?: boolean;
+  /** Where to go once the VM is gone (its own page would only say it is not found). */
+  onDeleted?: () => void;
 }) {
   const session = useSession();
   const name = `${vm.service}/${vm.name}`;
@@ -27,7 +30,7 @@ export function VmActions({
       danger: action === 'delete' || action === 'deallocate',
     });
     if (!ok) return;
-    await session.act(
+    const done = await session.act(
       label,
       () =>
         action === 'delete'
@@ -35,6 +38,7 @@ export function VmActions({
           : session.client.send('POST', paths.vmOperation(vm.service, vm.name, action)),
       { exact: [], prefix: ['/v1/'] },
     );
+    if (done && action === 'delete') onDeleted?.();
   };
   return (
     <div className={`actions${compact ? ' compact' : ''}`} role="group" aria-label={`Actions on ${name}`}>

@@ -8,7 +8,7 @@ import { useApi } from '../cache.ts';
 import { Loading, ProblemText, Section, StateBadge, Time } from '../components/bits.tsx';
 import { Address, CopyButton } from '../components/copy.tsx';
 import { VmActions } from '../components/vm-actions.tsx';
-import { Link } from '../router.tsx';
+import { Link, navigate } from '../router.tsx';
 import { asProblem, useSession } from '../session.ts';
 import type { ApiProblem } from '../api.ts';
 import { EndpointHealthView, NoVip } from './service.tsx';
@@ -46,7 +46,12 @@ export function VmPage({ service: serviceName, vm: vmName }: { service: string; 
       <h1 tabIndex={-1}>
         {title} <StateBadge state={v.state} />
       </h1>
-      <VmActions vm={v} service={s} allocatedInService={allocated} />
+      <VmActions
+        vm={v}
+        service={s}
+        allocatedInService={allocated}
+        onDeleted={() => navigate(href('service', { service: v.service }))}
+      />
 
       <dl className="facts">
         <div>
