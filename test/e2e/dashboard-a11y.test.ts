@@ -85,7 +85,8 @@ describe('the dashboard, for everyone', () => {
   test('works from the keyboard alone: sign in, follow a link, cancel and confirm an action', async () => {
     const page = await wide.newPage();
     await page.goto(`${srv.url}/`);
-    // The token field has the focus; Enter submits.
+    // The token field has the focus once the page is drawn; Enter submits.
+    await page.waitForFunction(`document.activeElement?.id === 'token'`);
     await page.keyboard.type(srv.operatorToken);
     await page.keyboard.press('Enter');
     await page.getByRole('heading', { name: 'Overview', level: 1 }).waitFor();

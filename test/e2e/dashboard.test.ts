@@ -268,11 +268,11 @@ describe('the dashboard', () => {
     for (const other of ['shop', 'api'])
       assert.equal(await page.getByTestId(`service-row-${other}`).count(), 0, other);
     assert.equal(await page.getByTestId('subscription-contoso').count(), 0);
+    // Per-subnet utilisation instead of the public pools, and no host list.
+    await page.getByText('blog-net/web').waitFor();
     const body = await page.locator('main').innerText();
     for (const word of ['contoso', 'shop-net', '127.16.'])
       assert.ok(!body.includes(word), `the page shows ${word}`);
-    // Per-subnet utilisation instead of the public pools, and no host list.
-    await page.getByText('blog-net/web').waitFor();
     assert.equal(await page.getByRole('heading', { name: 'Public pools' }).count(), 0);
     assert.equal(await page.getByRole('heading', { name: 'Hosts' }).count(), 0);
     const operatorOnly = asked.filter((p) => /^\/v1\/(pools|hosts|tokens)/.test(p));
@@ -321,7 +321,7 @@ describe('the dashboard', () => {
     assert.equal((await api<Vm>('GET', '/v1/services/tinysvc/vms/t4')).state, 'deallocated');
     await screenshot(page, 'dashboard-error-pool-exhausted');
     await banner.getByRole('button', { name: /Dismiss/ }).click();
-    assert.equal(await page.getByTestId('problem').count(), 0);
+    await banner.waitFor({ state: 'detached' });
     await page.close();
   });
 
@@ -485,7 +485,7 @@ describe('the dashboard', () => {
     await dialog.getByRole('button', { name: 'Delete', exact: true }).click();
     await page.getByRole('heading', { name: 'Cloud service tinysvc' }).waitFor();
     await page.getByTestId('vm-row-t3').waitFor();
-    assert.equal(await page.getByTestId('vm-row-t4').count(), 0);
+    await page.getByTestId('vm-row-t4').waitFor({ state: 'detached' });
     assert.equal((await call(srv, srv.operatorToken, 'GET', '/v1/services/tinysvc/vms/t4')).status, 404);
     await page.close();
   });
