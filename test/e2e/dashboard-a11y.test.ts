@@ -135,10 +135,18 @@ describe('the dashboard, for everyone', () => {
     for (const path of PAGES) {
       await page.goto(`${srv.url}${path}`);
       await settled(page);
-      const [scroll, width] = await page.evaluate<[number, number]>(
-        '[document.documentElement.scrollWidth, window.innerWidth]',
+      const [scroll, width, culprits] = await page.evaluate<[number, number, string[]]>(`[
+        document.documentElement.scrollWidth,
+        window.innerWidth,
+        [...document.querySelectorAll('body *')]
+          .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1)
+          .map((e) => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))
+          .slice(0, 8),
+      ]`);
+      assert.ok(
+        scroll <= width,
+        `${path} is ${scroll} px wide in a ${width} px window: ${culprits.join(', ')}`,
       );
-      assert.ok(scroll <= width, `${path} is ${scroll} px wide in a ${width} px window`);
     }
     await page.goto(`${srv.url}/`);
     await page.getByTestId('vip-shop').waitFor();

@@ -489,4 +489,24 @@ describe('the dashboard', () => {
     assert.equal((await call(srv, srv.operatorToken, 'GET', '/v1/services/tinysvc/vms/t4')).status, 404);
     await page.close();
   });
+
+  test('a change refetches only what it touches: a VM stopped elsewhere refetches the VM list, not the pools, networks or hosts', async () => {
+    const page = await browser.newPage();
+    await signIn(page, srv.url, srv.operatorToken);
+    await waitLive(page);
+    await page.getByTestId('chip-api-api1').waitFor();
+    await page.getByRole('heading', { name: 'Hosts' }).waitFor();
+    const fetched: string[] = [];
+    page.on('request', (r: Request) => {
+      const u = new URL(r.url());
+      if (r.method() === 'GET' && u.pathname !== '/v1/events/stream') fetched.push(u.pathname);
+    });
+    await api('POST', '/v1/services/api/vms/api1/stop');
+    await page.locator('[data-testid="chip-api-api1"].state-stopped').waitFor();
+    // A moment for anything else the event might (wrongly) have triggered.
+    await page.waitForTimeout(500);
+    assert.deepEqual([...new Set(fetched)], ['/v1/vms'], 'a state change touches the VM list only');
+    await api('POST', '/v1/services/api/vms/api1/start');
+    await page.close();
+  });
 });
