@@ -32,8 +32,6 @@ export class ApiCache {
   private readonly entries = new Map<string, Entry>();
   private pending: Refresh[] = [];
   private timer: ReturnType<typeof setTimeout> | undefined;
-  /** Fetches made, by path: what the tests and the curious can read to see what a change cost. */
-  readonly fetches = new Map<string, number>();
 
   constructor(private readonly client: ApiClient) {}
 
@@ -100,7 +98,6 @@ export class ApiCache {
   private async load(key: string, e: Entry): Promise<void> {
     const gen = ++e.gen;
     e.fresh = true;
-    this.fetches.set(key, (this.fetches.get(key) ?? 0) + 1);
     if (!e.snap.loading) this.set(e, { ...e.snap, loading: true });
     try {
       const data = await this.client.get<unknown>(key);

@@ -27,8 +27,6 @@ export class LiveStream {
   status: LiveStatus = 'connecting';
   /** The last event id received: where a reconnect resumes. */
   lastEventId: string;
-  /** Connections opened, the first included. */
-  connections = 0;
   private stopped = false;
   private abort: AbortController | undefined;
   private wake: (() => void) | undefined;
@@ -88,7 +86,6 @@ export class LiveStream {
     };
     try {
       heard();
-      this.connections++;
       const res = await fetch(paths.stream, {
         headers: {
           authorization: `Bearer ${this.token}`,
