@@ -130,6 +130,12 @@ export const Host = Type.Object(
   { $id: 'Host' },
 );
 
+export const Whoami = Type.Object({
+  kind: Type.Union([Type.Literal('operator'), Type.Literal('subscription')]),
+  name: Type.String({ description: 'the name the token was made with' }),
+  subscription: Nullable(Type.String()),
+});
+
 export const Subscription = Type.Object(
   { name: Type.String(), createdAt: Type.String() },
   { $id: 'Subscription' },
@@ -203,10 +209,28 @@ export const PatchVm = Type.Object(
 );
 export const Maintenance = Type.Object({}, { additionalProperties: false });
 
+/** At most this many resources in one `resource=` filter of the event log. */
+export const EVENT_RESOURCES_MAX = 16;
+
 export const EventsQuery = Type.Object(
   {
-    since: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$' })),
+    since: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$', description: 'events after this seq' })),
+    before: Type.Optional(
+      Type.String({ pattern: '^[0-9]{1,15}$', description: 'events before this seq (with order=desc)' }),
+    ),
     limit: Type.Optional(Type.String({ pattern: '^[0-9]{1,5}$' })),
+    order: Type.Optional(
+      Type.Union([Type.Literal('asc'), Type.Literal('desc')], {
+        description: 'asc (default): oldest first from since; desc: newest first, before `before`',
+      }),
+    ),
+    resource: Type.Optional(
+      Type.String({
+        maxLength: 4096,
+        pattern: '^[^,]+(,[^,]+)*$',
+        description: `only the events of these resources (comma-separated, at most ${EVENT_RESOURCES_MAX}), such as vm/shop/web1,service/shop`,
+      }),
+    ),
   },
   { additionalProperties: false },
 );

@@ -10,6 +10,7 @@ import { isVipdipError } from '../core/errors.ts';
 import type { Cloud } from '../lifecycle/index.ts';
 import type { Tokens } from './auth.ts';
 import type { Api, ApiContext } from './context.ts';
+import { registerDashboard, type DashboardOptions } from './dashboard.ts';
 import { Metrics } from './metrics.ts';
 import { ApiError, API_TITLES, problem, type Problem } from './problem.ts';
 import { registerApplyRoutes } from './routes/apply.ts';
@@ -27,13 +28,29 @@ export interface ServerOptions {
   version?: string;
   /** Serve HTTPS with this certificate and key. */
   https?: { cert: Buffer; key: Buffer };
+  /** Serve the web dashboard's built files from this directory (dist/web). */
+  dashboard?: DashboardOptions;
 }
 
 /** 1 MiB is far above any topology a person writes, and bounds what a client can make us parse. */
 export const BODY_LIMIT_BYTES = 1 << 20;
 
-/** Routes anyone may read: liveness, metrics for a scraper, and the API's own description. */
-const PUBLIC_ROUTES: ReadonlySet<string> = new Set(['/healthz', '/metrics', '/v1/openapi.json']);
+/**
+ * The only /v1 route that may be public: the API's own description. Every other route a client
+ * reaches without a token declares `config: { public: true }` where it is registered (liveness,
+ * metrics, the dashboard's files), and none of them may be under /v1: the check below refuses to
+ * start a server that declares one.
+ */
+const PUBLIC_V1_ROUTES: ReadonlySet<string> = new Set(['/v1/openapi.json']);
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Served without a bearer token. Never under /v1 but for PUBLIC_V1_ROUTES. */
+    public?: boolean;
+  }
+}
+
+const isV1 = (url: string) => url === '/v1' || url.startsWith('/v1/');
 
 export async function buildServer(opts: ServerOptions): Promise<Api> {
   const app = Fastify({
@@ -100,12 +117,18 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
   for (const s of [S.Problem, S.Vm, S.Service, S.Vnet, S.ReservedIp, S.Pool, S.Host, S.Subscription, S.Event])
     app.addSchema(s);
 
+  app.addHook('onRoute', (route) => {
+    if (route.config?.public === true && isV1(route.url) && !PUBLIC_V1_ROUTES.has(route.url)) {
+      throw new Error(`route ${route.method.toString()} ${route.url} is under /v1 and must not be public`);
+    }
+  });
+
   app.decorateRequest('principal', null as never);
   app.addHook('onRequest', async (req) => {
     // Decided by the route matched, not by the raw URL: `/%761/vms` and the absolute form
     // `http://host/v1/vms` reach the same routes as `/v1/vms` and must meet the same check.
     const route = req.routeOptions.url;
-    if (route === undefined || PUBLIC_ROUTES.has(route)) return;
+    if (route === undefined || req.routeOptions.config.public === true) return;
     const auth = req.headers.authorization;
     const m = auth === undefined ? null : /^Bearer ([A-Za-z0-9_\-.~+/]{1,256}=*)$/.exec(auth);
     if (m === null) throw new ApiError('UNAUTHORIZED', 'send a bearer token: Authorization: Bearer <token>');
@@ -142,11 +165,13 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
     return reply.code(404).type('application/problem+json').send(body);
   });
 
-  app.get('/healthz', { schema: { hide: true } }, (_req, reply) => reply.send({ status: 'ok' }));
-  app.get('/metrics', { schema: { hide: true } }, async (_req, reply) =>
+  const open = { schema: { hide: true }, config: { public: true } } as const;
+  app.get('/healthz', open, (_req, reply) => reply.send({ status: 'ok' }));
+  app.get('/metrics', open, async (_req, reply) =>
     reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()),
   );
-  app.get('/v1/openapi.json', { schema: { hide: true } }, (_req, reply) => reply.send(app.swagger()));
+  app.get('/v1/openapi.json', open, (_req, reply) => reply.send(app.swagger()));
+  if (opts.dashboard !== undefined) await registerDashboard(app, opts.dashboard);
 
   registerFabricRoutes(app, ctx);
   registerNetworkRoutes(app, ctx);

@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { Tokens, OPERATOR_TOKEN_FILE } from '../api/auth.ts';
+import { dashboardBuilt } from '../api/dashboard.ts';
 import { buildServer } from '../api/server.ts';
 import { VipdipError } from '../core/errors.ts';
 import { openState } from '../main.ts';
@@ -34,6 +35,8 @@ interface UpOptions {
 }
 
 export const DEMO_TOPOLOGY = join(dirname(fileURLToPath(import.meta.url)), '../../examples/demo.yaml');
+/** Where `npm run build:web` (run by npm ci) puts the dashboard. */
+export const DASHBOARD_DIR = join(dirname(fileURLToPath(import.meta.url)), '../../dist/web');
 
 /** Parses HOST:PORT (IPv6 as [::1]:PORT); port 0 picks a free one. */
 export function parseListen(text: string, flag: string): { host: string; port: number } {
@@ -126,6 +129,7 @@ export function registerUp(program: Command): void {
       const app = await buildServer({
         cloud: state.cloud,
         tokens,
+        dashboard: { dir: DASHBOARD_DIR },
         ...(tls ? { https: tls } : {}),
         onInternalError: (e) =>
           process.stderr.write(
@@ -154,6 +158,9 @@ export function registerUp(program: Command): void {
       process.stdout.write(
         `vipdip is up: API and dashboard on ${url}, state ${state.dbPath}, seed ${state.seed}\n` +
           services.map((s) => `  ${s.name.padEnd(12)} VIP ${s.vip ?? '(none)'}  ${s.dnsName}\n`).join('') +
+          (dashboardBuilt(DASHBOARD_DIR)
+            ? `  dashboard: open ${url}/ and sign in with the operator token (${tokenFile})\n`
+            : `  dashboard: not built (run npm run build:web, which npm ci runs); ${url}/ says so\n`) +
           (opts.driver !== 'none'
             ? `  driver ${opts.driver}: the data plane is not in this build yet, so addresses carry no traffic\n`
             : '') +

@@ -20,6 +20,7 @@ import {
 import type { Random } from '../core/random.ts';
 import { ALLOCATION_POLICIES, MIN_INDEXED_PREFIX, type AllocationPolicy } from '../ipam/index.ts';
 import type {
+  EventQuery,
   EventRow,
   Repo,
   ReservedIpRow,
@@ -1425,7 +1426,7 @@ export class Cloud {
 
   // ---------------------------------------------------------------- events
 
-  async events(opts: { since?: number; limit?: number; subscription?: string } = {}): Promise<EventView[]> {
+  async events(opts: EventQuery = {}): Promise<EventView[]> {
     return (await this.read((r) => r.events(opts))).map(toEventView);
   }
 

@@ -28,6 +28,17 @@ export type ServiceRow = Selectable<CloudServicesTable>;
 export type VmRow = Selectable<VmsTable>;
 export type EventRow = Selectable<EventsTable>;
 export type TokenRow = Selectable<TokensTable>;
+
+/** A page of the event log: oldest first after `since`, or newest first before `before`. */
+export interface EventQuery {
+  since?: number;
+  before?: number;
+  order?: 'asc' | 'desc';
+  limit?: number;
+  subscription?: string;
+  /** Only the events of these resources (`vm/shop/web1`, `service/shop`…). */
+  resources?: readonly string[];
+}
 export interface BindingRow {
   scope: string;
   address: number;
@@ -402,14 +413,18 @@ export class Repo {
       new: e.new ?? null,
     };
   }
-  events(opts: { since?: number; limit?: number; subscription?: string } = {}): Promise<EventRow[]> {
-    let q = this.db
-      .selectFrom('events')
-      .selectAll()
-      .where('seq', '>', opts.since ?? 0);
+  events(opts: EventQuery = {}): Promise<EventRow[]> {
+    let q = this.db.selectFrom('events').selectAll();
+    if (opts.order === 'desc') {
+      if (opts.before !== undefined) q = q.where('seq', '<', opts.before);
+    } else q = q.where('seq', '>', opts.since ?? 0);
     if (opts.subscription !== undefined) q = q.where('subscription', '=', opts.subscription);
+    if (opts.resources !== undefined) {
+      if (opts.resources.length === 0) return Promise.resolve([]);
+      q = q.where('resource', 'in', [...opts.resources]);
+    }
     return q
-      .orderBy('seq')
+      .orderBy('seq', opts.order === 'desc' ? 'desc' : 'asc')
       .limit(opts.limit ?? 1000)
       .execute();
   }

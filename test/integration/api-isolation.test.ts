@@ -144,6 +144,7 @@ function routes(n: Names): Route[] {
 
 /** Routes that concern no subscription in particular. */
 const GLOBAL_ROUTES: Route[] = [
+  { method: 'GET', path: '/v1/whoami' },
   { method: 'GET', path: '/v1/subscriptions' },
   { method: 'GET', path: '/v1/pools' },
   { method: 'GET', path: '/v1/hosts' },

@@ -34,24 +34,37 @@ export function registerEventRoutes(app: Api, { cloud }: ApiContext): void {
         tags: ['events'],
         querystring: S.EventsQuery,
         response: {
-          200: Type.Object({ events: Type.Array(S.Event), next: Type.Integer() }),
+          200: Type.Object({
+            events: Type.Array(S.Event),
+            next: Type.Integer({ description: 'the cursor of the following page' }),
+          }),
           '4xx': { $ref: 'Problem#' },
         },
       },
     },
     async (req) => {
-      const since = parseSeq(req.query.since, 'since');
-      const limit = Math.min(
-        PAGE_MAX,
-        Math.max(1, req.query.limit === undefined ? 100 : Number(req.query.limit)),
-      );
+      const q = req.query;
+      const since = parseSeq(q.since, 'since');
+      const before = q.before === undefined ? undefined : parseSeq(q.before, 'before');
+      const desc = q.order === 'desc';
+      if (!desc && before !== undefined) throw new ApiError('BAD_REQUEST', 'before goes with order=desc');
+      if (desc && q.since !== undefined) throw new ApiError('BAD_REQUEST', 'since goes with order=asc');
+      const resources = q.resource === undefined ? undefined : [...new Set(q.resource.split(','))];
+      if (resources !== undefined && resources.length > S.EVENT_RESOURCES_MAX) {
+        throw new ApiError('BAD_REQUEST', `resource names at most ${S.EVENT_RESOURCES_MAX} resources`);
+      }
+      const limit = Math.min(PAGE_MAX, Math.max(1, q.limit === undefined ? 100 : Number(q.limit)));
       const sub = visible(req);
       const events = await cloud.events({
-        since,
         limit,
+        ...(desc ? { order: 'desc' as const, ...(before !== undefined ? { before } : {}) } : { since }),
         ...(sub === undefined ? {} : { subscription: sub }),
+        ...(resources === undefined ? {} : { resources }),
       });
-      return { events, next: events.length > 0 ? events[events.length - 1]!.seq : since };
+      // The cursor of the following page: the last seq given (asc, pass it as since) or the
+      // smallest (desc, pass it as before). An empty page keeps the cursor where it was.
+      const last = events.at(-1)?.seq;
+      return { events, next: last ?? (desc ? (before ?? 0) : since) };
     },
   );
 

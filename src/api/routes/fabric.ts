@@ -50,6 +50,23 @@ export function registerFabricRoutes(app: Api, { cloud, tokens }: ApiContext): v
     },
   );
 
+  app.get(
+    '/v1/whoami',
+    {
+      schema: {
+        tags: ['tokens'],
+        description: 'who the token is: the operator, or a subscription (what a client may show)',
+        response: { 200: S.Whoami, ...errors },
+      },
+    },
+    (req) => {
+      const p = req.principal;
+      return p.kind === 'operator'
+        ? { kind: p.kind, name: p.name, subscription: null }
+        : { kind: p.kind, name: p.name, subscription: p.subscription };
+    },
+  );
+
   app.get('/v1/tokens', { schema: { tags: ['tokens'] } }, async (req) => {
     requireOperator(req);
     return tokens.list();
