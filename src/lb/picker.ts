@@ -5,6 +5,7 @@
  * `pick()`, a hash and one table lookup, on whichever snapshot it holds. A snapshot never changes after
  * it is built, so a flow in progress never sees a half-updated set.
  */
+import { formatIpv4, type Ipv4 } from '../core/index.ts';
 import type { Distribution } from '../lifecycle/index.ts';
 import { PROTOCOL_NUMBER, flowHash, type Flow } from './hash.ts';
 import { MAGLEV_TABLE_SIZE_DEFAULT, buildMaglevTable, checkTableSize } from './maglev.ts';
@@ -18,6 +19,11 @@ export interface Backend {
   /** The local port on the DIP. */
   readonly port: number;
   readonly healthy: boolean;
+}
+
+/** A backend as a snapshot holds it: with its address also as text, ready for connect(). */
+export interface PickedBackend extends Backend {
+  readonly host: string;
 }
 
 export interface PickerInput {
@@ -34,17 +40,17 @@ export class PickerSnapshot {
   readonly mode: Distribution;
   readonly tableSize: number;
   /** Every backend given, healthy or not (frozen copies, in the order given): for metrics and display. */
-  readonly backends: readonly Backend[];
+  readonly backends: readonly PickedBackend[];
   /** The backends that receive new flows: the healthy ones, in the order given. */
-  readonly healthy: readonly Backend[];
+  readonly healthy: readonly PickedBackend[];
   /** Slot → index into `healthy`; empty when no backend is healthy. */
   readonly #table: Int32Array;
 
   private constructor(
     mode: Distribution,
     tableSize: number,
-    backends: readonly Backend[],
-    healthy: readonly Backend[],
+    backends: readonly PickedBackend[],
+    healthy: readonly PickedBackend[],
     table: Int32Array,
   ) {
     this.mode = mode;
@@ -66,7 +72,13 @@ export class PickerSnapshot {
     // Copies, so that the caller changing its own objects later cannot reach into a published snapshot.
     const backends = Object.freeze(
       input.backends.map((b) =>
-        Object.freeze({ id: b.id, address: b.address, port: b.port, healthy: b.healthy }),
+        Object.freeze({
+          id: b.id,
+          address: b.address,
+          port: b.port,
+          healthy: b.healthy,
+          host: formatIpv4(b.address as Ipv4),
+        }),
       ),
     );
     const ids = new Set<string>();
@@ -90,7 +102,7 @@ export class PickerSnapshot {
    * The healthy backend for a new flow, or undefined when none is healthy (the caller then refuses
    * the connection rather than letting it hang).
    */
-  pick(flow: Flow): Backend | undefined {
+  pick(flow: Flow): PickedBackend | undefined {
     return this.pickTuple(flow.srcIp, flow.srcPort, flow.dstIp, flow.dstPort, PROTOCOL_NUMBER[flow.protocol]);
   }
 
@@ -101,7 +113,7 @@ export class PickerSnapshot {
     dstIp: number,
     dstPort: number,
     protocolNumber: number,
-  ): Backend | undefined {
+  ): PickedBackend | undefined {
     const table = this.#table;
     if (table.length === 0) return undefined;
     return this.healthy[
