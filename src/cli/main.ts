@@ -10,6 +10,7 @@ import { ApiProblemError, CliError, oneLine, UsageError } from './errors.ts';
 import { registerEvents } from './events.ts';
 import { registerGet } from './get.ts';
 import { registerHost } from './host.ts';
+import { registerLogs } from './logs.ts';
 import { quietOnClosedPipe } from './output.ts';
 import { registerReservedIp } from './reserved-ip.ts';
 import { registerService } from './service.ts';
@@ -30,6 +31,7 @@ const CLIENT_VERBS = new Set([
   'token',
   'subscription',
   'service',
+  'logs',
 ]);
 
 /**
@@ -60,6 +62,7 @@ export async function buildProgram(argv: readonly string[] = []): Promise<Comman
   registerReservedIp(program);
   registerService(program);
   registerEvents(program);
+  registerLogs(program);
   registerToken(program);
   registerSubscription(program);
   return program;
