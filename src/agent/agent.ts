@@ -100,6 +100,10 @@ export class Agent {
     await this.workloadRun;
   }
 
+  /**
+   * Stops everything this agent runs (workloads get SIGTERM, then SIGKILL after the grace period;
+   * listeners close), then sends a last report saying so: no backend, every workload stopped.
+   */
   async stop(): Promise<void> {
     this.closed = true;
     this.unsubscribe?.();
@@ -110,6 +114,13 @@ export class Agent {
     this.health?.close();
     await this.supervisor.close();
     await this.opts.driver.close();
+    this.desired = undefined;
+    try {
+      await this.opts.source.report(this.report());
+    } catch {
+      // The control plane may be gone first; this agent's report then goes stale there.
+    }
+    await this.opts.source.close();
   }
 
   /** The report as it stands. */

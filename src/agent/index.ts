@@ -25,3 +25,4 @@ export {
 export * from './report.ts';
 export { InProcessSource, affectsDataPlane, type ControlSource } from './source.ts';
 export { WorkloadSupervisor, STOP_GRACE_MS, type SupervisorOptions } from './workloads.ts';
+export { RemoteSource, type RemoteSourceOptions } from './remote-source.ts';

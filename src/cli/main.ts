@@ -50,7 +50,12 @@ export async function buildProgram(argv: readonly string[] = []): Promise<Comman
       outputError: (s, write) => write(s.replace(/^error: /, 'vipdip: ')),
     });
   const verb = argv.slice(2).find((a) => !a.startsWith('-'));
-  if (verb === undefined || !CLIENT_VERBS.has(verb)) {
+  // The agent needs the data plane's code but none of the control plane's (store, server).
+  if (verb === 'agent' || verb === undefined) {
+    const { registerAgent } = await import('./agent.ts');
+    registerAgent(program);
+  }
+  if (verb === undefined || (!CLIENT_VERBS.has(verb) && verb !== 'agent')) {
     const [{ registerUp }, { registerFsck }] = await Promise.all([import('./up.ts'), import('./fsck.ts')]);
     registerUp(program);
     registerFsck(program);

@@ -16,12 +16,19 @@ import {
   type DnsServer,
 } from '../dns/index.ts';
 import { applyTopology, parseTopology } from '../topology/index.ts';
-import { Agent, InProcessSource, StatusRegistry } from '../agent/index.ts';
+import {
+  Agent,
+  AGENT_HEARTBEAT_MS,
+  InProcessSource,
+  REPORT_STALE_MS,
+  StatusRegistry,
+} from '../agent/index.ts';
 import { systemClock, parseCidr } from '../core/index.ts';
 import { createDriver, type DataPlaneDriver } from '../dataplane/index.ts';
 import { scaledTime } from '../lb/index.ts';
 import type { Cloud } from '../lifecycle/index.ts';
 import { DEFAULT_LOCAL_POOL } from '../main.ts';
+import { parseTimeScale, VIPDIP_BIN } from './up-options.ts';
 
 interface UpOptions {
   state: string;
@@ -41,8 +48,7 @@ interface UpOptions {
   timeScale: string;
 }
 
-/** The vipdip entry point, which the agent runs the built-in workloads with. */
-export const VIPDIP_BIN = join(dirname(fileURLToPath(import.meta.url)), '../../bin/vipdip.js');
+export { VIPDIP_BIN };
 
 /**
  * Refuses to start a traffic-carrying driver on a stored address plan it cannot carry (a state made
@@ -116,13 +122,7 @@ export function registerUp(program: Command): void {
       '1',
     )
     .action(async (opts: UpOptions) => {
-      const timeScale = Number(opts.timeScale);
-      if (!/^(0?\.[0-9]+|1(\.0*)?)$/.test(opts.timeScale) || !(timeScale > 0 && timeScale <= 1)) {
-        throw new VipdipError(
-          'INVALID_ARGUMENT',
-          `--time-scale ${opts.timeScale}: must be a number in (0, 1]`,
-        );
-      }
+      const timeScale = parseTimeScale(opts.timeScale);
       const time = scaledTime(timeScale);
       // The driver first: an unknown or unavailable one (netns) fails before anything is opened.
       const driver = createDriver(opts.driver, { time });
@@ -191,7 +191,8 @@ export function registerUp(program: Command): void {
         });
         process.stdout.write(`demo topology applied: ${r.changes.length} changes\n`);
       }
-      const registry = new StatusRegistry(systemClock);
+      // Agents report every few seconds; at a time scale, as much faster as everything else.
+      const registry = new StatusRegistry(systemClock, Math.max(150, REPORT_STALE_MS * timeScale));
       const app = await buildServer({
         cloud: state.cloud,
         tokens,
@@ -230,6 +231,7 @@ export function registerUp(program: Command): void {
           time,
           scope: { hosts: null, lb: true },
           vipdipBin: VIPDIP_BIN,
+          heartbeatMs: Math.max(50, AGENT_HEARTBEAT_MS * timeScale),
         });
         await agent.start();
       }

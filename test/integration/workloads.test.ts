@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { after, describe, test } from 'node:test';
 import { workloadCommand, WorkloadSupervisor, type DesiredWorkload } from '../../src/agent/index.ts';
-import { VIPDIP_BIN } from '../../src/cli/up.ts';
+import { VIPDIP_BIN } from '../../src/cli/up-options.ts';
 import { eventually, udpAsk } from '../support/net.ts';
 
 const cleanup: (() => Promise<void>)[] = [];
