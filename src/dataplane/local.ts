@@ -32,6 +32,11 @@ import {
 
 export const LOOPBACK_BLOCK = '127.0.0.0/8';
 const LOOPBACK = parseCidr(LOOPBACK_BLOCK);
+/**
+ * The source Linux gives a socket connecting to any 127/8 address without a bind (the `src` of the
+ * `local 127.0.0.0/8 dev lo` route); test/integration/lb-tcp.test.ts checks it holds.
+ */
+export const LOOPBACK_SOURCE = '127.0.0.1';
 /** A listener that could not bind (its address:port taken by something else) is tried again this often. */
 export const LISTEN_RETRY_MS = 2000;
 
@@ -221,6 +226,7 @@ export class LocalDriver implements DataPlaneDriver {
       acl: e.acl,
       snat: this.snat,
       preserveClient: true,
+      implicitSource: LOOPBACK_SOURCE,
       maxFlows: this.limits.maxFlowsPerEndpoint,
       maxFlowsPerClient: this.limits.maxFlowsPerClient,
     };

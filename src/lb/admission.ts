@@ -31,6 +31,8 @@ export interface EndpointPolicy {
   readonly snat: ReadonlyMap<number, string>;
   /** Bind the upstream side to the client's own address, so the backend sees it. */
   readonly preserveClient: boolean;
+  /** The source address the kernel gives an unbound upstream socket (no bind needed for it), if any. */
+  readonly implicitSource?: string;
   /** Flows open at once on this endpoint, and per client address; beyond them new ones are refused. */
   readonly maxFlows: number;
   readonly maxFlowsPerClient: number;
@@ -98,10 +100,18 @@ export class Admission {
     this.counters.active--;
   }
 
-  /** The address the upstream side binds to: the caller's VIP for a known DIP, else the client's own. */
+  /**
+   * The address the upstream side binds to: the caller's VIP for a known DIP, else the client's own;
+   * undefined when no bind is needed. A client at the kernel's own source for the backend
+   * (`implicitSource`: 127.0.0.1 on loopback) needs none, and a bind there would cost dearly: bind()
+   * must find a port no socket on that address holds, the client's own TIME_WAIT ports included,
+   * where connect() alone only needs a unique 4-tuple.
+   */
   sourceFor(srcIp: number, srcText: string): string | undefined {
     const p = this.policy;
-    return p.snat.get(srcIp) ?? (p.preserveClient ? srcText : undefined);
+    const nat = p.snat.get(srcIp);
+    if (nat !== undefined) return nat;
+    return p.preserveClient && srcText !== p.implicitSource ? srcText : undefined;
   }
 }
 

@@ -144,6 +144,19 @@ describe('the TCP balancer', () => {
     b.socket.destroy();
   });
 
+  test('a client at 127.0.0.1 is seen as 127.0.0.1 without a bind, as Linux sources loopback traffic', async () => {
+    const bs = await backends(1, 14);
+    const l = await listener(policy(bs, { implicitSource: '127.0.0.1' }), { host: '127.201.14.1' });
+    // The local driver's assumption: an unbound socket to any 127/8 address leaves from 127.0.0.1.
+    const h = await hello('127.201.14.1', l.port);
+    assert.equal(h.socket.localAddress, '127.0.0.1');
+    assert.equal(h.seen, '127.0.0.1');
+    h.socket.destroy();
+    const other = await hello('127.201.14.1', l.port, '127.201.14.99');
+    assert.equal(other.seen, '127.201.14.99', 'any other client address is still bound');
+    other.socket.destroy();
+  });
+
   test('with PROXY v2 on, the backend reads the client address from the header first', async () => {
     const got: Buffer[] = [];
     const { createServer } = await import('node:net');
