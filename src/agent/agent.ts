@@ -234,8 +234,8 @@ export class Agent {
 
   private onHealth(_key: string, _status: HealthStatus): void {
     if (this.closed) return;
-    void this.pushDataPlane();
-    this.scheduleReport(0);
+    // The report follows the data plane, so a backend reads down only once no new flow can reach it.
+    void this.pushDataPlane().then(() => this.scheduleReport(0));
   }
 
   /** Sends the report within `delayMs` (sooner if already due sooner). */
