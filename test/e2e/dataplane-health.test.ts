@@ -82,10 +82,13 @@ function openStream(url: string, token: string): { messages: Message[]; close():
 
 let c: RunningCloud;
 let vip: string;
+let neighbourToken: string;
 before(async () => {
   c = await startCloud({ pool: '127.213.0.0/16', topology, timeScale: 0.02 });
   vip = await c.vip('health-web');
   await c.allUp('health-web', 2);
+  const t = await c.ok<{ token: string }>('POST', '/v1/subscriptions/neighbour/tokens', { name: 'n' }, 201);
+  neighbourToken = t.token;
 });
 after(() => c?.srv.stop());
 
@@ -95,6 +98,7 @@ const state = async (vm: string) =>
 describe('backend health', () => {
   test('a backend that stops answering is taken out by its probe, and put back when it answers again', async () => {
     const stream = openStream(c.srv.url, c.srv.operatorToken);
+    const neighbour = openStream(c.srv.url, neighbourToken);
     try {
       const pid = (await c.logs('health-web', 'web1')).pid!;
       process.kill(pid, 'SIGSTOP');
@@ -143,8 +147,21 @@ describe('backend health', () => {
       assert.ok(
         ids.length > 0 && ids.every((id, i) => Number.isInteger(id) && (i === 0 || id > ids[i - 1]!)),
       );
+      // Another subscription's stream hears its own health (its VM stops: out of rotation), and
+      // nothing of this service's.
+      await c.ok('POST', '/v1/services/health-other/vms/x1/stop');
+      await eventually('the neighbour hears of its own VM', () =>
+        neighbour.messages.some((m) => m.event === 'health' && m.data.includes('"vm":"x1"')),
+      );
+      assert.ok(neighbour.messages.some((m) => m.event === 'vm.stopped'));
+      await c.ok('POST', '/v1/services/health-other/vms/x1/start');
+      assert.ok(
+        !neighbour.messages.some((m) => m.event === 'health' && m.data.includes('health-web')),
+        JSON.stringify(neighbour.messages.filter((m) => m.event === 'health')),
+      );
     } finally {
       stream.close();
+      neighbour.close();
     }
   });
 
@@ -180,7 +197,7 @@ describe('backend health', () => {
   });
 
   test("another subscription's service answers 404 on the health and logs routes", async () => {
-    const t = await c.ok<{ token: string }>('POST', '/v1/subscriptions/neighbour/tokens', { name: 'n' }, 201);
+    const t = { token: neighbourToken };
     for (const p of ['/v1/services/health-web/health', '/v1/services/health-web/vms/web1/logs']) {
       const r = await c.api('GET', p, undefined, t.token);
       assert.equal(r.status, 404, `${p}: ${r.text}`);
