@@ -16,6 +16,7 @@ const BENCHMARKS: Readonly<Record<string, () => Promise<Benchmark>>> = {
     return { run: async (args) => (await memory.run(args), await store.run(args)) };
   },
   dns: () => import('./dns.ts'),
+  dataplane: () => import('./dataplane.ts'),
 };
 
 /**

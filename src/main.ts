@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { systemClock, type Clock } from './core/clock.ts';
 import { VipdipError } from './core/errors.ts';
 import { randomSeed, SeededRandom } from './core/random.ts';
-import { Cloud } from './lifecycle/index.ts';
+import { Cloud, type CloudOptions } from './lifecycle/index.ts';
 import { SqliteStore, type Store } from './store/index.ts';
 
 export const DEFAULT_STATE_DIR = '.vipdip';
@@ -24,6 +24,8 @@ export interface StateOptions {
   defaultPublicPools?: readonly string[];
   publicZone?: string;
   internalZone?: string;
+  /** The data-plane driver's check of the address plan (see CloudOptions.checkAddressPlan). */
+  checkAddressPlan?: CloudOptions['checkAddressPlan'];
 }
 
 export interface OpenState {
@@ -64,6 +66,7 @@ export async function openState(opts: StateOptions = {}): Promise<OpenState> {
       defaultPublicPools: opts.defaultPublicPools ?? [DEFAULT_LOCAL_POOL],
       ...(opts.publicZone !== undefined ? { publicZone: opts.publicZone } : {}),
       ...(opts.internalZone !== undefined ? { internalZone: opts.internalZone } : {}),
+      ...(opts.checkAddressPlan !== undefined ? { checkAddressPlan: opts.checkAddressPlan } : {}),
     });
     return { store, cloud, seed, dbPath, close: () => store.close() };
   } catch (e) {

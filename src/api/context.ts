@@ -3,6 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { VipdipError } from '../core/errors.ts';
+import type { StatusRegistry } from '../agent/index.ts';
 import type { Cloud } from '../lifecycle/index.ts';
 import type { Principal, Tokens } from './auth.ts';
 import { ApiError } from './problem.ts';
@@ -19,6 +20,8 @@ export type Api = FastifyInstance<
 export interface ApiContext {
   cloud: Cloud;
   tokens: Tokens;
+  /** The data plane's reports: backend health and workloads. */
+  registry: StatusRegistry;
 }
 
 declare module 'fastify' {

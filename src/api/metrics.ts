@@ -1,5 +1,6 @@
 /** Prometheus metrics at /metrics: requests, latencies, addresses per pool, VMs per state, events. */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { StatusRegistry } from '../agent/index.ts';
 import type { Cloud } from '../lifecycle/index.ts';
 
 export class Metrics {
@@ -24,8 +25,36 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  constructor(cloud: Cloud) {
+  constructor(cloud: Cloud, status?: StatusRegistry) {
     const registry = this.registry;
+    if (status !== undefined) {
+      // The data plane's counters as its agents last reported them, per listener (VIP:port).
+      new Gauge({
+        name: 'vipdip_lb_flows_active',
+        help: 'flows open now on each data-plane listener',
+        labelNames: ['listener'],
+        registers: [registry],
+        collect() {
+          this.reset();
+          for (const l of status.listenerStats()) this.set({ listener: l.key }, l.activeFlows);
+        },
+      });
+      new Counter({
+        name: 'vipdip_lb_flows_total',
+        help: 'new flows on each data-plane listener, by outcome (accepted, denied by the ACL, no healthy backend, over a limit)',
+        labelNames: ['listener', 'outcome'],
+        registers: [registry],
+        collect() {
+          this.reset();
+          for (const l of status.listenerStats()) {
+            this.inc({ listener: l.key, outcome: 'accepted' }, l.accepted);
+            this.inc({ listener: l.key, outcome: 'denied_acl' }, l.deniedAcl);
+            this.inc({ listener: l.key, outcome: 'no_backend' }, l.noBackend);
+            this.inc({ listener: l.key, outcome: 'over_limit' }, l.overLimit);
+          }
+        },
+      });
+    }
     new Gauge({
       name: 'vipdip_pool_addresses',
       help: 'addresses of each public pool and subnet, bound or free',

@@ -19,6 +19,7 @@ export const STATUS: Readonly<Record<ErrorCode | ApiErrorCode, number>> = {
   IN_USE: 409,
   NO_HOST: 409,
   CONFLICT: 409,
+  DRIVER_UNSUPPORTED: 422,
   BAD_REQUEST: 400,
   UNAUTHORIZED: 401,
   FORBIDDEN: 403,

@@ -237,3 +237,140 @@ export const EventsQuery = Type.Object(
 
 export type CreateVmBody = Static<typeof CreateVm>;
 export type PatchVmBody = Static<typeof PatchVm>;
+
+// The data plane: backend health, workload logs, agent reports
+
+const BackendState = Type.Union([Type.Literal('up'), Type.Literal('down'), Type.Literal('unknown')]);
+const WorkloadStatus = Type.Union([
+  Type.Literal('none'),
+  Type.Literal('starting'),
+  Type.Literal('running'),
+  Type.Literal('stopped'),
+  Type.Literal('crashed'),
+]);
+const Protocol = Type.Union([Type.Literal('tcp'), Type.Literal('udp')]);
+const Text = (maxLength: number) => Type.String({ maxLength });
+
+export const ServiceHealth = Type.Object(
+  {
+    service: Type.String(),
+    endpoints: Type.Array(
+      Type.Object({
+        name: Type.String(),
+        protocol: Protocol,
+        publicPort: Type.Integer(),
+        lbSet: Nullable(Type.String()),
+        vip: Nullable(Address),
+        backends: Type.Array(
+          Type.Object({
+            vm: Type.String(),
+            dip: Nullable(Address),
+            localPort: Type.Integer(),
+            state: BackendState,
+            since: Nullable(Type.String({ description: 'ISO time of the last change, when known' })),
+            detail: Nullable(Type.String()),
+          }),
+        ),
+      }),
+    ),
+  },
+  { $id: 'ServiceHealth', description: 'health of every backend of every endpoint of a cloud service' },
+);
+
+const LogLine = Type.Object({
+  time: Text(40),
+  stream: Type.Union([Type.Literal('stdout'), Type.Literal('stderr')]),
+  text: Text(4096),
+});
+
+export const WorkloadLogs = Type.Object(
+  {
+    vm: Type.String(),
+    workload: Nullable(Type.String()),
+    status: WorkloadStatus,
+    pid: Nullable(Type.Integer()),
+    restarts: Type.Integer(),
+    lines: Type.Array(LogLine),
+    agent: Nullable(Type.String({ description: 'the agent that runs (or ran) it' })),
+    reportedAt: Nullable(Type.String({ description: 'when that agent last reported' })),
+    stale: Type.Boolean({ description: 'true when that agent has not reported for a while' }),
+  },
+  { $id: 'WorkloadLogs' },
+);
+
+const Name64 = Text(64);
+export const AgentReportBody = Type.Object(
+  {
+    agent: Name64,
+    hosts: Nullable(Type.Array(Name64, { maxItems: 10_000 })),
+    lb: Type.Boolean(),
+    driver: Text(16),
+    backends: Type.Array(
+      Type.Object(
+        {
+          subscription: Name64,
+          service: Name64,
+          endpoint: Name64,
+          vm: Name64,
+          dip: Nullable(Address),
+          localPort: Type.Integer({ minimum: 1, maximum: 65535 }),
+          state: BackendState,
+          since: Nullable(Text(40)),
+          detail: Nullable(Text(1024)),
+        },
+        { additionalProperties: false },
+      ),
+      { maxItems: 100_000 },
+    ),
+    workloads: Type.Array(
+      Type.Object(
+        {
+          subscription: Name64,
+          service: Name64,
+          vm: Name64,
+          workload: Text(4096),
+          status: Type.Union([
+            Type.Literal('starting'),
+            Type.Literal('running'),
+            Type.Literal('stopped'),
+            Type.Literal('crashed'),
+          ]),
+          pid: Nullable(Type.Integer()),
+          restarts: Type.Integer({ minimum: 0 }),
+          lines: Type.Array(LogLine, { maxItems: 1000 }),
+        },
+        { additionalProperties: false },
+      ),
+      { maxItems: 100_000 },
+    ),
+    listeners: Type.Array(
+      Type.Object(
+        {
+          key: Text(64),
+          address: Address,
+          protocol: Protocol,
+          port: Type.Integer({ minimum: 0, maximum: 65535 }),
+          state: Type.Union([Type.Literal('listening'), Type.Literal('failed'), Type.Literal('recorded')]),
+          error: Nullable(Text(1024)),
+          activeFlows: Type.Integer({ minimum: 0 }),
+          accepted: Type.Integer({ minimum: 0 }),
+          deniedAcl: Type.Integer({ minimum: 0 }),
+          noBackend: Type.Integer({ minimum: 0 }),
+          overLimit: Type.Integer({ minimum: 0 }),
+        },
+        { additionalProperties: false },
+      ),
+      { maxItems: 100_000 },
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export const AgentSeen = Type.Object({
+  agent: Type.String(),
+  hosts: Nullable(Type.Array(Type.String())),
+  lb: Type.Boolean(),
+  driver: Type.String(),
+  reportedAt: Type.String(),
+  stale: Type.Boolean(),
+});

@@ -7,6 +7,8 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { STATUS_CODES } from 'node:http';
 import Fastify, { type FastifyError, type FastifyReply } from 'fastify';
 import { isVipdipError } from '../core/errors.ts';
+import { StatusRegistry } from '../agent/index.ts';
+import { systemClock } from '../core/index.ts';
 import type { Cloud } from '../lifecycle/index.ts';
 import type { Tokens } from './auth.ts';
 import type { Api, ApiContext } from './context.ts';
@@ -14,6 +16,7 @@ import { registerDashboard, type DashboardOptions } from './dashboard.ts';
 import { Metrics } from './metrics.ts';
 import { ApiError, API_TITLES, problem, type Problem } from './problem.ts';
 import { registerApplyRoutes } from './routes/apply.ts';
+import { registerDataPlaneRoutes } from './routes/dataplane.ts';
 import { registerEventRoutes } from './routes/events.ts';
 import { registerFabricRoutes } from './routes/fabric.ts';
 import { registerNetworkRoutes } from './routes/networks.ts';
@@ -23,6 +26,8 @@ import * as S from './schemas.ts';
 export interface ServerOptions {
   cloud: Cloud;
   tokens: Tokens;
+  /** Where data-plane agents' reports go (health, workloads); a fresh one when not given. */
+  registry?: StatusRegistry;
   /** Called for 5xx failures, which users see only as a generic problem. */
   onInternalError?: (e: unknown) => void;
   version?: string;
@@ -83,7 +88,9 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
-  const ctx: ApiContext = { cloud: opts.cloud, tokens: opts.tokens };
+  const ownRegistry = opts.registry === undefined;
+  const registry = opts.registry ?? new StatusRegistry(systemClock);
+  const ctx: ApiContext = { cloud: opts.cloud, tokens: opts.tokens, registry };
   const unwatch = opts.cloud.onEvents((events) => {
     for (const e of events) {
       if (e.type === 'subscription.deleted' && e.subscription !== null)
@@ -92,9 +99,10 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
   });
   app.addHook('onClose', (_app, done) => {
     unwatch();
+    if (ownRegistry) registry.close();
     done();
   });
-  const metrics = new Metrics(opts.cloud);
+  const metrics = new Metrics(opts.cloud, registry);
 
   app.addContentTypeParser(
     ['application/yaml', 'text/yaml', 'application/x-yaml', 'text/plain'],
@@ -114,7 +122,19 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
       security: [{ bearer: [] }],
     },
   });
-  for (const s of [S.Problem, S.Vm, S.Service, S.Vnet, S.ReservedIp, S.Pool, S.Host, S.Subscription, S.Event])
+  for (const s of [
+    S.Problem,
+    S.Vm,
+    S.Service,
+    S.Vnet,
+    S.ReservedIp,
+    S.Pool,
+    S.Host,
+    S.Subscription,
+    S.Event,
+    S.ServiceHealth,
+    S.WorkloadLogs,
+  ])
     app.addSchema(s);
 
   app.addHook('onRoute', (route) => {
@@ -178,6 +198,7 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
   registerServiceRoutes(app, ctx);
   registerEventRoutes(app, ctx);
   registerApplyRoutes(app, ctx);
+  registerDataPlaneRoutes(app, ctx);
   return app;
 }
 

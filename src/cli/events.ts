@@ -95,13 +95,15 @@ async function follow(c: Client, since: number, print: (e: EventView) => void, p
       for await (const value of res.body as AsyncIterable<Uint8Array>) {
         watchdog();
         for (const m of parser.push(decoder.decode(value, { stream: true }))) {
+          // Live messages (event: health) are not part of the log: they are for the dashboard.
+          if (m.event === 'health') continue;
           let e: EventView;
           try {
             e = JSON.parse(m.data) as EventView;
           } catch {
             throw new CliError(`the event stream sent data that is not JSON (event id ${m.id ?? '?'})`);
           }
-          if (e.seq <= last) continue;
+          if (typeof e.seq !== 'number' || e.seq <= last) continue;
           last = e.seq;
           p.done();
           print(e);

@@ -10,6 +10,7 @@ import { ApiProblemError, CliError, oneLine, UsageError } from './errors.ts';
 import { registerEvents } from './events.ts';
 import { registerGet } from './get.ts';
 import { registerHost } from './host.ts';
+import { registerLogs } from './logs.ts';
 import { quietOnClosedPipe } from './output.ts';
 import { registerReservedIp } from './reserved-ip.ts';
 import { registerService } from './service.ts';
@@ -30,6 +31,7 @@ const CLIENT_VERBS = new Set([
   'token',
   'subscription',
   'service',
+  'logs',
 ]);
 
 /**
@@ -48,7 +50,12 @@ export async function buildProgram(argv: readonly string[] = []): Promise<Comman
       outputError: (s, write) => write(s.replace(/^error: /, 'vipdip: ')),
     });
   const verb = argv.slice(2).find((a) => !a.startsWith('-'));
-  if (verb === undefined || !CLIENT_VERBS.has(verb)) {
+  // The agent needs the data plane's code but none of the control plane's (store, server).
+  if (verb === 'agent' || verb === undefined) {
+    const { registerAgent } = await import('./agent.ts');
+    registerAgent(program);
+  }
+  if (verb === undefined || (!CLIENT_VERBS.has(verb) && verb !== 'agent')) {
     const [{ registerUp }, { registerFsck }] = await Promise.all([import('./up.ts'), import('./fsck.ts')]);
     registerUp(program);
     registerFsck(program);
@@ -60,6 +67,7 @@ export async function buildProgram(argv: readonly string[] = []): Promise<Comman
   registerReservedIp(program);
   registerService(program);
   registerEvents(program);
+  registerLogs(program);
   registerToken(program);
   registerSubscription(program);
   return program;

@@ -17,6 +17,19 @@ import {
   type DnsServer,
 } from '../dns/index.ts';
 import { applyTopology, parseTopology } from '../topology/index.ts';
+import {
+  Agent,
+  AGENT_HEARTBEAT_MS,
+  InProcessSource,
+  REPORT_STALE_MS,
+  StatusRegistry,
+} from '../agent/index.ts';
+import { systemClock, parseCidr } from '../core/index.ts';
+import { createDriver, type DataPlaneDriver } from '../dataplane/index.ts';
+import { scaledTime } from '../lb/index.ts';
+import type { Cloud } from '../lifecycle/index.ts';
+import { DEFAULT_LOCAL_POOL } from '../main.ts';
+import { parseTimeScale, VIPDIP_BIN } from './up-options.ts';
 
 interface UpOptions {
   state: string;
@@ -32,6 +45,45 @@ interface UpOptions {
   publicZone: string;
   internalZone: string;
   dnsTtl: string;
+  publicPool: string;
+  timeScale: string;
+}
+
+export { VIPDIP_BIN };
+
+/**
+ * Refuses to start a traffic-carrying driver on a stored address plan it cannot carry (a state made
+ * with --driver none, say): every VNet address space and public pool must pass the driver's check.
+ */
+async function checkStoredPlan(cloud: Cloud, driver: DataPlaneDriver): Promise<void> {
+  for (const p of await cloud.listPools())
+    driver.checkAddressPlan(parseCidr(p.cidr), `public pool ${p.cidr}`);
+  for (const v of await cloud.listVnets()) {
+    for (const c of v.addressSpace) {
+      driver.checkAddressPlan(parseCidr(c), `virtual network ${v.name} of subscription ${v.subscription}`);
+    }
+  }
+}
+
+/** Lines that tell a person what to try: one curl per TCP endpoint of every service with a VIP. */
+async function tryLines(cloud: Cloud): Promise<string> {
+  const [services, vms] = await Promise.all([cloud.listServices(), cloud.listVms()]);
+  const lines: string[] = [];
+  for (const s of services) {
+    if (s.vip === null) continue;
+    const ports = new Map<number, string[]>();
+    for (const vm of vms) {
+      if (vm.service !== s.name) continue;
+      for (const e of vm.endpoints) {
+        if (e.protocol !== 'tcp') continue;
+        ports.set(e.publicPort, [...(ports.get(e.publicPort) ?? []), vm.name]);
+      }
+    }
+    for (const [port, members] of [...ports].sort((a, b) => a[0] - b[0])) {
+      lines.push(`  try: curl http://${s.vip}:${port}/   (${s.name}: ${members.join(', ')})\n`);
+    }
+  }
+  return lines.join('');
 }
 
 export const DEMO_TOPOLOGY = join(dirname(fileURLToPath(import.meta.url)), '../../examples/demo.yaml');
@@ -66,10 +118,18 @@ export function registerUp(program: Command): void {
     .option('--public-zone <name>', 'DNS zone of the VIPs and ILPIPs', DEFAULT_PUBLIC_ZONE)
     .option('--internal-zone <name>', 'DNS zone of the DIPs', DEFAULT_INTERNAL_ZONE)
     .option('--dns-ttl <seconds>', 'TTL of the DNS answers', String(DEFAULT_TTL_SECONDS))
+    .option('--public-pool <cidr>', 'public pool to create when the state has none', DEFAULT_LOCAL_POOL)
+    .option(
+      '--time-scale <factor>',
+      'run probe intervals, probe and idle timeouts this many times real time (tests and demos; 1 = real)',
+      '1',
+    )
     .action(async (opts: UpOptions) => {
-      if (!['none', 'local', 'netns'].includes(opts.driver)) {
-        throw new VipdipError('INVALID_ARGUMENT', `--driver ${opts.driver}: must be none, local or netns`);
-      }
+      const timeScale = parseTimeScale(opts.timeScale);
+      const time = scaledTime(timeScale);
+      // The driver first: an unknown or unavailable one (netns) fails before anything is opened.
+      const driver = createDriver(opts.driver, { time });
+      parseCidr(opts.publicPool);
       let seed: number | undefined;
       if (opts.seed !== undefined) {
         if (!/^\d{1,10}$/.test(opts.seed) || Number(opts.seed) > 0xffffffff) {
@@ -114,7 +174,15 @@ export function registerUp(program: Command): void {
         ...(seed !== undefined ? { seed } : {}),
         publicZone: zones.publicZone,
         internalZone: zones.internalZone,
+        defaultPublicPools: [opts.publicPool],
+        checkAddressPlan: (cidr, what) => driver.checkAddressPlan(cidr, what),
       });
+      try {
+        await checkStoredPlan(state.cloud, driver);
+      } catch (e) {
+        await state.close();
+        throw e;
+      }
       const tokens = new Tokens(state.store);
       const tokenFile = join(dirname(state.dbPath), OPERATOR_TOKEN_FILE);
       if (await tokens.ensureOperatorToken(tokenFile)) {
@@ -126,10 +194,13 @@ export function registerUp(program: Command): void {
         });
         process.stdout.write(`demo topology applied: ${r.changes.length} changes\n`);
       }
+      // Agents report every few seconds; at a time scale, as much faster as everything else.
+      const registry = new StatusRegistry(systemClock, Math.max(150, REPORT_STALE_MS * timeScale));
       const app = await buildServer({
         cloud: state.cloud,
         tokens,
         dashboard: { dir: DASHBOARD_DIR },
+        registry,
         ...(tls ? { https: tls } : {}),
         onInternalError: (e) =>
           process.stderr.write(
@@ -154,6 +225,20 @@ export function registerUp(program: Command): void {
         await state.close();
         throw new VipdipError('INVALID_ARGUMENT', `--dns ${opts.dns}: ${(e as Error).message}`);
       }
+      // One agent serves every host: the load balancer, the probes and every workload, in this process.
+      let agent: Agent | undefined;
+      if (driver.carriesTraffic) {
+        agent = new Agent({
+          name: 'up',
+          source: new InProcessSource(state.cloud, registry),
+          driver,
+          time,
+          scope: { hosts: null, lb: true },
+          vipdipBin: VIPDIP_BIN,
+          heartbeatMs: Math.max(50, AGENT_HEARTBEAT_MS * timeScale),
+        });
+        await agent.start();
+      }
       const services = await state.cloud.listServices();
       process.stdout.write(
         `vipdip is up: API and dashboard on ${url}, state ${state.dbPath}, seed ${state.seed}\n` +
@@ -161,9 +246,12 @@ export function registerUp(program: Command): void {
           (dashboardBuilt(DASHBOARD_DIR)
             ? `  dashboard: open ${url}/ and sign in with the operator token (${tokenFile})\n`
             : `  dashboard: not built (run npm run build:web, which npm ci runs); ${url}/ says so\n`) +
-          (opts.driver !== 'none'
-            ? `  driver ${opts.driver}: the data plane is not in this build yet, so addresses carry no traffic\n`
-            : '') +
+          (driver.carriesTraffic
+            ? `  driver ${driver.name}: ${driver.status().listeners.length} listeners on loopback` +
+              (timeScale !== 1 ? `, time at ${timeScale} × real` : '') +
+              '\n' +
+              (await tryLines(state.cloud))
+            : `  driver ${driver.name}: control plane only, addresses carry no traffic\n`) +
           (dnsServer !== undefined
             ? `  DNS on ${dnsServer.address}:${dnsServer.port} (UDP and TCP): try dig @${dnsServer.address} -p ${dnsServer.port} ${services[0] ? serviceFqdn(services[0].name, zones.publicZone) : `ns.${zones.internalZone}`}\n`
             : '  DNS off\n') +
@@ -174,7 +262,10 @@ export function registerUp(program: Command): void {
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
       });
-      // In-flight requests finish before the store closes.
+      // Workloads and listeners first (a workload gets SIGTERM, then SIGKILL after a grace period),
+      // then in-flight requests finish before the store closes.
+      await agent?.stop();
+      registry.close();
       await dnsServer?.close();
       await app.close();
       await state.close();

@@ -17,6 +17,7 @@ export const ERROR_CODES = {
   IN_USE: 'resource in use',
   NO_HOST: 'no host available',
   CONFLICT: 'conflicting change',
+  DRIVER_UNSUPPORTED: 'not supported by the data-plane driver',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -76,6 +76,12 @@ export interface CloudOptions {
   defaultFabric?: boolean;
   publicZone?: string;
   internalZone?: string;
+  /**
+   * The data-plane driver's say on the address plan: called with every VNet address space and public
+   * pool before it is created, it throws (DRIVER_UNSUPPORTED) for blocks the driver cannot carry, so a
+   * plan that could never carry traffic is refused up front rather than accepted and left dead.
+   */
+  checkAddressPlan?: (cidr: Cidr, what: string) => void;
 }
 
 export interface VnetSpec {
@@ -197,6 +203,7 @@ export class Cloud {
   /** The transaction of the batch an operation runs in, if any. */
   private readonly ambient = new AsyncLocalStorage<Tx>();
   private readonly zones: DnsZones;
+  private readonly checkAddressPlan: (cidr: Cidr, what: string) => void;
 
   private constructor(
     readonly store: Store,
@@ -205,6 +212,7 @@ export class Cloud {
     private readonly clock: Clock,
     opts: CloudOptions,
   ) {
+    this.checkAddressPlan = opts.checkAddressPlan ?? (() => {});
     this.zones = {
       publicZone: opts.publicZone ?? DEFAULT_PUBLIC_ZONE,
       internalZone: opts.internalZone ?? DEFAULT_INTERNAL_ZONE,
@@ -323,6 +331,7 @@ export class Cloud {
         `public pool ${formatCidr(cidr)} must be between /${MIN_INDEXED_PREFIX} and /30`,
       );
     }
+    this.checkAddressPlan(cidr, 'public pool');
     return this.write(async (tx) => {
       for (const p of await tx.repo.pools()) {
         if (cidrsOverlap(parseCidr(p.cidr), cidr)) {
@@ -447,6 +456,7 @@ export class Cloud {
   async createVnet(subscription: string, spec: VnetSpec): Promise<VnetView> {
     checkName('virtual network', spec.name);
     const space = parseCidrList(`virtual network ${spec.name} addressSpace`, spec.addressSpace);
+    for (const c of space) this.checkAddressPlan(c, `virtual network ${spec.name}`);
     for (let i = 0; i < space.length; i++) {
       for (let j = i + 1; j < space.length; j++) {
         if (cidrsOverlap(space[i]!, space[j]!)) {

@@ -18,7 +18,7 @@ function parseSeq(v: string | undefined, what: string): number {
   return Number(v);
 }
 
-export function registerEventRoutes(app: Api, { cloud }: ApiContext): void {
+export function registerEventRoutes(app: Api, { cloud, registry }: ApiContext): void {
   // Open streams never finish by themselves; the server ends them when it closes, so that a
   // shutdown lets in-flight requests finish without waiting for every watcher to hang up.
   const streams = new Set<() => void>();
@@ -103,11 +103,19 @@ export function registerEventRoutes(app: Api, { cloud }: ApiContext): void {
         if (!backlogDone) queued.push(...events);
         else for (const e of events) send(e);
       });
+      // Live backend health rides the same stream as `event: health` with no id: it is not part of the
+      // durable log, so Last-Event-ID resumption means exactly what it meant before.
+      const offHealth = registry.onHealth((h, subscription) => {
+        if (!closed && (sub === undefined || subscription === sub)) {
+          res.write(`event: health\ndata: ${JSON.stringify(h)}\n\n`);
+        }
+      });
       const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), HEARTBEAT_MS);
       const close = () => {
         closed = true;
         streams.delete(end);
         off();
+        offHealth();
         clearInterval(heartbeat);
       };
       const end = () => {

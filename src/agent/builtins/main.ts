@@ -1,0 +1,21 @@
+/** `vipdip workload NAME`: runs a built-in workload in this process (the agent starts it so). */
+import { runEcho } from './echo.ts';
+import { runWhoami } from './whoami.ts';
+
+export async function runBuiltin(args: readonly string[]): Promise<number> {
+  const name = args[0];
+  try {
+    if (name === 'whoami') await runWhoami();
+    else if (name === 'echo') await runEcho();
+    else {
+      process.stderr.write(
+        `vipdip workload: unknown built-in ${JSON.stringify(name)} (known: whoami, echo)\n`,
+      );
+      return 2;
+    }
+  } catch (e) {
+    process.stderr.write(`vipdip workload ${name}: ${(e as Error).message}\n`);
+    return 1;
+  }
+  return 0;
+}

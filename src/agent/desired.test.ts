@@ -1,0 +1,229 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { Endpoint, ServiceView, VmView } from '../lifecycle/index.ts';
+import { desiredState, envName, workloadCommand, type ControlSnapshot } from './desired.ts';
+
+const ep = (over: Partial<Endpoint> = {}): Endpoint => ({
+  name: 'http',
+  protocol: 'tcp',
+  publicPort: 8080,
+  localPort: 8000,
+  distribution: 'fiveTuple',
+  idleTimeoutMinutes: 4,
+  acl: [],
+  proxyProtocol: false,
+  ...over,
+});
+
+const svc = (name: string, vip: string | null, subscription = 'contoso'): ServiceView => ({
+  subscription,
+  name,
+  vip,
+  reservedIp: null,
+  dnsName: `${name}.cloudapp.vipdip.test`,
+  vnet: 'net',
+  vms: [],
+});
+
+const vm = (service: string, name: string, over: Partial<VmView> = {}): VmView => ({
+  subscription: 'contoso',
+  service,
+  name,
+  state: 'running',
+  dip: null,
+  host: 'rack1-host1',
+  rack: 'rack1',
+  subnet: 'front',
+  vnet: 'net',
+  staticDip: null,
+  ilpip: null,
+  ilpipEnabled: false,
+  workload: null,
+  endpoints: [],
+  fqdns: { internal: `${name}.${service}.internal.vipdip.test`, public: null },
+  ...over,
+});
+
+const all = { hosts: null, lb: true };
+
+describe('the desired state of the data plane', () => {
+  const probe = { protocol: 'http' as const, port: 8000, path: '/', intervalSeconds: 5, timeoutSeconds: 11 };
+  const snap: ControlSnapshot = {
+    services: [svc('shop', '127.100.0.5'), svc('api', '127.100.0.6')],
+    vms: [
+      vm('shop', 'web2', {
+        dip: '127.16.1.12',
+        endpoints: [ep({ lbSet: 'web', probe })],
+        workload: 'whoami',
+      }),
+      vm('shop', 'web1', {
+        dip: '127.16.1.11',
+        endpoints: [ep({ lbSet: 'web', probe })],
+        workload: 'whoami',
+      }),
+      vm('shop', 'web3', {
+        dip: null,
+        state: 'deallocated',
+        host: null,
+        endpoints: [ep({ lbSet: 'web', probe })],
+      }),
+      vm('shop', 'db', {
+        dip: '127.16.2.10',
+        state: 'stopped',
+        endpoints: [ep({ name: 'sql', publicPort: 1433, localPort: 1433 })],
+      }),
+      vm('api', 'api1', {
+        dip: '127.16.2.20',
+        ilpip: '127.100.0.77',
+        endpoints: [ep({ protocol: 'udp', name: 'dns', publicPort: 53, localPort: 5353 })],
+      }),
+    ],
+  };
+  const d = desiredState(snap, all);
+
+  test('members of a load-balanced set share one listener on the VIP; only running VMs are backends', () => {
+    const web = d.endpoints.find((e) => e.key === 'tcp/127.100.0.5:8080')!;
+    assert.equal(web.lbSet, 'web');
+    assert.deepEqual(
+      web.backends.map((b) => [b.vm, b.dip, b.port, b.probe]),
+      [
+        ['web1', '127.16.1.11', 8000, 'shop/web1/http'],
+        ['web2', '127.16.1.12', 8000, 'shop/web2/http'],
+      ],
+    );
+    assert.equal(web.idleMs, 4 * 60_000);
+    assert.equal(web.backends[0]!.id, 'contoso/shop/web1');
+  });
+
+  test('an endpoint of a stopped VM keeps its listener, with no backend, so clients are refused', () => {
+    const sql = d.endpoints.find((e) => e.key === 'tcp/127.100.0.5:1433')!;
+    assert.deepEqual(sql.backends, []);
+  });
+
+  test('an ILPIP leads its ports straight to the same ports of the DIP', () => {
+    const ilpip = d.endpoints.find((e) => e.key === 'udp/127.100.0.77:5353')!;
+    assert.equal(ilpip.kind, 'ilpip');
+    assert.deepEqual(
+      ilpip.backends.map((b) => `${b.dip}:${b.port}`),
+      ['127.16.2.20:5353'],
+    );
+    assert.ok(d.endpoints.some((e) => e.key === 'udp/127.100.0.6:53' && e.kind === 'vip'));
+  });
+
+  test('probes are asked for the running members only, at their DIP, in milliseconds', () => {
+    assert.deepEqual([...d.probes.keys()].sort(), ['shop/web1/http', 'shop/web2/http']);
+    assert.deepEqual(d.probes.get('shop/web1/http'), {
+      protocol: 'http',
+      address: '127.16.1.11',
+      port: 8000,
+      path: '/',
+      intervalMs: 5000,
+      timeoutMs: 11_000,
+    });
+  });
+
+  test("every allocated DIP leaves from its ILPIP, else its service's VIP (R6)", () => {
+    const snat = new Map(d.snat.map((s) => [s.dip, s.source]));
+    assert.equal(snat.get('127.16.1.11'), '127.100.0.5');
+    assert.equal(snat.get('127.16.2.10'), '127.100.0.5', 'a stopped VM keeps its DIP and its NAT');
+    assert.equal(snat.get('127.16.2.20'), '127.100.0.77');
+    assert.equal(snat.size, 4);
+  });
+
+  test('a DIP held in two VNets (overlapping, in two subscriptions) gets no NAT rather than a wrong one', () => {
+    const twice = desiredState(
+      {
+        services: [svc('a', '127.100.0.1'), svc('b', '127.100.0.2', 'other')],
+        vms: [
+          vm('a', 'x', { dip: '127.16.1.5' }),
+          vm('b', 'y', { dip: '127.16.1.5', subscription: 'other' }),
+        ],
+      },
+      all,
+    );
+    assert.deepEqual(twice.snat, []);
+  });
+
+  test('a service without a VIP has no listener', () => {
+    const none = desiredState(
+      { services: [svc('a', null)], vms: [vm('a', 'x', { endpoints: [ep()] })] },
+      all,
+    );
+    assert.deepEqual(none.endpoints, []);
+  });
+
+  test('workloads run for running VMs, with their identity, addresses and ports in the environment', () => {
+    assert.deepEqual(
+      d.workloads.map((w) => w.key),
+      ['shop/web1', 'shop/web2'],
+    );
+    const w = d.workloads[0]!;
+    assert.deepEqual(
+      {
+        vm: w.env.VIPDIP_VM,
+        service: w.env.VIPDIP_SERVICE,
+        dip: w.env.VIPDIP_DIP,
+        vip: w.env.VIPDIP_VIP,
+        port: w.env.VIPDIP_PORT_HTTP,
+        host: w.env.VIPDIP_HOST,
+      },
+      {
+        vm: 'web1',
+        service: 'shop',
+        dip: '127.16.1.11',
+        vip: '127.100.0.5',
+        port: '8000',
+        host: 'rack1-host1',
+      },
+    );
+    assert.deepEqual([...d.knownWorkloads].sort(), ['shop/web1', 'shop/web2']);
+  });
+
+  test("a new DIP changes the workload's fingerprint (so it restarts); nothing else does", () => {
+    const again = desiredState(snap, all).workloads[0]!;
+    assert.equal(again.fingerprint, d.workloads[0]!.fingerprint);
+    const moved = desiredState(
+      { ...snap, vms: snap.vms.map((v) => (v.name === 'web1' ? { ...v, dip: '127.16.1.99' } : v)) },
+      all,
+    ).workloads.find((w) => w.vm === 'web1')!;
+    assert.notEqual(moved.fingerprint, d.workloads[0]!.fingerprint);
+  });
+
+  test('an agent scoped to some hosts runs only their workloads, and no listener without the lb role', () => {
+    const s = desiredState(
+      {
+        services: snap.services,
+        vms: [
+          vm('shop', 'a', { dip: '127.16.1.1', host: 'h1', workload: 'echo' }),
+          vm('shop', 'b', { dip: '127.16.1.2', host: 'h2', workload: 'echo' }),
+          vm('shop', 'c', { dip: null, host: null, state: 'deallocated', workload: 'echo' }),
+        ],
+      },
+      { hosts: new Set(['h1']), lb: false },
+    );
+    assert.deepEqual(
+      s.workloads.map((w) => w.vm),
+      ['a'],
+    );
+    assert.deepEqual([...s.knownWorkloads].sort(), ['shop/a', 'shop/c']);
+    assert.deepEqual(s.endpoints, []);
+    assert.equal(s.probes.size, 0);
+  });
+
+  test('endpoint names become environment variable names', () => {
+    assert.equal(envName('http'), 'HTTP');
+    assert.equal(envName('my-api_2'), 'MY_API_2');
+  });
+
+  test('built-ins run through the vipdip command, anything else through the shell', () => {
+    assert.deepEqual(workloadCommand('whoami', '/x/bin/vipdip.js').args, [
+      '/x/bin/vipdip.js',
+      'workload',
+      'whoami',
+    ]);
+    assert.deepEqual(workloadCommand('python3 -m http.server', '/x'), {
+      command: '/bin/sh',
+      args: ['-c', 'python3 -m http.server'],
+    });
+  });
+});

@@ -1,0 +1,28 @@
+export { Agent, REPORT_BATCH_MS, type AgentOptions } from './agent.ts';
+export {
+  BUILTIN_WORKLOADS,
+  desiredState,
+  envName,
+  healthKey,
+  isBuiltin,
+  workloadCommand,
+  workloadEnv,
+  type AgentDesired,
+  type AgentScope,
+  type BackendInfo,
+  type ControlSnapshot,
+  type DesiredWorkload,
+  type EndpointTemplate,
+} from './desired.ts';
+export {
+  AGENT_HEARTBEAT_MS,
+  REPORT_STALE_MS,
+  StatusRegistry,
+  type BackendEntry,
+  type HealthListener,
+  type WorkloadEntry,
+} from './registry.ts';
+export * from './report.ts';
+export { InProcessSource, affectsDataPlane, type ControlSource } from './source.ts';
+export { WorkloadSupervisor, STOP_GRACE_MS, type SupervisorOptions } from './workloads.ts';
+export { RemoteSource, type RemoteSourceOptions } from './remote-source.ts';

@@ -1,0 +1,129 @@
+/**
+ * The data-plane driver interface: desired state in, reconcile, status out. The agent computes the
+ * desired state from the control plane (every VIP and ILPIP endpoint with its backends and their
+ * health, the source NAT of each DIP), and a driver makes it true on its substrate: `none` records
+ * it, `local` realizes it with userspace listeners on loopback, and a kernel `netns` driver would
+ * render it to nftables rules and namespaces. Probes and workloads are the agent's, but where they
+ * run from is the driver's business (a namespace, for netns), so the driver supplies the prober and
+ * wraps workload commands.
+ */
+import type { Cidr } from '../core/index.ts';
+import type { Prober } from '../lb/index.ts';
+import type { AclRule, Distribution, Protocol } from '../lifecycle/index.ts';
+
+export type DriverName = 'none' | 'local' | 'netns';
+export const DRIVER_NAMES: readonly DriverName[] = ['none', 'local', 'netns'];
+
+/** One member of an endpoint's set, as the data plane needs it. */
+export interface DesiredBackend {
+  /** Stable identity, `subscription/service/vm`: the Maglev table hashes it, not the DIP. */
+  readonly id: string;
+  readonly vm: string;
+  readonly dip: string;
+  readonly port: number;
+  /** Whether new flows may go to it: the agent's health verdict (true when the endpoint has no probe). */
+  readonly healthy: boolean;
+}
+
+/** One listening address:port of the data plane: a VIP endpoint, or an ILPIP port of one VM. */
+export interface DesiredEndpoint {
+  /** `tcp/127.100.0.5:8080`: unique in a desired state. */
+  readonly key: string;
+  readonly kind: 'vip' | 'ilpip';
+  readonly subscription: string;
+  readonly service: string;
+  /** The endpoint's name (of the first member, for a load-balanced set). */
+  readonly name: string;
+  readonly lbSet: string | null;
+  readonly address: string;
+  readonly protocol: Protocol;
+  readonly port: number;
+  readonly distribution: Distribution;
+  /** Idle timeout in (model) milliseconds. */
+  readonly idleMs: number;
+  readonly acl: readonly AclRule[];
+  readonly proxyProtocol: boolean;
+  readonly backends: readonly DesiredBackend[];
+}
+
+/** The address VM → VIP flows leave from (R6): a DIP's own ILPIP, else its service's VIP. */
+export interface SourceNat {
+  readonly dip: string;
+  readonly source: string;
+}
+
+export interface DesiredDataPlane {
+  readonly endpoints: readonly DesiredEndpoint[];
+  readonly snat: readonly SourceNat[];
+}
+
+export interface ListenerStatus {
+  readonly key: string;
+  readonly address: string;
+  readonly protocol: Protocol;
+  readonly port: number;
+  readonly state: 'listening' | 'failed' | 'recorded';
+  /** Why it is not listening (a bind error, say). */
+  readonly error: string | null;
+  readonly activeFlows: number;
+  readonly accepted: number;
+  readonly deniedAcl: number;
+  readonly noBackend: number;
+  readonly overLimit: number;
+}
+
+export interface DriverStatus {
+  readonly driver: DriverName;
+  readonly listeners: readonly ListenerStatus[];
+}
+
+export interface ReconcileResult {
+  opened: number;
+  updated: number;
+  closed: number;
+  /** Endpoints that could not be realized, with the reason; the rest were. */
+  failed: { key: string; error: string }[];
+}
+
+export interface WorkloadCommand {
+  command: string;
+  args: string[];
+}
+
+export interface DataPlaneDriver {
+  readonly name: DriverName;
+  /** False for `none`: no listener, no probe, no workload. */
+  readonly carriesTraffic: boolean;
+  /** Throws DRIVER_UNSUPPORTED for an address block this driver cannot carry. Pure. */
+  checkAddressPlan(cidr: Cidr, what: string): void;
+  /**
+   * Brings the data plane to `desired`. Idempotent; one endpoint that cannot be realized is reported
+   * in the result and retried later, never allowed to stop the others.
+   */
+  reconcile(desired: DesiredDataPlane): Promise<ReconcileResult>;
+  status(): DriverStatus;
+  /** Sends probes from where this driver's traffic comes from; undefined when it carries none. */
+  readonly prober: Prober | undefined;
+  /** The command that runs a VM's workload where the VM lives (as is, for local). */
+  wrapWorkload(vm: { service: string; vm: string; dip: string }, cmd: WorkloadCommand): WorkloadCommand;
+  close(): Promise<void>;
+}
+
+/** The driver limits that are operator settings rather than endpoint settings. */
+export interface DriverLimits {
+  /** Flows open at once per endpoint, and per client address on one endpoint. */
+  maxFlowsPerEndpoint: number;
+  maxFlowsPerClient: number;
+  /** Maglev table size, a prime. */
+  tableSize: number;
+}
+
+/**
+ * Defaults: the machine's hard limit of 20,000 descriptors (two per TCP flow) bounds the first;
+ * one client may hold a tenth of an endpoint, so a single misbehaving one cannot starve the rest.
+ */
+export const DEFAULT_DRIVER_LIMITS: DriverLimits = {
+  maxFlowsPerEndpoint: 8192,
+  maxFlowsPerClient: 1024,
+  tableSize: 65537,
+};

@@ -1,0 +1,4 @@
+export * from './driver.ts';
+export { NoneDriver } from './none.ts';
+export { LocalDriver, LOOPBACK_BLOCK, checkLoopbackPlan, type LocalDriverOptions } from './local.ts';
+export { createDriver, type DriverOptions } from './create.ts';

@@ -1,0 +1,165 @@
+/**
+ * Health probes as a state machine per target, apart from the sockets that carry them: the monitor
+ * decides when to probe and what a result means; a `Prober` (lb/probe.ts on loopback, something else
+ * inside a network namespace) sends the probe. Tests drive the monitor with a manual clock and a fake
+ * prober, and the real prober against real sockets.
+ *
+ * Semantics (Azure's): a probe goes out every `intervalMs`; a backend is up after its first success,
+ * and down once it has failed to answer for `timeoutMs` (so within interval + timeout of its last
+ * success). A new backend is `unknown` (and receives no flow) until its first answer; while unknown it
+ * is probed more often than the interval, so a workload that starts in 100 ms serves in about as much
+ * rather than after a whole interval.
+ */
+import type { TimeSource, Timer } from './time.ts';
+
+export type HealthState = 'up' | 'down' | 'unknown';
+
+export interface ProbeSpec {
+  readonly protocol: 'tcp' | 'http';
+  /** Dotted-quad text: the prober connects to it as it is. */
+  readonly address: string;
+  readonly port: number;
+  readonly path?: string;
+  readonly intervalMs: number;
+  readonly timeoutMs: number;
+}
+
+export interface ProbeResult {
+  readonly ok: boolean;
+  /** What happened, for people: `HTTP 200`, `connection refused`, `no answer within 5000 ms`. */
+  readonly detail: string;
+}
+
+/**
+ * Sends one probe. It must settle by `deadlineWallMs` wall-clock milliseconds (answering not-ok when
+ * nothing came back in time) and never reject.
+ */
+export type Prober = (spec: ProbeSpec, deadlineWallMs: number) => Promise<ProbeResult>;
+
+export interface HealthStatus {
+  readonly state: HealthState;
+  /** Model time of the last change of `state`. */
+  readonly since: number;
+  readonly detail: string | null;
+}
+
+/** While a backend has never answered, it is probed at least this often (model ms). */
+export const UNKNOWN_RETRY_MS = 1000;
+
+interface Target {
+  spec: ProbeSpec;
+  status: HealthStatus;
+  /** Model time of the last success, or of the target's creation before any. */
+  lastOk: number;
+  everOk: boolean;
+  timer: Timer | undefined;
+  /** Replaced or removed targets ignore the results of probes they had in flight. */
+  live: boolean;
+}
+
+const sameSpec = (a: ProbeSpec, b: ProbeSpec) =>
+  a.protocol === b.protocol &&
+  a.address === b.address &&
+  a.port === b.port &&
+  a.path === b.path &&
+  a.intervalMs === b.intervalMs &&
+  a.timeoutMs === b.timeoutMs;
+
+export interface HealthMonitorOptions {
+  prober: Prober;
+  time: TimeSource;
+  /** Called on every change of a target's state (not on its creation as unknown). */
+  onChange: (key: string, status: HealthStatus) => void;
+}
+
+export class HealthMonitor {
+  private readonly targets = new Map<string, Target>();
+  private closed = false;
+
+  constructor(private readonly opts: HealthMonitorOptions) {}
+
+  /**
+   * Sets the whole set of targets. A target whose spec is unchanged keeps its state and its rhythm;
+   * a new one, or one whose spec changed (a new DIP, say), starts again as unknown and is probed now.
+   */
+  setTargets(targets: ReadonlyMap<string, ProbeSpec>): void {
+    if (this.closed) return;
+    for (const [key, t] of this.targets) {
+      if (!targets.has(key)) {
+        this.drop(t);
+        this.targets.delete(key);
+      }
+    }
+    for (const [key, spec] of targets) {
+      const old = this.targets.get(key);
+      if (old !== undefined && sameSpec(old.spec, spec)) continue;
+      const now = this.opts.time.now();
+      if (old !== undefined) this.drop(old);
+      const t: Target = {
+        spec,
+        status: { state: 'unknown', since: now, detail: old === undefined ? null : 'probe changed' },
+        lastOk: now,
+        everOk: false,
+        timer: undefined,
+        live: true,
+      };
+      this.targets.set(key, t);
+      if (old !== undefined && old.status.state !== 'unknown') this.opts.onChange(key, t.status);
+      this.attempt(key, t);
+    }
+  }
+
+  status(key: string): HealthStatus | undefined {
+    return this.targets.get(key)?.status;
+  }
+
+  keys(): IterableIterator<string> {
+    return this.targets.keys();
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const t of this.targets.values()) this.drop(t);
+    this.targets.clear();
+  }
+
+  private drop(t: Target): void {
+    t.live = false;
+    t.timer?.cancel();
+    t.timer = undefined;
+  }
+
+  private attempt(key: string, t: Target): void {
+    t.timer = undefined;
+    const started = this.opts.time.now();
+    const { spec } = t;
+    const deadline = this.opts.time.wallMs(Math.min(spec.intervalMs, spec.timeoutMs));
+    void this.opts.prober(spec, deadline).then(
+      (r) => this.settle(key, t, started, r),
+      (e: unknown) => this.settle(key, t, started, { ok: false, detail: `probe failed: ${String(e)}` }),
+    );
+  }
+
+  private settle(key: string, t: Target, started: number, r: ProbeResult): void {
+    if (!t.live || this.closed) return;
+    const now = this.opts.time.now();
+    const { state } = t.status;
+    let next: HealthState = state;
+    if (r.ok) {
+      t.lastOk = now;
+      t.everOk = true;
+      next = 'up';
+    } else if (state !== 'down' && now - t.lastOk >= t.spec.timeoutMs) {
+      next = 'down';
+    }
+    if (next !== state) {
+      t.status = { state: next, since: now, detail: r.detail };
+      this.opts.onChange(key, t.status);
+    } else if (t.status.detail !== r.detail) {
+      t.status = { ...t.status, detail: r.detail };
+    }
+    const period =
+      t.status.state === 'unknown' ? Math.min(t.spec.intervalMs, UNKNOWN_RETRY_MS) : t.spec.intervalMs;
+    t.timer = this.opts.time.after(Math.max(0, started + period - now), () => this.attempt(key, t));
+  }
+}

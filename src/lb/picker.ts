@@ -1,0 +1,123 @@
+/**
+ * The picker snapshot: what the per-flow path reads, as grpc-js balancers publish an immutable picker
+ * whenever their state changes (packages/grpc-js/src/picker.ts). The control path (health changes, a
+ * VM deallocated, a DIP moved) builds a new snapshot and swaps the reference; the hot path only calls
+ * `pick()`, a hash and one table lookup, on whichever snapshot it holds. A snapshot never changes after
+ * it is built, so a flow in progress never sees a half-updated set.
+ */
+import { formatIpv4, type Ipv4 } from '../core/index.ts';
+import type { Distribution } from '../lifecycle/index.ts';
+import { PROTOCOL_NUMBER, flowHash, type Flow } from './hash.ts';
+import { MAGLEV_TABLE_SIZE_DEFAULT, buildMaglevTable, checkTableSize } from './maglev.ts';
+
+/** One member of an endpoint's load-balanced set. */
+export interface Backend {
+  /** Stable identity (a VM, say): the Maglev table hashes it, so a backend keeps its slots across changes. */
+  readonly id: string;
+  /** The DIP, an unsigned 32-bit IPv4 number. */
+  readonly address: number;
+  /** The local port on the DIP. */
+  readonly port: number;
+  readonly healthy: boolean;
+}
+
+/** A backend as a snapshot holds it: with its address also as text, ready for connect(). */
+export interface PickedBackend extends Backend {
+  readonly host: string;
+}
+
+export interface PickerInput {
+  readonly backends: readonly Backend[];
+  readonly mode: Distribution;
+  /** A prime; 65537 by default. */
+  readonly tableSize?: number;
+}
+
+const MODES: readonly Distribution[] = ['fiveTuple', 'sourceIP', 'sourceIPProtocol'];
+const NO_SLOTS = new Int32Array(0);
+
+export class PickerSnapshot {
+  readonly mode: Distribution;
+  readonly tableSize: number;
+  /** Every backend given, healthy or not (frozen copies, in the order given): for metrics and display. */
+  readonly backends: readonly PickedBackend[];
+  /** The backends that receive new flows: the healthy ones, in the order given. */
+  readonly healthy: readonly PickedBackend[];
+  /** Slot → index into `healthy`; empty when no backend is healthy. */
+  readonly #table: Int32Array;
+
+  private constructor(
+    mode: Distribution,
+    tableSize: number,
+    backends: readonly PickedBackend[],
+    healthy: readonly PickedBackend[],
+    table: Int32Array,
+  ) {
+    this.mode = mode;
+    this.tableSize = tableSize;
+    this.backends = backends;
+    this.healthy = healthy;
+    this.#table = table;
+    Object.freeze(this);
+  }
+
+  /**
+   * Builds a snapshot on the control path: only healthy backends enter the Maglev table. Costs a few
+   * milliseconds at the default size; never call it per flow. Throws RangeError for a bad table size,
+   * a duplicate id or an unknown mode.
+   */
+  static build(input: PickerInput): PickerSnapshot {
+    const { mode, tableSize = MAGLEV_TABLE_SIZE_DEFAULT } = input;
+    if (!MODES.includes(mode)) throw new RangeError(`unknown distribution mode ${JSON.stringify(mode)}`);
+    // Copies, so that the caller changing its own objects later cannot reach into a published snapshot.
+    const backends = Object.freeze(
+      input.backends.map((b) =>
+        Object.freeze({
+          id: b.id,
+          address: b.address,
+          port: b.port,
+          healthy: b.healthy,
+          host: formatIpv4(b.address as Ipv4),
+        }),
+      ),
+    );
+    const ids = new Set<string>();
+    for (const b of backends) {
+      if (ids.has(b.id)) throw new RangeError(`backend ${JSON.stringify(b.id)} is listed twice`);
+      ids.add(b.id);
+    }
+    const healthy = Object.freeze(backends.filter((b) => b.healthy));
+    checkTableSize(tableSize, healthy.length);
+    const table =
+      healthy.length === 0
+        ? NO_SLOTS
+        : buildMaglevTable(
+            healthy.map((b) => b.id),
+            tableSize,
+          );
+    return new PickerSnapshot(mode, tableSize, backends, healthy, table);
+  }
+
+  /**
+   * The healthy backend for a new flow, or undefined when none is healthy (the caller then refuses
+   * the connection rather than letting it hang).
+   */
+  pick(flow: Flow): PickedBackend | undefined {
+    return this.pickTuple(flow.srcIp, flow.srcPort, flow.dstIp, flow.dstPort, PROTOCOL_NUMBER[flow.protocol]);
+  }
+
+  /** The hot path: {@link pick} on the tuple's numbers, allocating nothing. */
+  pickTuple(
+    srcIp: number,
+    srcPort: number,
+    dstIp: number,
+    dstPort: number,
+    protocolNumber: number,
+  ): PickedBackend | undefined {
+    const table = this.#table;
+    if (table.length === 0) return undefined;
+    return this.healthy[
+      table[flowHash(this.mode, srcIp, srcPort, dstIp, dstPort, protocolNumber) % table.length]!
+    ];
+  }
+}
