@@ -2,14 +2,18 @@
  * The load generator of the API benchmark, run as its own process so that its CPU is not the
  * server's. Every loop is bounded in time and count; all traffic goes to the loopback URL given.
  *
- *   node --import tsx bench/api-client.ts URL TOKEN closed WORKERS SECONDS VMS
- *   node --import tsx bench/api-client.ts URL TOKEN rate RPS SECONDS VMS
+ *   node --import tsx bench/api-client.ts URL[,URL…] TOKEN closed WORKERS SECONDS VMS
+ *   node --import tsx bench/api-client.ts URL[,URL…] TOKEN rate RPS SECONDS VMS
+ *
+ * With several URLs (replicas of one cloud) the VMs are spread over them: VM i always goes to
+ * URL i mod n, so one VM's operations stay in order on one replica.
  *
  * Each request is a lifecycle operation on one VM (deallocate when it is running, start when it is
  * deallocated). Prints one JSON line: { ops, errors, seconds, opsPerSecond, p50Ms, p99Ms }.
  */
-const [url, token, mode, param, secondsText, vmsText] = process.argv.slice(2);
-if (!url?.startsWith('http://127.') || token === undefined || vmsText === undefined) {
+const [urlList, token, mode, param, secondsText, vmsText] = process.argv.slice(2);
+const urls = (urlList ?? '').split(',');
+if (!urls.every((u) => u.startsWith('http://127.')) || token === undefined || vmsText === undefined) {
   console.error('usage: api-client.ts http://127.x.y.z:PORT TOKEN closed|rate N SECONDS VMS');
   process.exit(2);
 }
@@ -19,13 +23,24 @@ const MAX_REQUESTS = 1_000_000;
 /** A request still unanswered after this counts as an error; it bounds the run when the server lags. */
 const REQUEST_TIMEOUT_MS = 10_000;
 const running = new Array<boolean>(vms).fill(true);
+// A previous round left some VMs deallocated: start from what the server says.
+{
+  const res = await fetch(`${urls[0]}/v1/services/bench/vms`, {
+    headers: { authorization: `Bearer ${token}` },
+  });
+  if (res.status !== 200) throw new Error(`GET vms: ${res.status} ${await res.text()}`);
+  for (const v of (await res.json()) as { name: string; state: string }[]) {
+    const i = Number(v.name.slice(2));
+    if (Number.isInteger(i) && i < vms) running[i] = v.state !== 'deallocated';
+  }
+}
 const latencies: number[] = [];
 let errors = 0;
 
 async function op(i: number): Promise<void> {
   const verb = running[i] ? 'deallocate' : 'start';
   running[i] = !running[i];
-  const res = await fetch(`${url}/v1/services/bench/vms/vm${i}/${verb}`, {
+  const res = await fetch(`${urls[i % urls.length]}/v1/services/bench/vms/vm${i}/${verb}`, {
     method: 'POST',
     headers: { authorization: `Bearer ${token}` },
     signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),

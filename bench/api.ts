@@ -5,15 +5,22 @@
  * - throughput: 16 concurrent keep-alive clients, each cycling its own VMs;
  * - latency at fixed rates of 500 and 2,000 requests per second (open loop, measured from the
  *   schedule so a slow server cannot hide its queueing).
+ *
+ * `npm run bench -- api --store postgres`: the same closed loop against one and against three
+ * `vipdip serve` replicas over a throwaway PostgreSQL, in interleaved rounds, with the database
+ * round trips per operation counted by the store (/metrics).
  */
 import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { ROOT, fmtRate, machine, saveJson, saveSection } from './report.ts';
+import { startPostgres } from '../test/support/pg-cluster.ts';
+import { ROOT, fmtRate, machine, median, saveJson, saveSection } from './report.ts';
 
 const run_ = promisify(execFile);
+/** A latency, or a dash when no request succeeded (a rate far above what the server sustains). */
+const ms = (x: number | null) => (typeof x === 'number' && Number.isFinite(x) ? `${x.toFixed(1)} ms` : '–');
 const VMS = 256;
 const SECONDS = 8;
 const WORKERS = 16;
@@ -30,25 +37,29 @@ interface ClientResult {
   p99Ms: number;
 }
 
-async function startServer(dir: string): Promise<{ url: string; token: string; stop: () => Promise<void> }> {
+interface Server {
+  url: string;
+  token: string;
+  stop: () => Promise<void>;
+}
+
+async function startServer(dir: string, opts: { store?: string; seed?: number } = {}): Promise<Server> {
   const state = join(dir, '.vipdip');
   const proc = spawn(
     process.execPath,
     [
       join(ROOT, 'bin/vipdip.js'),
-      'up',
+      ...(opts.store === undefined ? ['up', '--driver', 'none'] : ['serve', '--store', opts.store]),
       '--state',
       state,
       '--listen',
       '127.0.0.1:0',
-      '--driver',
-      'none',
       '--dns',
       'off',
       '--seed',
-      '1',
+      String(opts.seed ?? 1),
     ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
+    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, VIPDIP_STORE: '' } },
   );
   let out = '';
   const url = await new Promise<string>((ok, fail) => {
@@ -110,7 +121,11 @@ async function client(url: string, token: string, mode: string, param: number): 
   return JSON.parse(stdout.trim().split('\n').pop()!) as ClientResult;
 }
 
-export async function run(_args: string[]): Promise<void> {
+export async function run(args: string[]): Promise<void> {
+  const i = args.indexOf('--store');
+  const store = i >= 0 ? args[i + 1] : 'sqlite';
+  if (store === 'postgres') return runPostgres();
+  if (store !== 'sqlite') throw new Error(`api: --store ${store}: sqlite or postgres`);
   const dir = mkdtempSync(join(tmpdir(), 'vipdip-bench-api-'));
   const server = await startServer(dir);
   try {
@@ -123,14 +138,14 @@ export async function run(_args: string[]): Promise<void> {
     console.error(`api: ${WORKERS} concurrent clients for ${SECONDS} s…`);
     const throughput = await client(server.url, server.token, 'closed', WORKERS);
     console.error(
-      `  ${fmtRate(throughput.opsPerSecond)} ops/s, p50 ${throughput.p50Ms.toFixed(1)} ms, p99 ${throughput.p99Ms.toFixed(1)} ms, ${throughput.errors} errors`,
+      `  ${fmtRate(throughput.opsPerSecond)} ops/s, p50 ${ms(throughput.p50Ms)}, p99 ${ms(throughput.p99Ms)}, ${throughput.errors} errors`,
     );
     const rates: (ClientResult & { rate: number })[] = [];
     for (const r of RATES) {
       console.error(`api: fixed rate ${r}/s for ${SECONDS} s…`);
       const x = await client(server.url, server.token, 'rate', r);
       rates.push({ rate: r, ...x });
-      console.error(`  p50 ${x.p50Ms.toFixed(1)} ms, p99 ${x.p99Ms.toFixed(1)} ms, ${x.errors} errors`);
+      console.error(`  p50 ${ms(x.p50Ms)}, p99 ${ms(x.p99Ms)}, ${x.errors} errors`);
     }
     const results = {
       date: new Date().toISOString(),
@@ -147,10 +162,10 @@ export async function run(_args: string[]): Promise<void> {
       '',
       '| load | ops/s | p50 | p99 | errors |',
       '| --- | ---: | ---: | ---: | ---: |',
-      `| ${WORKERS} concurrent clients (keep-alive) | ${fmtRate(throughput.opsPerSecond)} | ${throughput.p50Ms.toFixed(1)} ms | ${throughput.p99Ms.toFixed(1)} ms | ${throughput.errors} |`,
+      `| ${WORKERS} concurrent clients (keep-alive) | ${fmtRate(throughput.opsPerSecond)} | ${ms(throughput.p50Ms)} | ${ms(throughput.p99Ms)} | ${throughput.errors} |`,
       ...rates.map(
         (r) =>
-          `| fixed ${r.rate}/s (open loop) | ${fmtRate(r.opsPerSecond)} | ${r.p50Ms.toFixed(1)} ms | ${r.p99Ms.toFixed(1)} ms | ${r.errors} |`,
+          `| fixed ${r.rate}/s (open loop) | ${fmtRate(r.opsPerSecond)} | ${ms(r.p50Ms)} | ${ms(r.p99Ms)} | ${r.errors} |`,
       ),
       '',
       `Targets: ≥ ${TARGET_OPS} lifecycle ops/s (${throughput.opsPerSecond >= TARGET_OPS ? 'met' : '**not met**'}); p99 < ${TARGET_P99_MS} ms at 2,000 req/s (${(rates.find((r) => r.rate === 2000)?.p99Ms ?? Infinity) < TARGET_P99_MS ? 'met' : '**not met**'}). At a rate above what the server sustains, open-loop latency measures the queue that builds up.`,
@@ -160,5 +175,120 @@ export async function run(_args: string[]): Promise<void> {
   } finally {
     await server.stop();
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ------------------------------------------------------------------ PostgreSQL: one and three replicas
+
+const PG_ROUNDS = 3;
+
+/** Statements all the given replicas have sent to the store so far (their /metrics). */
+async function statements(servers: readonly Server[]): Promise<number> {
+  let n = 0;
+  for (const s of servers) {
+    const text = await (await fetch(`${s.url}/metrics`)).text();
+    const m = /^vipdip_store_statements_total (\d+)$/m.exec(text);
+    if (m === null) throw new Error(`no vipdip_store_statements_total at ${s.url}/metrics`);
+    n += Number(m[1]);
+  }
+  return n;
+}
+
+interface PgRound extends ClientResult {
+  replicas: number;
+  /** Statements per operation, summed over every replica (their followers' reads included). */
+  statementsPerOp: number;
+}
+
+async function runPostgres(): Promise<void> {
+  // Commits wait for no WAL flush, as SQLite's synchronous=NORMAL does not sync the WAL at commit:
+  // both survive a crashed process, neither promises the last commits through a power loss.
+  const settings = { fsync: 'on', full_page_writes: 'on', synchronous_commit: 'off' };
+  const cluster = await startPostgres({ settings });
+  const dirs: string[] = [];
+  const servers: Server[] = [];
+  const serve = async (url: string, seed: number) => {
+    const dir = mkdtempSync(join(tmpdir(), 'vipdip-bench-api-pg-'));
+    dirs.push(dir);
+    const s = await startServer(dir, { store: url, seed });
+    servers.push(s);
+    return s;
+  };
+  try {
+    const single = [await serve(await cluster.createDatabase('bench_one'), 1)];
+    const url3 = await cluster.createDatabase('bench_three');
+    const triple = await Promise.all([11, 12, 13].map((seed) => serve(url3, seed)));
+    for (const group of [single, triple]) {
+      const res = await fetch(`${group[0]!.url}/v1/apply`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${group[0]!.token}`, 'content-type': 'application/yaml' },
+        body: topology(),
+      });
+      if (res.status !== 200) throw new Error(`apply failed: ${res.status} ${await res.text()}`);
+    }
+    const rounds: PgRound[] = [];
+    for (let r = 0; r < PG_ROUNDS; r++) {
+      // Interleaved, the order alternating, so that a noisy neighbour hurts both alike.
+      const order = r % 2 === 0 ? [single, triple] : [triple, single];
+      for (const group of order) {
+        console.error(
+          `api (postgres): round ${r + 1}, ${group.length} replica(s), ${WORKERS} clients for ${SECONDS} s…`,
+        );
+        const before = await statements(group);
+        const x = await client(group.map((s) => s.url).join(','), group[0]!.token, 'closed', WORKERS);
+        const after = await statements(group);
+        rounds.push({ replicas: group.length, ...x, statementsPerOp: (after - before) / x.ops });
+        console.error(
+          `  ${fmtRate(x.opsPerSecond)} ops/s, p50 ${ms(x.p50Ms)}, p99 ${ms(x.p99Ms)}, ${x.errors} errors, ${((after - before) / x.ops).toFixed(1)} statements/op`,
+        );
+      }
+    }
+    const summary = (n: number) => {
+      const of = rounds.filter((x) => x.replicas === n);
+      return {
+        replicas: n,
+        opsPerSecond: median(of.map((x) => x.opsPerSecond)),
+        p50Ms: median(of.map((x) => x.p50Ms)),
+        p99Ms: median(of.map((x) => x.p99Ms)),
+        errors: of.reduce((a, x) => a + x.errors, 0),
+        statementsPerOp: median(of.map((x) => x.statementsPerOp)),
+      };
+    };
+    const one = summary(1);
+    const three = summary(3);
+    const ratio = three.opsPerSecond / one.opsPerSecond;
+    const results = {
+      date: new Date().toISOString(),
+      machine: machine(),
+      store: 'postgres',
+      postgres: (await cluster.query('show server_version')).rows[0] as unknown,
+      settings,
+      vms: VMS,
+      workers: WORKERS,
+      seconds: SECONDS,
+      rounds,
+      one,
+      three,
+      ratio,
+    };
+    await saveJson('api', 'postgres', results);
+    const row = (s: typeof one) =>
+      `| ${s.replicas} × \`vipdip serve\` | ${fmtRate(s.opsPerSecond)} | ${ms(s.p50Ms)} | ${ms(s.p99Ms)} | ${s.errors} | ${s.statementsPerOp.toFixed(1)} |`;
+    const body = [
+      `Measured ${results.date.slice(0, 10)} on ${results.machine.cpus} × ${results.machine.cpu}, Node ${results.machine.node}, PostgreSQL ${String((results.postgres as { server_version?: string }).server_version ?? '?')} (a throwaway cluster on loopback, synchronous_commit=off: like SQLite's synchronous=NORMAL, a commit does not wait for the disk); \`npm run bench -- api --store postgres\`. ${WORKERS} concurrent keep-alive clients in another process, each request a VM deallocate or start on one of ${VMS} VMs, spread over the replicas; ${PG_ROUNDS} interleaved rounds of ${SECONDS} s, medians. Everything (replicas, PostgreSQL, load) shares the same 2 cores.`,
+      '',
+      '| replicas | ops/s | p50 | p99 | errors | database round trips per op |',
+      '| --- | ---: | ---: | ---: | ---: | ---: |',
+      row(one),
+      row(three),
+      '',
+      `Three replicas keep **${ratio.toFixed(2)}×** the ops/s of one (target ≥ 0.9: ${ratio >= 0.9 ? 'met' : '**not met**'}). Round trips are the statements the replicas send, counted by the store (BEGIN and COMMIT included); with three replicas they include each replica reading the others' events as it follows the log.`,
+    ].join('\n');
+    await saveSection('api-postgres', 'API over PostgreSQL: one and three replicas', body);
+    console.log(`## api (postgres)\n\n${body}\n`);
+  } finally {
+    for (const s of servers) await s.stop();
+    cluster.destroy();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
   }
 }

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SeededRandom, parseCidr, steppingClock } from '../src/core/index.ts';
 import { AddressRange, POOL_RESERVATION } from '../src/ipam/index.ts';
-import { Cloud, poolScope } from '../src/lifecycle/index.ts';
+import { Cloud, poolScope, type BookChange } from '../src/lifecycle/index.ts';
 import { SqliteStore } from '../src/store/index.ts';
 import { fmtRate, machine, median, saveJson, saveSection } from './report.ts';
 
@@ -71,10 +71,17 @@ async function pairRate(cloud: Cloud, store: SqliteStore): Promise<number> {
     let n = 0;
     const t0 = performance.now();
     while (performance.now() - t0 < PAIR_MS) {
+      // As the lifecycle does: the index changes of a transaction are applied once it commits.
+      const changes: BookChange[] = [];
       const ip = await store.write((repo) =>
-        cloud.book.draw(repo, scope, 'random', { owner: 'bench:pair', kind: 'vip' }),
+        cloud.book.draw({ repo, record: (c) => changes.push(c) }, scope, 'random', {
+          owner: 'bench:pair',
+          kind: 'vip',
+        }),
       );
-      await store.write((repo) => cloud.book.free(repo, scope, ip));
+      cloud.book.apply(changes.splice(0));
+      await store.write((repo) => cloud.book.free({ repo, record: (c) => changes.push(c) }, scope, ip));
+      cloud.book.apply(changes.splice(0));
       n++;
     }
     rates.push((n / (performance.now() - t0)) * 1000);

@@ -45,6 +45,7 @@ To reproduce:
 \`\`\`sh
 npm run bench            # every benchmark
 npm run bench -- ipam    # the IPAM index, in memory and through the SQLite store
+npm run bench -- api [--store postgres]   # lifecycle operations through HTTP
 \`\`\`
 `;
 

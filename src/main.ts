@@ -3,22 +3,31 @@
  * source, which clock, which defaults.
  */
 import { chmodSync, existsSync, mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { systemClock, type Clock } from './core/clock.ts';
 import { VipdipError } from './core/errors.ts';
 import { randomSeed, SeededRandom } from './core/random.ts';
 import { Cloud, type CloudOptions } from './lifecycle/index.ts';
-import { SqliteStore, type Store } from './store/index.ts';
+import { PostgresStore, SqliteStore, type Store } from './store/index.ts';
 
 export const DEFAULT_STATE_DIR = '.vipdip';
 export const STATE_DB = 'state.db';
 /** The `local` driver's default public pool (SPEC.md §7). */
 export const DEFAULT_LOCAL_POOL = '127.100.0.0/16';
 
+/** The environment variable that names the store when --store does not (the flag wins). */
+export const STORE_ENV = 'VIPDIP_STORE';
+
 export interface StateOptions {
   stateDir?: string;
-  /** A store URL; only the embedded SQLite store (`sqlite:PATH` or a path) is built in so far. */
+  /**
+   * Where the state lives: `sqlite:PATH`, a plain PATH (SQLite), or `postgres://…` /
+   * `postgresql://…` (several replicas can share it). Default: VIPDIP_STORE, else SQLite in the
+   * state directory.
+   */
   store?: string;
+  /** The environment to read VIPDIP_STORE from (default process.env). */
+  env?: Readonly<Record<string, string | undefined>>;
   seed?: number;
   clock?: Clock;
   defaultPublicPools?: readonly string[];
@@ -26,38 +35,91 @@ export interface StateOptions {
   internalZone?: string;
   /** The data-plane driver's check of the address plan (see CloudOptions.checkAddressPlan). */
   checkAddressPlan?: CloudOptions['checkAddressPlan'];
+  /** Failures of background work (following the other replicas). */
+  onError?: (e: unknown) => void;
 }
 
 export interface OpenState {
   store: Store;
   cloud: Cloud;
   seed: number;
-  dbPath: string;
+  /** Where the state is, for people: the SQLite file, or the PostgreSQL URL without its password. */
+  location: string;
+  /** The directory of the operator token file. */
+  tokenDir: string;
   close(): Promise<void>;
 }
 
-/** Resolves where the SQLite file lives, creating the state directory (mode 0700) if needed. */
-export function sqlitePath(opts: Pick<StateOptions, 'stateDir' | 'store'>): string {
-  if (opts.store !== undefined) {
-    if (/^postgres(ql)?:/.test(opts.store)) {
-      throw new VipdipError(
-        'INVALID_ARGUMENT',
-        'the PostgreSQL store is not available in this build yet; use the embedded SQLite store',
-      );
+export type StoreChoice = { kind: 'sqlite'; path: string } | { kind: 'postgres'; url: string };
+
+const isPostgresUrl = (s: string) => /^postgres(ql)?:\/\//.test(s);
+
+/** Creates a state directory (mode 0700) if needed and returns its absolute path. */
+function stateDirectory(dir: string | undefined): string {
+  const abs = resolve(dir ?? DEFAULT_STATE_DIR);
+  if (!existsSync(abs)) {
+    mkdirSync(abs, { recursive: true, mode: 0o700 });
+    chmodSync(abs, 0o700);
+  }
+  return abs;
+}
+
+/** Which store the options name: --store, else VIPDIP_STORE, else SQLite in the state directory. */
+export function chooseStore(opts: Pick<StateOptions, 'stateDir' | 'store' | 'env'>): StoreChoice {
+  const env = opts.env ?? process.env;
+  const spec = opts.store ?? (env[STORE_ENV] === '' ? undefined : env[STORE_ENV]);
+  if (spec === undefined) return { kind: 'sqlite', path: join(stateDirectory(opts.stateDir), STATE_DB) };
+  if (isPostgresUrl(spec)) {
+    try {
+      new URL(spec);
+    } catch {
+      throw new VipdipError('INVALID_ARGUMENT', `store ${redact(spec)}: not a valid PostgreSQL URL`);
     }
-    return resolve(opts.store.replace(/^sqlite:/, ''));
+    return { kind: 'postgres', url: spec };
   }
-  const dir = resolve(opts.stateDir ?? DEFAULT_STATE_DIR);
-  if (!existsSync(dir)) {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    chmodSync(dir, 0o700);
+  if (!spec.startsWith('sqlite:') && /^[a-z][a-z0-9+.-]*:\/\//i.test(spec)) {
+    throw new VipdipError(
+      'INVALID_ARGUMENT',
+      `store ${redact(spec)}: expected sqlite:PATH, a file path, or postgres://USER@HOST:PORT/DATABASE`,
+    );
   }
-  return join(dir, STATE_DB);
+  const path = spec.replace(/^sqlite:(\/\/(?=\/))?/, '');
+  if (path === '') throw new VipdipError('INVALID_ARGUMENT', 'store sqlite: needs a file path');
+  return { kind: 'sqlite', path: resolve(path) };
+}
+
+/** A URL fit to print: the password, if any, is replaced. */
+export function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password !== '') u.password = '***';
+    return u.toString();
+  } catch {
+    return url.replace(/\/\/([^:/@]+):[^@]*@/, '//$1:***@');
+  }
+}
+
+/** Opens only the store the options name (migrated), for tools that need no control plane. */
+export async function openStore(
+  opts: Pick<StateOptions, 'stateDir' | 'store' | 'env'>,
+): Promise<{ store: Store; location: string; tokenDir: string }> {
+  const choice = chooseStore(opts);
+  if (choice.kind === 'sqlite') {
+    return {
+      store: await SqliteStore.open(choice.path),
+      location: choice.path,
+      tokenDir: dirname(choice.path),
+    };
+  }
+  return {
+    store: await PostgresStore.open(choice.url),
+    location: redact(choice.url),
+    tokenDir: stateDirectory(opts.stateDir),
+  };
 }
 
 export async function openState(opts: StateOptions = {}): Promise<OpenState> {
-  const dbPath = sqlitePath(opts);
-  const store = await SqliteStore.open(dbPath);
+  const { store, location, tokenDir } = await openStore(opts);
   const seed = opts.seed ?? randomSeed();
   try {
     const cloud = await Cloud.open(store, {
@@ -67,8 +129,19 @@ export async function openState(opts: StateOptions = {}): Promise<OpenState> {
       ...(opts.publicZone !== undefined ? { publicZone: opts.publicZone } : {}),
       ...(opts.internalZone !== undefined ? { internalZone: opts.internalZone } : {}),
       ...(opts.checkAddressPlan !== undefined ? { checkAddressPlan: opts.checkAddressPlan } : {}),
+      ...(opts.onError !== undefined ? { onError: opts.onError } : {}),
     });
-    return { store, cloud, seed, dbPath, close: () => store.close() };
+    return {
+      store,
+      cloud,
+      seed,
+      location,
+      tokenDir,
+      close: async () => {
+        cloud.close();
+        await store.close();
+      },
+    };
   } catch (e) {
     await store.close();
     throw e;

@@ -17,16 +17,26 @@ export const OPERATOR_TOKEN_FILE = 'operator.token';
 export const hashToken = (token: string) => createHash('sha256').update(token).digest('hex');
 export const newToken = () => `vipdip_${randomBytes(32).toString('base64url')}`;
 
+/**
+ * How long a verified token is trusted without asking the store again. Another replica may revoke
+ * it (or delete its subscription): this bounds how long it keeps working here after that.
+ */
+export const TOKEN_CACHE_MS = 2000;
+
 export class Tokens {
   /** Verified tokens, by hash, so a request costs one hash and one map lookup. */
-  private readonly cache = new Map<string, Principal>();
+  private readonly cache = new Map<string, { principal: Principal; until: number }>();
 
-  constructor(private readonly store: Store) {}
+  constructor(
+    private readonly store: Store,
+    private readonly now: () => number = Date.now,
+  ) {}
 
   async resolve(token: string): Promise<Principal | undefined> {
     const hash = hashToken(token);
     const hit = this.cache.get(hash);
-    if (hit !== undefined) return hit;
+    if (hit !== undefined && hit.until > this.now()) return hit.principal;
+    this.cache.delete(hash);
     const row = await this.store.read((r) => r.tokenByHash(hash));
     if (row === undefined) return undefined;
     let p: Principal;
@@ -36,7 +46,7 @@ export class Tokens {
       if (sub === undefined) return undefined;
       p = { kind: 'subscription', subscription: sub.name, name: row.name };
     }
-    this.cache.set(hash, p);
+    this.cache.set(hash, { principal: p, until: this.now() + TOKEN_CACHE_MS });
     return p;
   }
 
@@ -45,7 +55,7 @@ export class Tokens {
    * a new subscription of the same name does not inherit them.
    */
   forgetSubscription(subscription: string): void {
-    for (const [hash, p] of this.cache) {
+    for (const [hash, { principal: p }] of this.cache) {
       if (p.kind === 'subscription' && p.subscription === subscription) this.cache.delete(hash);
     }
   }

@@ -20,7 +20,7 @@ export class Metrics {
   });
   readonly events = new Counter({
     name: 'vipdip_events_total',
-    help: 'events emitted by this process, by type',
+    help: 'events committed by any replica and applied by this one, by type',
     labelNames: ['type'],
     registers: [this.registry],
   });
@@ -86,6 +86,38 @@ export class Metrics {
         for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
       },
     });
+    // Work of the store and of the allocation indexes, read when scraped. Across replicas the
+    // refusals and reloads say how often this replica's index was behind the others' commits.
+    const counted = (name: string, help: string, read: () => number) =>
+      new Counter({
+        name,
+        help,
+        registers: [registry],
+        collect() {
+          this.reset();
+          this.inc(read());
+        },
+      });
+    counted(
+      'vipdip_store_statements_total',
+      'statements sent to the store (its round trips)',
+      () => cloud.store.statements,
+    );
+    counted(
+      'vipdip_store_retries_total',
+      'transactions run again after losing a race the database detected',
+      () => cloud.store.retries ?? 0,
+    );
+    counted(
+      'vipdip_address_refusals_total',
+      'drawn addresses the store refused because another writer held them',
+      () => cloud.book.refusals,
+    );
+    counted(
+      'vipdip_address_reloads_total',
+      'address ranges reloaded from the store because the index was behind',
+      () => cloud.book.resyncs,
+    );
     cloud.onEvents((events) => {
       for (const e of events) this.events.inc({ type: e.type });
     });

@@ -172,7 +172,8 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
 
   app.setErrorHandler((err: unknown, req, reply) => {
     const body = toProblem(err, req.url);
-    if (body.status >= 500) opts.onInternalError?.(err);
+    // An unreachable store (503) is the outage itself, reported to the caller: not a bug to log.
+    if (body.status === 500) opts.onInternalError?.(err);
     return sendProblem(reply, body);
   });
   app.setNotFoundHandler((req, reply) => {

@@ -1,22 +1,25 @@
 import type { Command } from 'commander';
 import { fsck, formatFinding } from '../lifecycle/index.ts';
-import { openState } from '../main.ts';
+import { openStore } from '../main.ts';
 
 export function registerFsck(program: Command): void {
   program
     .command('fsck')
     .description('check invariants I1–I6 against a state; exit 0 when clean, 1 with findings')
     .option('--state <dir>', 'state directory', '.vipdip')
-    .option('--store <url>', 'store URL (overrides --state)')
+    .option(
+      '--store <url>',
+      'store URL: sqlite:PATH, PATH or postgres://… (overrides --state and VIPDIP_STORE)',
+    )
     .action(async (opts: { state: string; store?: string }) => {
-      const state = await openState({
+      const { store } = await openStore({
         stateDir: opts.state,
         ...(opts.store ? { store: opts.store } : {}),
-        defaultPublicPools: [],
       });
       try {
         const tty = process.stderr.isTTY;
-        const findings = await state.store.read((r) =>
+        // One snapshot: replicas may be writing meanwhile, and every check must see the same state.
+        const findings = await store.snapshot((r) =>
           fsck(r, tty ? (step) => process.stderr.write(`\rchecking ${step}…\x1b[K`) : undefined),
         );
         if (tty) process.stderr.write('\r\x1b[K');
@@ -24,7 +27,7 @@ export function registerFsck(program: Command): void {
         if (findings.length === 0) process.stdout.write('clean: invariants I1–I6 hold\n');
         process.exitCode = findings.length === 0 ? 0 : 1;
       } finally {
-        await state.close();
+        await store.close();
       }
     });
 }

@@ -35,7 +35,7 @@ const CLIENT_VERBS = new Set([
 ]);
 
 /**
- * Builds the program. `up` and `fsck` carry the whole control plane (store, server), which takes
+ * Builds the program. `up`, `serve` and `fsck` carry the whole control plane (store, server), which takes
  * seconds to load, so they are registered only when the command line may need them: for a client
  * verb a CLI call costs a process start, not the server's code.
  */
@@ -56,8 +56,13 @@ export async function buildProgram(argv: readonly string[] = []): Promise<Comman
     registerAgent(program);
   }
   if (verb === undefined || (!CLIENT_VERBS.has(verb) && verb !== 'agent')) {
-    const [{ registerUp }, { registerFsck }] = await Promise.all([import('./up.ts'), import('./fsck.ts')]);
+    const [{ registerUp }, { registerServe }, { registerFsck }] = await Promise.all([
+      import('./up.ts'),
+      import('./serve.ts'),
+      import('./fsck.ts'),
+    ]);
     registerUp(program);
+    registerServe(program);
     registerFsck(program);
   }
   registerApply(program);

@@ -18,6 +18,8 @@ export const ERROR_CODES = {
   NO_HOST: 'no host available',
   CONFLICT: 'conflicting change',
   DRIVER_UNSUPPORTED: 'not supported by the data-plane driver',
+  /** The store cannot be reached (a database outage): the request may succeed when tried again. */
+  UNAVAILABLE: 'service unavailable',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -109,6 +109,18 @@ export class AddressRange {
     }
   }
 
+  /**
+   * Makes the index hold exactly these bound addresses (the store's, when the index fell behind),
+   * in time proportional to the bound addresses before and after, not to the range's size.
+   * Addresses outside the usable ones are ignored.
+   */
+  resetTo(bound: Iterable<number>): void {
+    const want = new Set<number>();
+    for (const a of bound) if (a >= this.first && a < this.end) want.add(a - this.first);
+    for (const offset of this.set.boundOffsets()) if (!want.has(offset)) this.set.release(offset);
+    for (const offset of want) this.set.take(offset);
+  }
+
   /** Refuses an address outside the range or among its reserved ones, naming both. */
   check(ip: Ipv4): void {
     if (!this.contains(ip)) {

@@ -90,6 +90,13 @@ export class FreeSet {
     return true;
   }
 
+  /** Every bound offset (the positions past the free prefix), in no particular order. */
+  boundOffsets(): number[] {
+    const out: number[] = [];
+    for (let pos = this.free; pos < this.size; pos++) out.push(this.valueAt(pos));
+    return out;
+  }
+
   private valueAt(pos: number): number {
     const x = this.perm[pos]!;
     return x === 0 ? pos : x - 1;

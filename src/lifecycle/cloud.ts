@@ -6,7 +6,7 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Clock } from '../core/clock.ts';
-import { VipdipError } from '../core/errors.ts';
+import { VipdipError, isVipdipError } from '../core/errors.ts';
 import {
   cidrContainsCidr,
   cidrsOverlap,
@@ -19,21 +19,22 @@ import {
 } from '../core/ip.ts';
 import type { Random } from '../core/random.ts';
 import { ALLOCATION_POLICIES, MIN_INDEXED_PREFIX, type AllocationPolicy } from '../ipam/index.ts';
-import type {
-  EventQuery,
-  EventRow,
-  Repo,
-  ReservedIpRow,
-  ServiceRow,
-  Store,
-  SubnetRow,
-  SubscriptionRow,
-  VmContextRow,
-  VmDetailRow,
-  VmRow,
-  VnetRow,
+import {
+  RunAgain,
+  type EventQuery,
+  type EventRow,
+  type Repo,
+  type ReservedIpRow,
+  type ServiceRow,
+  type Store,
+  type SubnetRow,
+  type SubscriptionRow,
+  type VmContextRow,
+  type VmDetailRow,
+  type VmRow,
+  type VnetRow,
 } from '../store/index.ts';
-import { AddressBook, poolScope, subnetScope } from './address-book.ts';
+import { AddressBook, poolScope, subnetScope, type BookChange, type BookTx } from './address-book.ts';
 import { checkServiceEndpoints, normalizeEndpoints, type Endpoint } from './endpoints.ts';
 import {
   DEFAULT_INTERNAL_ZONE,
@@ -42,6 +43,7 @@ import {
   vmFqdns,
   type DnsZones,
 } from './dns-names.ts';
+import { EventFeed } from './feed.ts';
 import { checkDnsLabel, checkName } from './names.ts';
 import { pickHost, type HostInfo } from './placement.ts';
 import { isAllocated, nextState, type VmOperation, type VmState } from './transitions.ts';
@@ -82,6 +84,8 @@ export interface CloudOptions {
    * plan that could never carry traffic is refused up front rather than accepted and left dead.
    */
   checkAddressPlan?: (cidr: Cidr, what: string) => void;
+  /** Told of failures of the background work (following the other replicas' commits). */
+  onError?: (e: unknown) => void;
 }
 
 export interface VnetSpec {
@@ -118,6 +122,11 @@ interface FoundVm {
   context: VmContextRow;
 }
 
+/** What an operation changed of its VM's row (and host), for the view it returns. */
+type VmChange = Partial<
+  Pick<VmDetailRow, 'state' | 'dip' | 'host_id' | 'host_name' | 'host_rack' | 'ilpip' | 'ilpip_pool_id'>
+>;
+
 type EventInput = {
   type: string;
   subscription: string | null;
@@ -127,16 +136,22 @@ type EventInput = {
   new?: Record<string, unknown> | null;
 };
 
-/** One write transaction: the repo plus the events it appends, published after commit. */
-class Tx {
+/**
+ * One write transaction: the repo, the events it emits and the index changes it makes. Both are
+ * kept here and written in one statement just before commit (the index changes ride on the first
+ * event), which is also where the store numbers the events; they are published after commit.
+ */
+class Tx implements BookTx {
   readonly events: EventRow[] = [];
+  readonly changes: BookChange[] = [];
   constructor(
     readonly repo: Repo,
     private readonly clock: Clock,
   ) {}
 
-  async emit(e: EventInput): Promise<void> {
-    const row = await this.repo.appendEvent({
+  emit(e: EventInput): Promise<void> {
+    this.events.push({
+      seq: 0,
       time: this.clock.now().toISOString(),
       type: e.type,
       subscription: e.subscription,
@@ -144,8 +159,27 @@ class Tx {
       reason: e.reason,
       old: e.old === undefined || e.old === null ? null : JSON.stringify(e.old),
       new: e.new === undefined || e.new === null ? null : JSON.stringify(e.new),
+      changes: null,
     });
-    this.events.push(row);
+    return Promise.resolve();
+  }
+
+  record(change: BookChange): void {
+    this.changes.push(change);
+  }
+
+  async flush(): Promise<void> {
+    if (this.events.length === 0) {
+      // Every change of an address is an event (I6); the index changes travel with them.
+      if (this.changes.length > 0) throw new Error('internal: address changes without an event');
+      return;
+    }
+    this.events[0]!.changes = this.changes.length > 0 ? JSON.stringify(this.changes) : null;
+    const stored = await this.repo.appendEvents(this.events.map(({ seq: _seq, ...e }) => e));
+    stored.forEach((a, i) => {
+      this.events[i]!.seq = a.seq;
+      this.events[i]!.time = a.time;
+    });
   }
 }
 
@@ -187,6 +221,18 @@ export function toEventView(r: EventRow): EventView {
   };
 }
 
+/** A public pool's CIDR, within the sizes an index is kept for. */
+function parsePoolCidr(text: string): Cidr {
+  const cidr = parseCidr(text);
+  if (cidr.prefix < MIN_INDEXED_PREFIX || cidr.prefix > 30) {
+    throw new VipdipError(
+      'INVALID_CIDR',
+      `public pool ${formatCidr(cidr)} must be between /${MIN_INDEXED_PREFIX} and /30`,
+    );
+  }
+  return cidr;
+}
+
 function notFound(what: string): never {
   throw new VipdipError('NOT_FOUND', `${what} does not exist`);
 }
@@ -204,10 +250,13 @@ export class Cloud {
   private readonly ambient = new AsyncLocalStorage<Tx>();
   private readonly zones: DnsZones;
   private readonly checkAddressPlan: (cidr: Cidr, what: string) => void;
+  /** Every replica's committed transactions, applied here in order. */
+  readonly feed: EventFeed;
 
   private constructor(
     readonly store: Store,
     readonly book: AddressBook,
+    position: number,
     private readonly random: Random,
     private readonly clock: Clock,
     opts: CloudOptions,
@@ -217,29 +266,61 @@ export class Cloud {
       publicZone: opts.publicZone ?? DEFAULT_PUBLIC_ZONE,
       internalZone: opts.internalZone ?? DEFAULT_INTERNAL_ZONE,
     };
+    this.feed = new EventFeed(store, book, position, (rows) => this.publish(rows), opts.onError);
   }
 
-  /** Opens the control plane over a store, rebuilding the allocation indexes from it. */
+  /**
+   * Opens the control plane over a store: the allocation indexes are rebuilt from one snapshot,
+   * together with the log position they match, and from then on follow the log.
+   */
   static async open(store: Store, opts: CloudOptions): Promise<Cloud> {
-    const book = await store.read((repo) => AddressBook.load(repo, opts.random));
-    const cloud = new Cloud(store, book, opts.random, opts.clock, opts);
-    const [hosts, pools] = await store.read(async (r) => [await r.hosts(), await r.pools()] as const);
-    if (hosts.length === 0 && opts.defaultFabric !== false) {
-      await cloud.write(async (tx) => {
+    const { book, position } = await store.snapshot(async (repo) => ({
+      book: await AddressBook.load(repo, opts.random),
+      position: await repo.lastSeq(),
+    }));
+    const cloud = new Cloud(store, book, position, opts.random, opts.clock, opts);
+    cloud.feed.start();
+    // Decided inside the transaction: replicas opening an empty state together create it once
+    // (the one that loses the race on the unique names runs again and finds it made).
+    await cloud.write(async (tx) => {
+      if (opts.defaultFabric !== false && (await tx.repo.hosts()).length === 0) {
         for (const rack of DEFAULT_FABRIC)
           for (const h of rack.hosts) await cloud.insertHost(tx, h, rack.name);
-      });
-    }
-    if (pools.length === 0) {
-      for (const p of opts.defaultPublicPools ?? []) await cloud.addPublicPool(p);
-    }
+      }
+      if ((opts.defaultPublicPools ?? []).length > 0 && (await tx.repo.pools()).length === 0) {
+        for (const p of opts.defaultPublicPools ?? []) {
+          const cidr = parsePoolCidr(p);
+          cloud.checkAddressPlan(cidr, 'public pool');
+          await cloud.insertPool(tx, cidr);
+        }
+      }
+    });
     return cloud;
   }
 
-  /** Subscribes to committed events, in commit order. Returns the unsubscribe function. */
+  /** Stops following the other replicas (the store is closed by its owner). */
+  close(): void {
+    this.feed.stop();
+  }
+
+  /**
+   * Subscribes to committed events of every replica, in commit order, each once. Returns the
+   * unsubscribe function.
+   */
   onEvents(fn: (events: readonly EventView[]) => void): () => void {
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);
+  }
+
+  /** Resolves once this replica has applied every change committed anywhere before the call. */
+  sync(): Promise<void> {
+    return this.feed.sync();
+  }
+
+  private publish(rows: readonly EventRow[]): void {
+    if (this.listeners.size === 0) return;
+    const views = rows.map(toEventView);
+    for (const l of this.listeners) l(views);
   }
 
   /**
@@ -261,14 +342,14 @@ export class Cloud {
     const outer = this.ambient.getStore();
     if (outer !== undefined) return fn(outer);
     let tx: Tx | undefined;
-    const result = await this.store.write((repo) => {
-      tx = new Tx(repo, this.clock);
-      return this.ambient.run(tx, () => fn(tx!));
+    const result = await this.store.write(async (repo) => {
+      const t = new Tx(repo, this.clock);
+      tx = t;
+      const r = await this.ambient.run(t, () => fn(t));
+      await t.flush();
+      return r;
     });
-    if (tx !== undefined && tx.events.length > 0) {
-      const views = tx.events.map(toEventView);
-      for (const l of this.listeners) l(views);
-    }
+    if (tx !== undefined && tx.events.length > 0) this.feed.committed(tx);
     return result;
   }
 
@@ -324,32 +405,32 @@ export class Cloud {
   // ---------------------------------------------------------------- fabric: pools and hosts
 
   async addPublicPool(cidrText: string): Promise<PoolView> {
-    const cidr = parseCidr(cidrText);
-    if (cidr.prefix < MIN_INDEXED_PREFIX || cidr.prefix > 30) {
-      throw new VipdipError(
-        'INVALID_CIDR',
-        `public pool ${formatCidr(cidr)} must be between /${MIN_INDEXED_PREFIX} and /30`,
-      );
-    }
+    const cidr = parsePoolCidr(cidrText);
     this.checkAddressPlan(cidr, 'public pool');
     return this.write(async (tx) => {
-      for (const p of await tx.repo.pools()) {
-        if (cidrsOverlap(parseCidr(p.cidr), cidr)) {
-          throw new VipdipError('OVERLAP', `public pool ${formatCidr(cidr)} overlaps public pool ${p.cidr}`);
-        }
-      }
-      const row = await tx.repo.insertPool({ cidr: formatCidr(cidr), base: cidr.base, prefix: cidr.prefix });
-      this.book.addPool(row.id, cidr);
-      tx.repo.onRollback(() => this.book.remove(poolScope(row.id)));
-      await tx.emit({
-        type: 'pool.created',
-        subscription: null,
-        resource: `pool/${row.cidr}`,
-        reason: 'create',
-        new: { cidr: row.cidr },
-      });
-      return this.poolView(row.id, row.cidr);
+      const id = await this.insertPool(tx, cidr);
+      return this.poolView(tx.repo, id, formatCidr(cidr));
     });
+  }
+
+  private async insertPool(tx: Tx, cidr: Cidr): Promise<number> {
+    // The overlap check reads every pool: two writers adding pools take turns.
+    await tx.repo.lockPools();
+    for (const p of await tx.repo.pools()) {
+      if (cidrsOverlap(parseCidr(p.cidr), cidr)) {
+        throw new VipdipError('OVERLAP', `public pool ${formatCidr(cidr)} overlaps public pool ${p.cidr}`);
+      }
+    }
+    const row = await tx.repo.insertPool({ cidr: formatCidr(cidr), base: cidr.base, prefix: cidr.prefix });
+    this.book.createPool(tx, row.id, cidr);
+    await tx.emit({
+      type: 'pool.created',
+      subscription: null,
+      resource: `pool/${row.cidr}`,
+      reason: 'create',
+      new: { cidr: row.cidr },
+    });
+    return row.id;
   }
 
   async deletePublicPool(cidrText: string): Promise<void> {
@@ -357,11 +438,12 @@ export class Cloud {
     await this.write(async (tx) => {
       const pool = (await tx.repo.pools()).find((p) => p.cidr === cidr) ?? notFound(`public pool ${cidr}`);
       const scope = poolScope(pool.id);
-      if (this.book.range(scope).boundCount > 0) {
-        throw new VipdipError(
-          'IN_USE',
-          `public pool ${cidr} still has ${this.book.range(scope).boundCount} bound addresses`,
-        );
+      // The store, not this replica's index, says whether anything is still bound; a binding made
+      // meanwhile by another replica has an owner row that refers to the pool, so the delete waits
+      // for it and fails (and runs again).
+      const bound = await tx.repo.boundCount(scope);
+      if (bound > 0) {
+        throw new VipdipError('IN_USE', `public pool ${cidr} still has ${bound} bound addresses`);
       }
       await tx.repo.deletePool(pool.id);
       await tx.emit({
@@ -371,16 +453,21 @@ export class Cloud {
         reason: 'delete',
         old: { cidr },
       });
-      this.book.remove(scope);
+      this.book.dropRange(tx, scope);
     });
   }
 
   listPools(): Promise<PoolView[]> {
-    return this.read(async (r) => (await r.pools()).map((p) => this.poolView(p.id, p.cidr)));
+    return this.read(async (r) => {
+      const out: PoolView[] = [];
+      for (const p of await r.pools()) out.push(await this.poolView(r, p.id, p.cidr));
+      return out;
+    });
   }
 
-  private poolView(id: number, cidr: string): PoolView {
-    const range = this.book.range(poolScope(id));
+  /** Counts from this replica's index: they follow the other replicas' changes within moments. */
+  private async poolView(repo: Repo, id: number, cidr: string): Promise<PoolView> {
+    const range = await this.book.ensure(repo, poolScope(id));
     return { cidr, usable: range.usable, bound: range.boundCount, free: range.freeCount };
   }
 
@@ -440,7 +527,7 @@ export class Cloud {
       });
       const loads = await tx.repo.hostLoads();
       const moved: VmRow[] = [];
-      for (const vm of await tx.repo.vms({ hostIds: [...exclude] })) {
+      for (const vm of await tx.repo.vms({ hostIds: [...exclude] }, { lock: true })) {
         if (!isAllocated(vm.state as VmState)) continue;
         await this.moveVm(tx, vm, hosts, loads, exclude, reason);
         moved.push(vm);
@@ -559,8 +646,7 @@ export class Cloud {
       base: cidr.base,
       prefix: cidr.prefix,
     });
-    this.book.addSubnet(row.id, where, cidr);
-    tx.repo.onRollback(() => this.book.remove(subnetScope(row.id)));
+    this.book.createSubnet(tx, row.id, where, cidr);
     await tx.emit({
       type: 'subnet.created',
       subscription: sub.name,
@@ -588,7 +674,7 @@ export class Cloud {
         reason: 'delete',
         old: { cidr: subnet.cidr },
       });
-      this.book.remove(subnetScope(subnet.id));
+      this.book.dropRange(tx, subnetScope(subnet.id));
     });
   }
 
@@ -651,7 +737,7 @@ export class Cloud {
         resource: `vnet/${subscription}/${vnetName}`,
         reason: 'delete',
       });
-      for (const s of subnets) this.book.remove(subnetScope(s.id));
+      for (const s of subnets) this.book.dropRange(tx, subnetScope(s.id));
     });
   }
 
@@ -680,16 +766,18 @@ export class Cloud {
       addressSpace: JSON.parse(v.address_space) as string[],
       dipPolicy: v.dip_policy,
       movePolicy: v.move_policy,
-      subnets: (await repo.subnets(v.id)).map((s) => {
-        const range = this.book.range(subnetScope(s.id));
-        return {
-          name: s.name,
-          cidr: s.cidr,
-          usable: range.usable,
-          bound: range.boundCount,
-          free: range.freeCount,
-        };
-      }),
+      subnets: await Promise.all(
+        (await repo.subnets(v.id)).map(async (s) => {
+          const range = await this.book.ensure(repo, subnetScope(s.id));
+          return {
+            name: s.name,
+            cidr: s.cidr,
+            usable: range.usable,
+            bound: range.boundCount,
+            free: range.freeCount,
+          };
+        }),
+      ),
     };
   }
 
@@ -707,7 +795,7 @@ export class Cloud {
       }
       // The owner's id exists only after the insert: bind under a provisional owner, then rename it.
       const provisional = `reserved-ip:new:${sub.id}:${name}`;
-      const { ip: address, scope } = await this.book.drawPublic(tx.repo, {
+      const { ip: address, scope } = await this.book.drawPublic(tx, {
         owner: provisional,
         kind: 'reserved',
       });
@@ -743,7 +831,7 @@ export class Cloud {
         );
       }
       await tx.repo.deleteReservedIp(rip.id);
-      await this.book.free(tx.repo, poolScope(rip.pool_id), rip.address as Ipv4);
+      await this.book.free(tx, poolScope(rip.pool_id), rip.address as Ipv4);
       await tx.emit({
         type: 'reserved-ip.address',
         subscription,
@@ -784,7 +872,7 @@ export class Cloud {
     }
     const reason = `reserved IP ${rip.name} associated`;
     if (service.vip !== null) {
-      await this.book.free(tx.repo, poolScope(service.vip_pool_id!), service.vip as Ipv4);
+      await this.book.free(tx, poolScope(service.vip_pool_id!), service.vip as Ipv4);
     }
     await tx.repo.updateReservedIp(rip.id, { service_id: service.id });
     await tx.repo.updateService(service.id, {
@@ -834,7 +922,7 @@ export class Cloud {
     });
     let vip: number | null = null;
     if ((await tx.repo.allocatedVmCount(service.id)) > 0) {
-      const drawn = await this.book.drawPublic(tx.repo, { owner: `service:${service.id}`, kind: 'vip' });
+      const drawn = await this.book.drawPublic(tx, { owner: `service:${service.id}`, kind: 'vip' });
       await tx.repo.updateService(service.id, { vip: drawn.ip, vip_pool_id: Number(drawn.scope.slice(5)) });
       vip = drawn.ip;
     }
@@ -948,7 +1036,7 @@ export class Cloud {
   async deleteService(name: string, subscription?: string): Promise<void> {
     await this.write(async (tx) => {
       const { service, sub } = await this.findService(tx.repo, name, subscription);
-      for (const vm of await tx.repo.vms({ serviceId: service.id }))
+      for (const vm of await tx.repo.vms({ serviceId: service.id }, { lock: true }))
         await this.deleteVmRow(tx, sub, service, vm, 'delete of the cloud service');
       const fresh = (await tx.repo.serviceById(service.id))!;
       if (fresh.reserved_ip_id !== null) {
@@ -995,12 +1083,23 @@ export class Cloud {
     };
   }
 
-  /** R1 and R3: a service without a reserved IP holds a VIP exactly while it has an allocated VM. */
-  private async settleVip(tx: Tx, sub: SubRef, service: ServiceRow, reason: string): Promise<void> {
+  /**
+   * R1 and R3: a service without a reserved IP holds a VIP exactly while it has an allocated VM.
+   * `justAllocated`: the caller has just allocated one of its VMs, so there is one (no count).
+   */
+  private async settleVip(
+    tx: Tx,
+    sub: SubRef,
+    service: ServiceRow,
+    reason: string,
+    justAllocated = false,
+  ): Promise<void> {
     if (service.reserved_ip_id !== null) return;
-    const allocated = await tx.repo.allocatedVmCount(service.id);
+    if (justAllocated && service.vip !== null) return;
+    const allocated = justAllocated ? 1 : await tx.repo.allocatedVmCount(service.id);
     if (allocated > 0 && service.vip === null) {
-      const { ip: vip, scope } = await this.book.drawPublic(tx.repo, {
+      // The first allocated VM (its operation holds the service exclusively).
+      const { ip: vip, scope } = await this.book.drawPublic(tx, {
         owner: `service:${service.id}`,
         kind: 'vip',
       });
@@ -1008,7 +1107,7 @@ export class Cloud {
       await this.emitVip(tx, sub.name, service.name, null, vip, `first VM allocated (${reason})`);
     } else if (allocated === 0 && service.vip !== null) {
       await tx.repo.updateService(service.id, { vip: null, vip_pool_id: null });
-      await this.book.free(tx.repo, poolScope(service.vip_pool_id!), service.vip as Ipv4);
+      await this.book.free(tx, poolScope(service.vip_pool_id!), service.vip as Ipv4);
       await this.emitVip(
         tx,
         sub.name,
@@ -1063,7 +1162,7 @@ export class Cloud {
         throw new VipdipError('ALREADY_EXISTS', `VM ${serviceName}/${spec.name} already exists`);
       }
       const subnet = await this.findSubnetOfService(tx.repo, service, spec.subnet);
-      if (staticDip !== null) this.book.range(subnetScope(subnet.id)).check(staticDip);
+      if (staticDip !== null) await this.book.check(tx.repo, subnetScope(subnet.id), staticDip);
       await this.checkEndpoints(tx.repo, service, spec.name, endpoints);
       const row = await tx.repo.insertVm({
         service_id: service.id,
@@ -1126,7 +1225,7 @@ export class Cloud {
               `VM ${service.name}/${vm.name} must be deallocated to change its static DIP`,
             );
           }
-          if (next !== null) this.book.range(subnetScope(vm.subnet_id)).check(next);
+          if (next !== null) await this.book.check(tx.repo, subnetScope(vm.subnet_id), next);
           await tx.repo.updateVm(vm.id, { static_dip: next });
           old.staticDip = ip(vm.static_dip);
           changes.staticDip = ip(next);
@@ -1162,12 +1261,30 @@ export class Cloud {
     reason: string = op,
     precondition?: (current: VmView) => void,
   ): Promise<VmView | null> {
+    // Only deallocation and deletion can take the service's last allocated VM (and so its VIP),
+    // and only a start can give it its first: those hold the service to themselves.
+    let serviceLock: 'share' | 'update' = op === 'deallocate' || op === 'delete' ? 'update' : 'share';
     return this.write(async (tx) => {
-      const { sub, service, vm, context } = await this.findVm(tx.repo, ref);
+      const { sub, service: svc, vm, context } = await this.findVm(tx.repo, ref, serviceLock);
+      if (
+        serviceLock === 'share' &&
+        tx.repo.locks &&
+        op === 'start' &&
+        vm.state === 'deallocated' &&
+        svc.vip === null &&
+        svc.reserved_ip_id === null
+      ) {
+        // This start draws the service's first VIP: run again holding the service (taking it now,
+        // on top of the share, could deadlock with another such start).
+        serviceLock = 'update';
+        throw new RunAgain();
+      }
       if (precondition !== undefined) precondition(detailView(context, this.zones));
-      await this.applyOperation(tx, sub, service, vm, op, reason, context);
-      const after = await tx.repo.vmById(vm.id);
-      return after === undefined ? null : this.vmView(tx.repo, after);
+      const changed = await this.applyOperation(tx, sub, svc, vm, op, reason, context);
+      // The common operations say what they changed: the view needs no read of its own.
+      if (changed !== undefined) return detailView({ ...context, ...changed }, this.zones);
+      const [after] = await tx.repo.vmDetails({ vmId: vm.id });
+      return after === undefined ? null : detailView(after, this.zones);
     });
   }
 
@@ -1179,21 +1296,23 @@ export class Cloud {
     op: VmOperation,
     reason: string,
     context?: VmContextRow,
-  ): Promise<void> {
+  ): Promise<VmChange | undefined> {
     const name = `${service.name}/${vm.name}`;
     const from = vm.state as VmState;
     const to = nextState(name, from, op);
     if (op === 'delete' || to === null) {
       await this.deleteVmRow(tx, sub, service, vm, reason);
-      return;
+      return undefined;
     }
+    let changed: VmChange | undefined = { state: to };
     if (op === 'start' && from === 'deallocated')
-      await this.allocateVm(tx, sub, service, vm, reason, to, context);
-    else if (op === 'deallocate') await this.releaseVm(tx, sub, service, vm, reason, to, context);
+      changed = await this.allocateVm(tx, sub, service, vm, reason, to, context);
+    else if (op === 'deallocate') changed = await this.releaseVm(tx, sub, service, vm, reason, to, context);
     else if (to !== from) await tx.repo.updateVm(vm.id, { state: to });
     if (op === 'redeploy') {
       const { hosts, loads } = await tx.repo.hostsWithLoads();
       await this.moveVm(tx, vm, hosts, loads, new Set([vm.host_id!]), reason);
+      changed = undefined;
     }
     await tx.emit({
       type: `vm.${op === 'start' ? 'started' : op === 'stop' ? 'stopped' : op === 'deallocate' ? 'deallocated' : op === 'restart' ? 'restarted' : 'redeployed'}`,
@@ -1203,8 +1322,11 @@ export class Cloud {
       old: { state: from },
       new: { state: to },
     });
-    // The service row is as this operation found it: nothing in between changed its VIP.
-    if (op === 'start' || op === 'deallocate') await this.settleVip(tx, sub, service, reason);
+    // The service row is as this operation found it: nothing in between changed its VIP (an
+    // operation that could holds the service exclusively, and we hold a share of it at least).
+    if (op === 'start') await this.settleVip(tx, sub, service, reason, true);
+    else if (op === 'deallocate') await this.settleVip(tx, sub, service, reason);
+    return changed;
   }
 
   private async deleteVmRow(
@@ -1235,7 +1357,7 @@ export class Cloud {
     reason: string,
     state: VmState,
     context?: VmContextRow,
-  ): Promise<void> {
+  ): Promise<VmChange> {
     const { hosts, loads } = await tx.repo.hostsWithLoads();
     const host = pickHost(hosts, loads, new Set(), this.random);
     const scope = subnetScope(vm.subnet_id);
@@ -1243,10 +1365,10 @@ export class Cloud {
     let dip: Ipv4;
     if (vm.static_dip !== null) {
       dip = vm.static_dip as Ipv4;
-      await this.book.claim(tx.repo, scope, dip, who);
+      await this.book.claim(tx, scope, dip, who);
     } else {
       const policy = context?.dip_policy ?? (await this.vnetOfSubnet(tx.repo, vm.subnet_id)).dip_policy;
-      dip = await this.book.draw(tx.repo, scope, policy as AllocationPolicy, who);
+      dip = await this.book.draw(tx, scope, policy as AllocationPolicy, who);
     }
     await tx.repo.updateVm(vm.id, { dip, host_id: host.id, state });
     const resource = vmResource(service.name, vm.name);
@@ -1266,7 +1388,13 @@ export class Cloud {
       old: { dip: null },
       new: { dip: formatIpv4(dip) },
     });
-    if (vm.ilpip_enabled === 1) await this.bindIlpip(tx, sub, service, vm, reason);
+    const changed: VmChange = { state, dip, host_id: host.id, host_name: host.name, host_rack: host.rack };
+    if (vm.ilpip_enabled === 1) {
+      const a = await this.bindIlpip(tx, sub, service, vm, reason);
+      changed.ilpip = a.ip;
+      changed.ilpip_pool_id = a.poolId;
+    }
+    return changed;
   }
 
   /** Deallocation: the DIP and ILPIP go back (R4), the VM leaves its host. */
@@ -1278,11 +1406,11 @@ export class Cloud {
     reason: string,
     state: VmState,
     context?: VmContextRow,
-  ): Promise<void> {
+  ): Promise<VmChange> {
     const resource = vmResource(service.name, vm.name);
     await tx.repo.updateVm(vm.id, { dip: null, host_id: null, state });
     if (vm.dip !== null) {
-      await this.book.free(tx.repo, subnetScope(vm.subnet_id), vm.dip as Ipv4);
+      await this.book.free(tx, subnetScope(vm.subnet_id), vm.dip as Ipv4);
       await tx.emit({
         type: 'vm.dip',
         subscription: sub.name,
@@ -1304,6 +1432,15 @@ export class Cloud {
       });
     }
     await this.releaseIlpip(tx, sub, service, vm, reason);
+    return {
+      state,
+      dip: null,
+      host_id: null,
+      host_name: null,
+      host_rack: null,
+      ilpip: null,
+      ilpip_pool_id: null,
+    };
   }
 
   private async bindIlpip(
@@ -1312,9 +1449,10 @@ export class Cloud {
     service: ServiceRow,
     vm: VmRow,
     reason: string,
-  ): Promise<void> {
-    const { ip: addr, scope } = await this.book.drawPublic(tx.repo, { owner: `vm:${vm.id}`, kind: 'ilpip' });
-    await tx.repo.updateVm(vm.id, { ilpip: addr, ilpip_pool_id: Number(scope.slice(5)) });
+  ): Promise<{ ip: Ipv4; poolId: number }> {
+    const { ip: addr, scope } = await this.book.drawPublic(tx, { owner: `vm:${vm.id}`, kind: 'ilpip' });
+    const poolId = Number(scope.slice(5));
+    await tx.repo.updateVm(vm.id, { ilpip: addr, ilpip_pool_id: poolId });
     await tx.emit({
       type: 'vm.ilpip',
       subscription: sub.name,
@@ -1323,6 +1461,7 @@ export class Cloud {
       old: { ilpip: null },
       new: { ilpip: formatIpv4(addr) },
     });
+    return { ip: addr, poolId };
   }
 
   private async releaseIlpip(
@@ -1337,7 +1476,7 @@ export class Cloud {
     const fresh = (await tx.repo.vmById(vm.id))!;
     if (fresh.ilpip === null) return;
     await tx.repo.updateVm(vm.id, { ilpip: null, ilpip_pool_id: null });
-    await this.book.free(tx.repo, poolScope(fresh.ilpip_pool_id!), fresh.ilpip as Ipv4);
+    await this.book.free(tx, poolScope(fresh.ilpip_pool_id!), fresh.ilpip as Ipv4);
     await tx.emit({
       type: 'vm.ilpip',
       subscription: sub.name,
@@ -1361,7 +1500,8 @@ export class Cloud {
     exclude: ReadonlySet<number>,
     reason: string,
   ): Promise<void> {
-    const service = (await tx.repo.serviceById(vm.service_id))!;
+    // Names only: no lock, so that a maintenance never waits on a service while holding its VMs.
+    const service = (await tx.repo.serviceById(vm.service_id, { lock: false }))!;
     const sub = (await tx.repo.subscriptionById(service.subscription_id))!;
     const resource = vmResource(service.name, vm.name);
     const target = pickHost(hosts, loads, exclude, this.random);
@@ -1381,11 +1521,16 @@ export class Cloud {
     const vnet = await this.vnetOfSubnet(tx.repo, vm.subnet_id);
     if (vm.static_dip !== null || vnet.move_policy === 'keep' || vm.dip === null) return;
     const scope = subnetScope(vm.subnet_id);
-    if (this.book.range(scope).freeCount === 0) return; // nowhere else to go: the DIP stays
     // The new binding takes a provisional owner, since one owner holds one DIP binding at a time.
     const who = { owner: `vm:${vm.id}:moving`, kind: 'dip' as const };
-    const dip = await this.book.draw(tx.repo, scope, vnet.dip_policy as AllocationPolicy, who);
-    await this.book.free(tx.repo, scope, vm.dip as Ipv4);
+    let dip: Ipv4;
+    try {
+      dip = await this.book.draw(tx, scope, vnet.dip_policy as AllocationPolicy, who);
+    } catch (e) {
+      if (isVipdipError(e, 'POOL_EXHAUSTED')) return; // nowhere else to go: the DIP stays
+      throw e;
+    }
+    await this.book.free(tx, scope, vm.dip as Ipv4);
     await tx.repo.rebind(scope, dip, `vm:${vm.id}`, 'dip');
     await tx.repo.updateVm(vm.id, { dip });
     await tx.emit({
@@ -1457,8 +1602,8 @@ export class Cloud {
   }
 
   /** One query on the common path; the error path tells a missing service from a missing VM. */
-  private async findVm(repo: Repo, ref: VmRef): Promise<FoundVm> {
-    const c = await repo.vmContext(ref.service, ref.vm);
+  private async findVm(repo: Repo, ref: VmRef, serviceLock: 'share' | 'update' = 'update'): Promise<FoundVm> {
+    const c = await repo.vmContext(ref.service, ref.vm, { service: serviceLock });
     if (c === undefined || (ref.subscription !== undefined && c.subscription_name !== ref.subscription)) {
       await this.findService(repo, ref.service, ref.subscription);
       notFound(`VM ${ref.service}/${ref.vm}`);

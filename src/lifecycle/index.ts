@@ -3,6 +3,6 @@ export * from './transitions.ts';
 export * from './endpoints.ts';
 export * from './views.ts';
 export { checkDnsLabel, checkName } from './names.ts';
-export { AddressBook, poolScope, subnetScope } from './address-book.ts';
+export { AddressBook, poolScope, subnetScope, type BookChange, type BookTx } from './address-book.ts';
 export { fsck, formatFinding, type Finding } from './fsck.ts';
 export * from './dns-names.ts';

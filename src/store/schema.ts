@@ -102,6 +102,18 @@ export interface EventsTable {
   reason: string;
   old: string | null;
   new: string | null;
+  /**
+   * Internal, never shown: on the first event of a transaction, the changes that transaction made
+   * to the allocation indexes (JSON), so that every replica's index follows every other's.
+   */
+  changes: string | null;
+}
+
+/** PostgreSQL only: the one row whose lock orders event appends (see the 2026-12-02 design note). */
+export interface EventCounterTable {
+  id: number;
+  seq: number;
+  time: string;
 }
 
 export interface TokensTable {
@@ -130,6 +142,7 @@ export interface Database {
   vms: VmsTable;
   address_bindings: AddressBindingsTable;
   events: EventsTable;
+  event_counter: EventCounterTable;
   meta: MetaTable;
   tokens: TokensTable;
 }

@@ -48,6 +48,14 @@ export interface BindingRow {
 
 /** An event as appended: the store gives it its sequence number inside the writing transaction. */
 export type NewEvent = Omit<Insertable<EventsTable>, 'seq'>;
+/**
+ * What the store made of an appended event: its sequence number, and its time, which is never
+ * earlier than the previous event's (several writers' clocks may disagree).
+ */
+export interface AppendedEvent {
+  seq: number;
+  time: string;
+}
 
 export type VmDetailRow = VmRow & {
   service_name: string;
@@ -75,11 +83,31 @@ export interface VmFilter {
   subnetId?: number;
 }
 
+export interface RepoOptions {
+  /**
+   * Lock the rows a write transaction reads in order to change them (`FOR UPDATE`). PostgreSQL
+   * write transactions run at READ COMMITTED with several writers at once, so a decision made on a
+   * row must hold that row until commit; SQLite has one writer at a time and needs none.
+   */
+  lock?: boolean;
+}
+
 /** Reads and writes inside one transaction (or, for `read`, one consistent snapshot). */
 export class Repo {
   private readonly undo: (() => void)[] = [];
+  protected readonly lock: boolean;
 
-  constructor(readonly db: Kysely<Database> | Transaction<Database>) {}
+  /** Whether this repo locks what it reads (several writers at once). */
+  get locks(): boolean {
+    return this.lock;
+  }
+
+  constructor(
+    readonly db: Kysely<Database> | Transaction<Database>,
+    opts: RepoOptions = {},
+  ) {
+    this.lock = opts.lock === true;
+  }
 
   /** Registers an in-memory change to reverse if the transaction rolls back. */
   onRollback(fn: () => void): void {
@@ -166,6 +194,7 @@ export class Repo {
       .selectAll()
       .where('subscription_id', '=', subscriptionId)
       .where('name', '=', name)
+      .$if(this.lock, (q) => q.forUpdate())
       .executeTakeFirst();
   }
   vnetById(id: number): Promise<VnetRow | undefined> {
@@ -208,10 +237,16 @@ export class Repo {
       .selectAll()
       .where('subscription_id', '=', subscriptionId)
       .where('name', '=', name)
+      .$if(this.lock, (q) => q.forUpdate())
       .executeTakeFirst();
   }
   reservedIpById(id: number): Promise<ReservedIpRow | undefined> {
-    return this.db.selectFrom('reserved_ips').selectAll().where('id', '=', id).executeTakeFirst();
+    return this.db
+      .selectFrom('reserved_ips')
+      .selectAll()
+      .where('id', '=', id)
+      .$if(this.lock, (q) => q.forUpdate())
+      .executeTakeFirst();
   }
   reservedIps(subscriptionId?: number): Promise<ReservedIpRow[]> {
     let q = this.db.selectFrom('reserved_ips').selectAll();
@@ -231,10 +266,21 @@ export class Repo {
   // Cloud services
 
   service(name: string): Promise<ServiceRow | undefined> {
-    return this.db.selectFrom('cloud_services').selectAll().where('name', '=', name).executeTakeFirst();
+    return this.db
+      .selectFrom('cloud_services')
+      .selectAll()
+      .where('name', '=', name)
+      .$if(this.lock, (q) => q.forUpdate())
+      .executeTakeFirst();
   }
-  serviceById(id: number): Promise<ServiceRow | undefined> {
-    return this.db.selectFrom('cloud_services').selectAll().where('id', '=', id).executeTakeFirst();
+  /** `lock: false` for a lookup of names only, which must not wait for the service's writers. */
+  serviceById(id: number, opts: { lock?: boolean } = {}): Promise<ServiceRow | undefined> {
+    return this.db
+      .selectFrom('cloud_services')
+      .selectAll()
+      .where('id', '=', id)
+      .$if(this.lock && opts.lock !== false, (q) => q.forUpdate())
+      .executeTakeFirst();
   }
   services(subscriptionId?: number): Promise<ServiceRow[]> {
     let q = this.db.selectFrom('cloud_services').selectAll();
@@ -264,7 +310,8 @@ export class Repo {
   vmById(id: number): Promise<VmRow | undefined> {
     return this.db.selectFrom('vms').selectAll().where('id', '=', id).executeTakeFirst();
   }
-  vms(filter: VmFilter = {}): Promise<VmRow[]> {
+  /** `lock: true` in a write that changes the VMs it lists. */
+  vms(filter: VmFilter = {}, opts: { lock?: boolean } = {}): Promise<VmRow[]> {
     let q = this.db.selectFrom('vms').selectAll('vms');
     if (filter.serviceId !== undefined) q = q.where('service_id', '=', filter.serviceId);
     if (filter.subnetId !== undefined) q = q.where('subnet_id', '=', filter.subnetId);
@@ -274,7 +321,12 @@ export class Repo {
         .innerJoin('cloud_services', 'cloud_services.id', 'vms.service_id')
         .where('cloud_services.subscription_id', '=', filter.subscriptionId);
     }
-    return q.orderBy('vms.service_id').orderBy('vms.name').execute();
+    // Rows are locked in this order, so two writers locking overlapping sets cannot deadlock.
+    return q
+      .orderBy('vms.service_id')
+      .orderBy('vms.name')
+      .$if(this.lock && opts.lock === true, (q) => q.forUpdate('vms'))
+      .execute();
   }
   /** VMs with the names of everything they refer to, for views: one query however many VMs. */
   vmDetails(
@@ -306,8 +358,18 @@ export class Repo {
   /**
    * Everything one VM operation needs, in one query: the VM, its service, subscription, network
    * policies and host. Undefined when no such VM exists.
+   *
+   * In a write it locks the VM, and its service exclusively (`service: 'update'`, the default) for
+   * an operation that may change what depends on every VM of the service (deallocation and
+   * deletion may give its VIP back; endpoints are checked across its VMs): such operations on one
+   * service take turns. With `service: 'share'` the service cannot gain or lose its VIP meanwhile
+   * and other VMs' operations run side by side.
    */
-  async vmContext(serviceName: string, vmName: string): Promise<VmContextRow | undefined> {
+  async vmContext(
+    serviceName: string,
+    vmName: string,
+    opts: { service?: 'share' | 'update' } = {},
+  ): Promise<VmContextRow | undefined> {
     return this.db
       .selectFrom('vms')
       .innerJoin('cloud_services', 'cloud_services.id', 'vms.service_id')
@@ -333,6 +395,8 @@ export class Repo {
       ])
       .where('cloud_services.name', '=', serviceName)
       .where('vms.name', '=', vmName)
+      .$if(this.lock && opts.service !== 'share', (q) => q.forUpdate(['cloud_services', 'vms']))
+      .$if(this.lock && opts.service === 'share', (q) => q.forShare('cloud_services').forUpdate('vms'))
       .executeTakeFirst();
   }
 
@@ -382,6 +446,9 @@ export class Repo {
       .where('address', '=', address)
       .execute();
   }
+  bindings(): Promise<BindingRow[]> {
+    return this.db.selectFrom('address_bindings').selectAll().orderBy('scope').orderBy('address').execute();
+  }
   /**
    * The addresses bound in one pool or subnet, and nothing else: rebuilding the indexes of a large
    * state reads a million of them, and the owner texts would cost more than the addresses.
@@ -392,26 +459,34 @@ export class Repo {
       .select('address')
       .where('scope', '=', scope)
       .execute();
-    return rows.map((r) => r.address);
+    return rows.map((r) => Number(r.address));
   }
-  bindings(): Promise<BindingRow[]> {
-    return this.db.selectFrom('address_bindings').selectAll().orderBy('scope').orderBy('address').execute();
+  async boundCount(scope: string): Promise<number> {
+    const r = await this.db
+      .selectFrom('address_bindings')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('scope', '=', scope)
+      .executeTakeFirstOrThrow();
+    return Number(r.n);
   }
+  /**
+   * Serializes the transactions that add public pools (their overlap check reads every pool), where
+   * several writers run at once. Nothing to do on SQLite.
+   */
+  async lockPools(): Promise<void> {}
 
   // Events
 
-  async appendEvent(e: NewEvent): Promise<EventRow> {
-    const r = await this.db.insertInto('events').values(e).returning('seq').executeTakeFirstOrThrow();
-    return {
-      seq: Number(r.seq),
-      time: e.time,
-      type: e.type,
-      subscription: e.subscription ?? null,
-      resource: e.resource,
-      reason: e.reason,
-      old: e.old ?? null,
-      new: e.new ?? null,
-    };
+  /**
+   * Appends a transaction's events in one statement and returns their sequence numbers, in order.
+   * SQLite's AUTOINCREMENT numbers them inside the (single) writing transaction, so a rollback
+   * leaves no gap; the PostgreSQL repo overrides this.
+   */
+  async appendEvents(events: readonly NewEvent[]): Promise<AppendedEvent[]> {
+    if (events.length === 0) return [];
+    const rows = await this.db.insertInto('events').values(events).returning('seq').execute();
+    const seqs = rows.map((r) => Number(r.seq)).sort((a, b) => a - b);
+    return events.map((e, i) => ({ seq: seqs[i]!, time: e.time }));
   }
   events(opts: EventQuery = {}): Promise<EventRow[]> {
     let q = this.db.selectFrom('events').selectAll();
@@ -426,6 +501,16 @@ export class Repo {
     return q
       .orderBy('seq', opts.order === 'desc' ? 'desc' : 'asc')
       .limit(opts.limit ?? 1000)
+      .execute();
+  }
+  /** Events after a sequence number with their internal index changes, for replicas to follow. */
+  eventsAfter(since: number, limit: number): Promise<EventRow[]> {
+    return this.db
+      .selectFrom('events')
+      .selectAll()
+      .where('seq', '>', since)
+      .orderBy('seq')
+      .limit(limit)
       .execute();
   }
   async lastSeq(): Promise<number> {
@@ -466,12 +551,39 @@ export class Repo {
   }
 }
 
+/**
+ * Thrown inside `Store.write` to have the transaction rolled back and run again at once: the
+ * function learnt it needs stronger locks than it took, and takes them from the start next time.
+ */
+export class RunAgain extends Error {
+  constructor() {
+    super('run the transaction again');
+  }
+}
+
 /** What the lifecycle needs of a store: transactions over a `Repo`, and a way to close it. */
 export interface Store {
   readonly dialect: 'sqlite' | 'postgres';
-  /** Runs `fn` in one transaction: all of its writes commit together, or none do. */
+  /**
+   * Runs `fn` in one transaction: all of its writes commit together, or none do. Where several
+   * writers run at once, a transaction that loses a race the database detects (unique or foreign
+   * key violation, serialization failure, deadlock) is rolled back and `fn` runs again, a bounded
+   * number of times: `fn` must keep its effects to the repo and to memory it undoes on rollback.
+   */
   write<T>(fn: (repo: Repo) => Promise<T>): Promise<T>;
   /** Runs reads that need no transaction of their own. */
   read<T>(fn: (repo: Repo) => Promise<T>): Promise<T>;
+  /** Runs reads in one read-only transaction: all of them see the same committed state. */
+  snapshot<T>(fn: (repo: Repo) => Promise<T>): Promise<T>;
+  /**
+   * Where other processes write to the same database: calls `wake` whenever they may have
+   * appended events (and after a lost connection comes back), with the events when the wake-up
+   * carried them (a hint: they may be old, or follow a gap). Returns the function that stops it.
+   */
+  watch?(wake: (events?: readonly EventRow[]) => void): () => void;
+  /** Statements sent to the database since the store opened: its round trips. */
+  readonly statements: number;
+  /** Transactions run again after losing a race (where several writers run at once). */
+  readonly retries?: number;
   close(): Promise<void>;
 }

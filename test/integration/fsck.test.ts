@@ -14,7 +14,8 @@ import assert from 'node:assert/strict';
 import type BetterSqlite3 from 'better-sqlite3';
 import { formatIpv4, parseIpv4, type Ipv4 } from '../../src/core/index.ts';
 import { formatFinding, fsck, type Finding } from '../../src/lifecycle/index.ts';
-import { makeCloud, withShop, type TestCloud } from '../support/cloud.ts';
+import { makeCloud, type TestCloud } from '../support/cloud.ts';
+import { buildCleanState } from '../support/states.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const CLI = join(ROOT, 'bin/vipdip.js');
@@ -28,23 +29,7 @@ type Raw = BetterSqlite3.Database;
  */
 async function cleanState(dir?: string): Promise<TestCloud> {
   const t = await makeCloud(dir === undefined ? {} : { dir });
-  const c = t.cloud;
-  await withShop(c);
-  await c.createVm('shop', { name: 'web1', subnet: 'front' });
-  await c.createVm('shop', { name: 'web2', subnet: 'front' });
-  await c.createVm('shop', { name: 'db1', subnet: 'back', staticDip: '127.16.2.10' });
-  await c.createVm('shop', { name: 'app1', subnet: 'back', ilpip: true });
-  await c.createVm('shop', { name: 'web3', subnet: 'front' });
-  await c.vmOperation({ service: 'shop', vm: 'web3' }, 'deallocate');
-  await c.createVm('shop', { name: 'web4', subnet: 'front' });
-  await c.vmOperation({ service: 'shop', vm: 'web4' }, 'stop');
-  await c.createReservedIp('contoso', 'blog-ip');
-  await c.createService('contoso', { name: 'blog', vnet: 'shop-net', reservedIp: 'blog-ip' });
-  await c.createVm('blog', { name: 'b1', subnet: 'back' });
-  await c.createReservedIp('contoso', 'spare-ip');
-  await c.createService('contoso', { name: 'empty', vnet: 'shop-net' });
-  await c.vmOperation({ service: 'shop', vm: 'web1' }, 'redeploy');
-  await c.maintenance({ rack: 'rack1' });
+  await buildCleanState(t.cloud);
   return t;
 }
 

@@ -1,10 +1,19 @@
-/** Shared set-up for tests that run the lifecycle over a real SQLite store. */
+/**
+ * Shared set-up for tests that run the lifecycle over a real store: a SQLite file, or a database
+ * of a throwaway PostgreSQL cluster (test/support/postgres.ts). Suites that hold for every store
+ * loop over DIALECTS, as Kysely's own tests do.
+ */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { sql } from 'kysely';
 import { SeededRandom, steppingClock } from '../../src/core/index.ts';
 import { Cloud } from '../../src/lifecycle/index.ts';
-import { SqliteStore } from '../../src/store/index.ts';
+import { PostgresStore, SqliteStore, type Store } from '../../src/store/index.ts';
+import type { PgCluster } from './postgres.ts';
+
+export const DIALECTS = ['sqlite', 'postgres'] as const;
+export type Dialect = (typeof DIALECTS)[number];
 
 export interface TestCloud {
   cloud: Cloud;
@@ -29,8 +38,80 @@ export async function makeCloud(
     store,
     dir,
     close: async () => {
+      cloud.close();
       await store.close();
       if (opts.dir === undefined) rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface DialectCloud {
+  dialect: Dialect;
+  cloud: Cloud;
+  store: Store;
+  /** Another store and cloud on the same state (a restart, or a second replica). */
+  open(opts?: { seed?: number }): Promise<{ cloud: Cloud; store: Store; close(): Promise<void> }>;
+  /** Closes everything opened and removes the state (file or database). */
+  close(): Promise<void>;
+}
+
+export interface DialectCloudOptions {
+  seed?: number;
+  pools?: string[];
+  /** Required for postgres: the cluster in which a fresh database is made. */
+  cluster?: PgCluster;
+}
+
+/** A cloud on a fresh state of the given dialect. */
+export async function makeDialectCloud(
+  dialect: Dialect,
+  opts: DialectCloudOptions = {},
+): Promise<DialectCloud> {
+  let openStore: () => Promise<Store>;
+  let remove: () => Promise<void>;
+  if (dialect === 'sqlite') {
+    const dir = mkdtempSync(join(tmpdir(), 'vipdip-test-'));
+    openStore = () => SqliteStore.open(join(dir, 'state.db'));
+    remove = () => Promise.resolve(rmSync(dir, { recursive: true, force: true }));
+  } else {
+    const cluster = opts.cluster;
+    if (cluster === undefined) throw new Error('makeDialectCloud(postgres) needs a cluster');
+    const name = `t_${process.pid}_${Math.random().toString(36).slice(2, 10)}`;
+    const url = await cluster.createDatabase(name);
+    openStore = () => PostgresStore.open(url);
+    remove = () => cluster.dropDatabase(name);
+  }
+  const opened: { cloud: Cloud; store: Store }[] = [];
+  const open = async (o: { seed?: number } = {}) => {
+    const store = await openStore();
+    const cloud = await Cloud.open(store, {
+      random: new SeededRandom(o.seed ?? opts.seed ?? 42),
+      clock: steppingClock(),
+      defaultPublicPools: opts.pools ?? ['127.100.0.0/16'],
+    });
+    const entry = { cloud, store };
+    opened.push(entry);
+    return {
+      cloud,
+      store,
+      close: async () => {
+        cloud.close();
+        await store.close();
+      },
+    };
+  };
+  const first = await open();
+  return {
+    dialect,
+    cloud: first.cloud,
+    store: first.store,
+    open,
+    close: async () => {
+      for (const o of opened) {
+        o.cloud.close();
+        await o.store.close();
+      }
+      await remove();
     },
   };
 }
@@ -49,12 +130,35 @@ export async function withShop(cloud: Cloud): Promise<void> {
   await cloud.createService('contoso', { name: 'shop', vnet: 'shop-net' });
 }
 
-/** Every row of every table, in a stable order: equal dumps mean an unchanged state. */
-export function dumpStore(store: SqliteStore): string {
-  const tables = store.raw
-    .prepare("select name from sqlite_master where type = 'table' and name not like 'sqlite_%' order by name")
-    .all() as { name: string }[];
+/** The domain's tables (not the migrator's bookkeeping). */
+const TABLES = [
+  'subscriptions',
+  'public_pools',
+  'hosts',
+  'vnets',
+  'subnets',
+  'reserved_ips',
+  'cloud_services',
+  'vms',
+  'address_bindings',
+  'events',
+  'meta',
+  'tokens',
+] as const;
+
+/**
+ * Every row of every domain table, in a stable order, through the store itself (so for either
+ * dialect): equal dumps mean an unchanged state.
+ */
+export async function dumpStore(store: Store): Promise<string> {
   const out: Record<string, unknown[]> = {};
-  for (const { name } of tables) out[name] = store.raw.prepare(`select * from "${name}" order by 1, 2`).all();
+  await store.snapshot(async (repo) => {
+    for (const t of TABLES) {
+      const { rows } = await sql<
+        Record<string, unknown>
+      >`select * from ${sql.table(t)} order by 1, 2`.execute(repo.db);
+      out[t] = rows;
+    }
+  });
   return JSON.stringify(out);
 }

@@ -17,31 +17,43 @@ export interface TestServer {
   stop(opts?: { keep?: boolean }): Promise<number | null>;
 }
 
-export async function startServer(opts: { args?: string[]; dir?: string } = {}): Promise<TestServer> {
+export interface StartServerOptions {
+  args?: string[];
+  dir?: string;
+  /** `up` (default, with `--driver none`) or `serve` (the control plane alone). */
+  command?: 'up' | 'serve';
+  env?: Record<string, string>;
+}
+
+export async function startServer(opts: StartServerOptions = {}): Promise<TestServer> {
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'vipdip-srv-'));
   const stateDir = join(dir, '.vipdip');
+  const command = opts.command ?? 'up';
   const proc = spawn(
     process.execPath,
     [
       BIN,
-      'up',
+      command,
       '--state',
       stateDir,
       '--listen',
       '127.0.0.1:0',
-      '--driver',
-      'none',
+      ...(command === 'up' ? ['--driver', 'none'] : []),
       '--dns',
       'off',
       ...(opts.args ?? []),
     ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
+    // VIPDIP_STORE of the caller's shell must not send a test's server elsewhere.
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VIPDIP_STORE: '', ...opts.env } },
   );
   let out = '';
   proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
   proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
   const url = await new Promise<string>((ok, fail) => {
-    const timer = setTimeout(() => fail(new Error(`vipdip up did not start in 20 s:\n${out}`)), 20_000);
+    const timer = setTimeout(
+      () => fail(new Error(`vipdip ${command} did not start in 30 s:\n${out}`)),
+      30_000,
+    );
     const check = () => {
       const m = /API and dashboard on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
       if (m) {
@@ -52,7 +64,7 @@ export async function startServer(opts: { args?: string[]; dir?: string } = {}):
     proc.stdout.on('data', check);
     proc.on('exit', (code) => {
       clearTimeout(timer);
-      fail(new Error(`vipdip up exited with ${code}:\n${out}`));
+      fail(new Error(`vipdip ${command} exited with ${code}:\n${out}`));
     });
   });
   const operatorToken = readFileSync(join(stateDir, 'operator.token'), 'utf8').trim();

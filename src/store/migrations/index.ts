@@ -2,7 +2,7 @@
  * The schema's history, shared by SQLite and PostgreSQL. A migration is never edited once released;
  * a change is a new migration.
  */
-import type { Kysely, Migration, MigrationProvider } from 'kysely';
+import { sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 
 export type Dialect = 'sqlite' | 'postgres';
 
@@ -135,8 +135,37 @@ function m002(dialect: Dialect): Migration {
   };
 }
 
+/**
+ * Replicas: every event carries (on the first of its transaction) the changes that transaction made
+ * to the allocation indexes, and on PostgreSQL one counter row hands out sequence numbers under a
+ * row lock held to commit, so that sequence order is commit order and a rollback leaves no gap.
+ */
+function m003(dialect: Dialect): Migration {
+  return {
+    async up(db: Kysely<unknown>) {
+      await db.schema.alterTable('events').addColumn('changes', 'text').execute();
+      if (dialect === 'postgres') {
+        await db.schema
+          .createTable('event_counter')
+          .addColumn('id', 'integer', (c) => c.primaryKey())
+          .addColumn('seq', 'bigint', (c) => c.notNull())
+          // The time of the last event: no event is stamped earlier, whatever a replica's clock says.
+          .addColumn('time', 'text', (c) => c.notNull())
+          .execute();
+        await sql`insert into event_counter (id, seq, time)
+          select 1, coalesce(max(seq), 0), coalesce(max(time), '') from events`.execute(db);
+      }
+    },
+  };
+}
+
 export function migrations(dialect: Dialect): MigrationProvider {
   return {
-    getMigrations: () => Promise.resolve({ '001-initial': m001(dialect), '002-tokens': m002(dialect) }),
+    getMigrations: () =>
+      Promise.resolve({
+        '001-initial': m001(dialect),
+        '002-tokens': m002(dialect),
+        '003-replicas': m003(dialect),
+      }),
   };
 }

@@ -3,17 +3,22 @@ import { Kysely, Migrator, SqliteDialect } from 'kysely';
 import type { SqliteDatabase, SqliteStatement } from 'kysely';
 import { migrations } from '../migrations/index.ts';
 import type { Database } from '../schema.ts';
-import { Repo, type Store } from '../store.ts';
+import { Repo, RunAgain, type Store } from '../store.ts';
+
+/** A function that asks to run again (RunAgain) is run at most this many times. */
+const MAX_RUNS = 3;
 
 /**
  * Kysely asks its SQLite handle only for `prepare` and `close` (the smallest interface); we hand it
  * one that caches prepared statements by SQL text, since preparing costs more than running the
  * short statements of a lifecycle operation.
  */
-function cachingHandle(db: BetterSqlite3.Database): SqliteDatabase {
+function cachingHandle(db: BetterSqlite3.Database, count: { statements: number }): SqliteDatabase {
   const cache = new Map<string, SqliteStatement>();
   return {
     prepare(sql: string): SqliteStatement {
+      // Kysely prepares once per execution, so this counts the statements run.
+      count.statements++;
       let s = cache.get(sql);
       if (s === undefined) {
         s = db.prepare(sql);
@@ -38,7 +43,12 @@ export class SqliteStore implements Store {
     readonly path: string,
     readonly raw: BetterSqlite3.Database,
     private readonly db: Kysely<Database>,
+    private readonly count: { statements: number },
   ) {}
+
+  get statements(): number {
+    return this.count.statements;
+  }
 
   static async open(path: string, opts: SqliteStoreOptions = {}): Promise<SqliteStore> {
     const raw = new BetterSqlite3(path);
@@ -46,30 +56,39 @@ export class SqliteStore implements Store {
     raw.pragma(`synchronous = ${opts.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
     raw.pragma('foreign_keys = ON');
     raw.pragma('busy_timeout = 5000');
-    const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: cachingHandle(raw) }) });
+    const count = { statements: 0 };
+    const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: cachingHandle(raw, count) }) });
     const { error } = await new Migrator({ db, provider: migrations('sqlite') }).migrateToLatest();
     if (error !== undefined) {
       await db.destroy();
       throw error instanceof Error ? error : new Error('migration failed', { cause: error });
     }
-    return new SqliteStore(path, raw, db);
+    return new SqliteStore(path, raw, db, count);
   }
 
   async write<T>(fn: (repo: Repo) => Promise<T>): Promise<T> {
-    let repo: Repo | undefined;
-    try {
-      return await this.db.transaction().execute((trx) => {
-        repo = new Repo(trx);
-        return fn(repo);
-      });
-    } catch (e) {
-      repo?.rollbackMemory();
-      throw e;
+    for (let attempt = 1; ; attempt++) {
+      let repo: Repo | undefined;
+      try {
+        return await this.db.transaction().execute((trx) => {
+          repo = new Repo(trx);
+          return fn(repo);
+        });
+      } catch (e) {
+        repo?.rollbackMemory();
+        if (e instanceof RunAgain && attempt < MAX_RUNS) continue;
+        throw e;
+      }
     }
   }
 
   read<T>(fn: (repo: Repo) => Promise<T>): Promise<T> {
     return fn(new Repo(this.db));
+  }
+
+  /** A deferred transaction: in WAL mode its reads share one snapshot. */
+  snapshot<T>(fn: (repo: Repo) => Promise<T>): Promise<T> {
+    return this.db.transaction().execute((trx) => fn(new Repo(trx)));
   }
 
   async close(): Promise<void> {

@@ -1,0 +1,232 @@
+/**
+ * What `vipdip up` and `vipdip serve` share: their flags, and starting the control plane (state,
+ * tokens, the API server and, when asked, DNS) from them. `up` adds the data plane; `serve` is the
+ * control plane alone, as run several times over one PostgreSQL.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Command } from 'commander';
+import type { StatusRegistry } from '../agent/index.ts';
+import { Tokens, OPERATOR_TOKEN_FILE } from '../api/auth.ts';
+import { dashboardBuilt } from '../api/dashboard.ts';
+import { buildServer } from '../api/server.ts';
+import type { Api } from '../api/context.ts';
+import { VipdipError } from '../core/errors.ts';
+import { openState, type OpenState, type StateOptions } from '../main.ts';
+import {
+  DEFAULT_INTERNAL_ZONE,
+  DEFAULT_PUBLIC_ZONE,
+  DEFAULT_TTL_SECONDS,
+  checkZoneConfig,
+  serviceFqdn,
+  startDnsServer,
+  type DnsServer,
+} from '../dns/index.ts';
+import { applyTopology, parseTopology } from '../topology/index.ts';
+
+export interface ControlPlaneOptions {
+  state: string;
+  store?: string;
+  listen: string;
+  dns: string;
+  demo?: boolean;
+  seed?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  insecureHttp?: boolean;
+  publicZone: string;
+  internalZone: string;
+  dnsTtl: string;
+}
+
+export const DEMO_TOPOLOGY = join(dirname(fileURLToPath(import.meta.url)), '../../examples/demo.yaml');
+/** Where `npm run build:web` (run by npm ci) puts the dashboard. */
+export const DASHBOARD_DIR = join(dirname(fileURLToPath(import.meta.url)), '../../dist/web');
+
+/** What the command that starts the control plane adds to it (`up`: the data plane's needs). */
+export interface ControlPlaneExtras {
+  /** The driver's check of the address plan, for new pools and VNets (see CloudOptions). */
+  checkAddressPlan?: StateOptions['checkAddressPlan'];
+  /** Pools created when the state has none (the driver's default). */
+  defaultPublicPools?: readonly string[];
+  /** Where agents' reports go; the server makes its own when not given. */
+  registry?: StatusRegistry;
+  /** Runs once the state is open, before anything is served (a check of the stored plan, say). */
+  onOpen?: (state: OpenState) => Promise<void>;
+}
+
+/** Parses HOST:PORT (IPv6 as [::1]:PORT); port 0 picks a free one. */
+export function parseListen(text: string, flag: string): { host: string; port: number } {
+  const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$/.exec(text);
+  if (m === null || Number(m[2]) > 65535) {
+    throw new VipdipError('INVALID_ARGUMENT', `${flag} ${text}: expected HOST:PORT, such as 127.0.0.1:7480`);
+  }
+  return { host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]) };
+}
+
+const isLoopback = (host: string) => host === 'localhost' || host === '::1' || /^127\./.test(host);
+
+/** The flags of the control plane, with `--dns` defaulting to `dns` (`off` for none). */
+export function controlPlaneFlags(cmd: Command, defaults: { dns: string }): Command {
+  return cmd
+    .option('--state <dir>', 'state directory', '.vipdip')
+    .option(
+      '--store <url>',
+      'store: sqlite:PATH, PATH or postgres://USER@HOST:PORT/DB (default: VIPDIP_STORE, else SQLite in the state directory)',
+    )
+    .option('--listen <host:port>', 'API and dashboard address', '127.0.0.1:7480')
+    .option('--dns <host:port>', 'DNS server address, or off', defaults.dns)
+    .option('--demo', 'apply the demo topology')
+    .option('--seed <n>', 'seed of the random source, to reproduce a run')
+    .option('--tls-cert <file>', 'serve HTTPS with this certificate (PEM)')
+    .option('--tls-key <file>', 'and this key (PEM)')
+    .option('--insecure-http', 'allow plain HTTP on a non-loopback address')
+    .option('--public-zone <name>', 'DNS zone of the VIPs and ILPIPs', DEFAULT_PUBLIC_ZONE)
+    .option('--internal-zone <name>', 'DNS zone of the DIPs', DEFAULT_INTERNAL_ZONE)
+    .option('--dns-ttl <seconds>', 'TTL of the DNS answers', String(DEFAULT_TTL_SECONDS));
+}
+
+export interface ControlPlane {
+  state: OpenState;
+  app: Api;
+  url: string;
+  dns: DnsServer | undefined;
+  publicZone: string;
+  /** The lines `up` and `serve` print about the state, the services and DNS. */
+  banner(): Promise<string>;
+  /** Stops DNS and the server (in-flight requests finish), then closes the state. */
+  close(): Promise<void>;
+}
+
+/** Validates the flags, opens the state and starts the API server and DNS. */
+export async function startControlPlane(
+  opts: ControlPlaneOptions,
+  extras: ControlPlaneExtras = {},
+): Promise<ControlPlane> {
+  let seed: number | undefined;
+  if (opts.seed !== undefined) {
+    if (!/^\d{1,10}$/.test(opts.seed) || Number(opts.seed) > 0xffffffff) {
+      throw new VipdipError(
+        'INVALID_ARGUMENT',
+        `--seed ${opts.seed}: must be an integer from 0 to 4294967295`,
+      );
+    }
+    seed = Number(opts.seed);
+  }
+  const listen = parseListen(opts.listen, '--listen');
+  const dns = opts.dns === 'off' ? undefined : parseListen(opts.dns, '--dns');
+  if (!/^\d{1,5}$/.test(opts.dnsTtl)) {
+    throw new VipdipError('INVALID_ARGUMENT', `--dns-ttl ${opts.dnsTtl}: must be a whole number of seconds`);
+  }
+  const zones = checkZoneConfig({
+    publicZone: opts.publicZone,
+    internalZone: opts.internalZone,
+    ttlSeconds: Number(opts.dnsTtl),
+    nsAddress: null,
+  });
+  if ((opts.tlsCert === undefined) !== (opts.tlsKey === undefined)) {
+    throw new VipdipError('INVALID_ARGUMENT', '--tls-cert and --tls-key go together');
+  }
+  const tls =
+    opts.tlsCert === undefined
+      ? undefined
+      : { cert: readFileSync(opts.tlsCert), key: readFileSync(opts.tlsKey!) };
+  if (!isLoopback(listen.host) && tls === undefined && opts.insecureHttp !== true) {
+    throw new VipdipError(
+      'INVALID_ARGUMENT',
+      `--listen ${opts.listen} is not a loopback address: give --tls-cert and --tls-key, or --insecure-http to send tokens in clear`,
+    );
+  }
+
+  const state = await openState({
+    stateDir: opts.state,
+    ...(opts.store ? { store: opts.store } : {}),
+    ...(seed !== undefined ? { seed } : {}),
+    publicZone: zones.publicZone,
+    internalZone: zones.internalZone,
+    ...(extras.defaultPublicPools ? { defaultPublicPools: extras.defaultPublicPools } : {}),
+    ...(extras.checkAddressPlan ? { checkAddressPlan: extras.checkAddressPlan } : {}),
+  });
+  let app: Api | undefined;
+  let dnsServer: DnsServer | undefined;
+  try {
+    await extras.onOpen?.(state);
+    const tokens = new Tokens(state.store);
+    const tokenFile = join(state.tokenDir, OPERATOR_TOKEN_FILE);
+    if (await tokens.ensureOperatorToken(tokenFile)) {
+      process.stdout.write(`created the operator token in ${tokenFile} (mode 0600)\n`);
+    }
+    if (opts.demo === true) {
+      const r = await applyTopology(state.cloud, parseTopology(readFileSync(DEMO_TOPOLOGY, 'utf8')), {
+        operator: true,
+      });
+      process.stdout.write(`demo topology applied: ${r.changes.length} changes\n`);
+    }
+    app = await buildServer({
+      cloud: state.cloud,
+      tokens,
+      dashboard: { dir: DASHBOARD_DIR },
+      ...(extras.registry ? { registry: extras.registry } : {}),
+      ...(tls ? { https: tls } : {}),
+      onInternalError: (e) =>
+        process.stderr.write(
+          `vipdip: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`,
+        ),
+    });
+    const url = await app.listen({ host: listen.host, port: listen.port });
+    if (dns !== undefined) {
+      try {
+        dnsServer = await startDnsServer({
+          cloud: state.cloud,
+          host: dns.host,
+          port: dns.port,
+          publicZone: zones.publicZone,
+          internalZone: zones.internalZone,
+          ttlSeconds: zones.ttlSeconds,
+        });
+      } catch (e) {
+        throw new VipdipError('INVALID_ARGUMENT', `--dns ${opts.dns}: ${(e as Error).message}`);
+      }
+    }
+    const server = app;
+    return {
+      state,
+      app: server,
+      url,
+      dns: dnsServer,
+      publicZone: zones.publicZone,
+      banner: async () => {
+        const services = await state.cloud.listServices();
+        return (
+          services.map((s) => `  ${s.name.padEnd(12)} VIP ${s.vip ?? '(none)'}  ${s.dnsName}\n`).join('') +
+          (dashboardBuilt(DASHBOARD_DIR)
+            ? `  dashboard: open ${url}/ and sign in with the operator token (${tokenFile})\n`
+            : `  dashboard: not built (run npm run build:web, which npm ci runs); ${url}/ says so\n`) +
+          (dnsServer !== undefined
+            ? `  DNS on ${dnsServer.address}:${dnsServer.port} (UDP and TCP): try dig @${dnsServer.address} -p ${dnsServer.port} ${services[0] ? serviceFqdn(services[0].name, zones.publicZone) : `ns.${zones.internalZone}`}\n`
+            : '  DNS off\n')
+        );
+      },
+      close: async () => {
+        await dnsServer?.close();
+        await server.close();
+        await state.close();
+      },
+    };
+  } catch (e) {
+    await dnsServer?.close();
+    await app?.close();
+    await state.close();
+    throw e;
+  }
+}
+
+/** Resolves on the first SIGINT or SIGTERM. */
+export function untilSignal(): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+}
