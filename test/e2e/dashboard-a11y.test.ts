@@ -40,11 +40,16 @@ after(async () => {
   await srv?.stop();
 });
 
-/** The page's heading is drawn and nothing on it is still loading. */
+/**
+ * The page's heading is drawn and nothing on it is still loading. The predicates of waitForFunction
+ * are given as function expressions: Playwright evaluates a plain expression again with eval() at
+ * every poll, which the dashboard's CSP (no 'unsafe-eval') refuses once the first check fails, but
+ * evaluates a function's source once, inside its own call, and then calls it.
+ */
 async function settled(page: Page): Promise<void> {
   await page.locator('main h1').waitFor();
   await page.waitForFunction(
-    `![...document.querySelectorAll('[role="status"]')].some((e) => e.textContent.startsWith('Loading'))`,
+    `() => ![...document.querySelectorAll('[role="status"]')].some((e) => e.textContent.startsWith('Loading'))`,
   );
 }
 
@@ -86,7 +91,7 @@ describe('the dashboard, for everyone', () => {
     const page = await wide.newPage();
     await page.goto(`${srv.url}/`);
     // The token field has the focus once the page is drawn; Enter submits.
-    await page.waitForFunction(`document.activeElement?.id === 'token'`);
+    await page.waitForFunction(`() => document.activeElement?.id === 'token'`);
     await page.keyboard.type(srv.operatorToken);
     await page.keyboard.press('Enter');
     await page.getByRole('heading', { name: 'Overview', level: 1 }).waitFor();

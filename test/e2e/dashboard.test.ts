@@ -366,7 +366,7 @@ describe('the dashboard', () => {
     await page.getByLabel('Resource, reason or change contains').fill('blog/www1');
     const rows = timeline.locator('tbody tr');
     await page.waitForFunction(
-      `[...document.querySelectorAll('[data-testid="timeline"] tbody tr')].every((r) => r.textContent.includes('vm.dip'))`,
+      `() => [...document.querySelectorAll('[data-testid="timeline"] tbody tr')].every((r) => r.textContent.includes('vm.dip'))`,
     );
     const n = await rows.count();
     assert.ok(n >= 2, `www1's DIP changes: ${n}`);
