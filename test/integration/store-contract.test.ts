@@ -398,7 +398,23 @@ for (const dialect of DIALECTS) {
               await sql<{ name: string }>`select name from kysely_migration order by name`.execute(r.db)
             ).rows.map((x) => x.name),
           );
-          assert.deepEqual(names, ['001-initial', '002-tokens', '003-replicas']);
+          assert.deepEqual(names, ['001-initial', '002-tokens', '003-replicas', '004-events-by-resource']);
+          if (dialect === 'sqlite') {
+            // A resource's history is read through its index, not by scanning the whole log.
+            const plan = await stores[0]!.read(async (r) =>
+              (
+                await sql<{
+                  detail: string;
+                }>`explain query plan select * from events where resource in ('a', 'b') order by seq desc limit 100`.execute(
+                  r.db,
+                )
+              ).rows.map((x) => x.detail),
+            );
+            assert.ok(
+              plan.some((d) => d.includes('USING INDEX events_resource')),
+              plan.join('; '),
+            );
+          }
           assert.equal((await clouds[0]!.listHosts()).length, 4, 'one default fabric');
           assert.equal((await clouds[0]!.listPools()).length, 1, 'one default pool');
         } finally {

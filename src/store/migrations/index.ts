@@ -159,6 +159,19 @@ function m003(dialect: Dialect): Migration {
   };
 }
 
+/**
+ * The history of one resource (the dashboard's VM page, `GET /v1/events?resource=`) without a scan
+ * of the whole log: 40 ms against 0.2 ms for two resources among 500,000 events on SQLite, and the
+ * scan held the one connection that every write waits for.
+ */
+function m004(): Migration {
+  return {
+    async up(db: Kysely<unknown>) {
+      await db.schema.createIndex('events_resource').on('events').columns(['resource', 'seq']).execute();
+    },
+  };
+}
+
 export function migrations(dialect: Dialect): MigrationProvider {
   return {
     getMigrations: () =>
@@ -166,6 +179,7 @@ export function migrations(dialect: Dialect): MigrationProvider {
         '001-initial': m001(dialect),
         '002-tokens': m002(dialect),
         '003-replicas': m003(dialect),
+        '004-events-by-resource': m004(),
       }),
   };
 }
