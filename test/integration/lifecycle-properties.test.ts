@@ -591,8 +591,10 @@ function checkStep(c: Cmd, a: Snapshot, b: Snapshot, where: string): void {
       assert.notEqual(vb.host, va.host, `${where}: ${k} moved to another host (R5)`);
       if (c.kind === 'maintainRack') assert.notEqual(vb.rack, c.rack, `${where}: ${k} left rack ${c.rack}`);
     }
-    if (op === 'redeploy' && redrawsOnMove(a, va) && subnetView(a, va.vnet, va.subnet)!.free > 0) {
-      assert.notEqual(vb.dip, va.dip, `${where}: redeploy redraws the DIP of ${k} (R5)`);
+    // A redraw draws before it releases, so with any free address in the subnet the DIP changes:
+    // under redeploy and under host or rack maintenance alike.
+    if (moved && redrawsOnMove(a, va) && isAllocated(va) && subnetView(a, va.vnet, va.subnet)!.free > 0) {
+      assert.notEqual(vb.dip, va.dip, `${where}: ${op ?? 'maintenance'} redraws the DIP of ${k} (R5)`);
     }
     const ilpipMay = op === 'deallocate' || fromDeallocated || (c.kind === 'setIlpip' && targets(c, va));
     if (!ilpipMay) assert.equal(vb.ilpip, va.ilpip, `${where}: ILPIP of ${k} must not change`);
