@@ -236,7 +236,7 @@ for (const dialect of DIALECTS) {
         assert.equal(v.service, 'shop');
         assert.notEqual(v.dip, null);
         await cloud.vmOperation(vm('web1'), 'deallocate');
-        await cloud.vmOperation(vm('web1'), 'start');
+        const started = await cloud.vmOperation(vm('web1'), 'start');
         const history = (await cloud.events({ limit: 1000 })).filter(
           (e) => e.resource === 'vm/shop/web1' && e.type === 'vm.dip',
         );
@@ -244,6 +244,15 @@ for (const dialect of DIALECTS) {
         assert.deepEqual(
           history.map((e) => e.reason),
           ['create', 'deallocate', 'start'],
+        );
+        // Each change names the address it replaced as well as the new one.
+        assert.deepEqual(
+          history.map((e) => [e.old?.dip ?? null, e.new?.dip ?? null]),
+          [
+            [null, v.dip],
+            [v.dip, null],
+            [null, started!.dip],
+          ],
         );
       });
     });
