@@ -16,7 +16,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, test, type TestContext } from 'node:test';
 import { SeededRandom } from '../../src/core/index.ts';
-import { formatFinding, fsck } from '../../src/lifecycle/index.ts';
+import { formatFinding, fsck, toEventView, type EventView } from '../../src/lifecycle/index.ts';
 import { PostgresStore } from '../../src/store/index.ts';
 import { usePostgres, type PgCluster } from '../support/postgres.ts';
 import { startServer, type TestServer } from '../support/server.ts';
@@ -129,20 +129,9 @@ async function must(server: TestServer, token: string, method: string, path: str
   return r.body;
 }
 
-interface Ev {
-  seq: number;
-  time: string;
-  type: string;
-  subscription: string | null;
-  resource: string;
-  reason: string;
-  old: Record<string, unknown> | null;
-  new: Record<string, unknown> | null;
-}
-
 /** A replica's Server-Sent Events stream from the first event, collected as it arrives. */
 class EventStream {
-  readonly events: Ev[] = [];
+  readonly events: EventView[] = [];
   private readonly abort = new AbortController();
   private ended = false;
   readonly done: Promise<void>;
@@ -167,7 +156,7 @@ class EventStream {
               .filter((l) => l.startsWith('data: '))
               .map((l) => l.slice(6))
               .join('\n');
-            if (data !== '') this.events.push(JSON.parse(data) as Ev);
+            if (data !== '') this.events.push(JSON.parse(data) as EventView);
           }
         }
       } catch {
@@ -414,7 +403,7 @@ async function scrape(r: TestServer): Promise<Map<string, number>> {
 }
 
 interface Verdict {
-  events: Ev[];
+  events: EventView[];
 }
 
 /**
@@ -423,21 +412,12 @@ interface Verdict {
  */
 async function verify(t: TestContext, c: Cluster, load: LoadResult): Promise<Verdict> {
   const store = await PostgresStore.open(c.url);
-  let log: Ev[];
+  let log: EventView[];
   try {
     const findings = await store.snapshot((r) => fsck(r));
     assert.deepEqual(findings.map(formatFinding), [], 'fsck is clean');
     const rows = await store.read((r) => r.events({ since: 0, limit: 1_000_000 }));
-    log = rows.map((e) => ({
-      seq: Number(e.seq),
-      time: e.time,
-      type: e.type,
-      subscription: e.subscription,
-      resource: e.resource,
-      reason: e.reason,
-      old: e.old === null ? null : (JSON.parse(e.old) as Record<string, unknown>),
-      new: e.new === null ? null : (JSON.parse(e.new) as Record<string, unknown>),
-    }));
+    log = rows.map(toEventView);
   } finally {
     await store.close();
   }
