@@ -131,7 +131,7 @@ export async function startControlPlane(
   const tls =
     opts.tlsCert === undefined
       ? undefined
-      : { cert: readFileSync(opts.tlsCert), key: readFileSync(opts.tlsKey!) };
+      : { cert: readPem('--tls-cert', opts.tlsCert), key: readPem('--tls-key', opts.tlsKey!) };
   if (!isLoopback(listen.host) && tls === undefined && opts.insecureHttp !== true) {
     throw new VipdipError(
       'INVALID_ARGUMENT',
@@ -219,6 +219,24 @@ export async function startControlPlane(
     await app?.close();
     await state.close();
     throw e;
+  }
+}
+
+/** A PEM file named by a flag; an unreadable one is a bad argument that names the flag. */
+function readPem(flag: string, path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT'
+        ? 'no such file'
+        : code === 'EACCES'
+          ? 'permission denied'
+          : code === 'EISDIR'
+            ? 'is a directory'
+            : (e as Error).message;
+    throw new VipdipError('INVALID_ARGUMENT', `${flag} ${path}: ${why}`);
   }
 }
 
