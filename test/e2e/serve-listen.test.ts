@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { BIN } from '../support/server.ts';
+import { BIN, vipdip } from '../support/server.ts';
 
 let dir: string;
 before(() => {
@@ -18,21 +18,7 @@ before(() => {
 });
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-function serve(args: string[]): Promise<{ code: number | null; out: string; err: string }> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, [BIN, 'serve', '--dns', 'off', ...args], {
-      env: { ...process.env, VIPDIP_STORE: '' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      timeout: 60_000,
-    });
-    let out = '';
-    let err = '';
-    c.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
-    c.stderr.setEncoding('utf8').on('data', (s: string) => (err += s));
-    c.once('error', reject);
-    c.once('close', (code) => resolve({ code, out, err }));
-  });
-}
+const serve = (args: string[]) => vipdip(['serve', '--dns', 'off', ...args]);
 
 /** A refusal: exit 1, one line on stderr naming what was wrong, and no state directory made. */
 async function refused(args: string[], want: RegExp): Promise<void> {

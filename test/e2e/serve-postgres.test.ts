@@ -4,10 +4,9 @@
  * fsck --store postgres://…` (clean, then a corruption found), and clear one-line failures for a
  * store that cannot be reached.
  */
-import { spawn } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BIN, call, startServer, type TestServer } from '../support/server.ts';
+import { call, startServer, vipdip, type TestServer } from '../support/server.ts';
 import { usePostgres, type PgCluster } from '../support/postgres.ts';
 
 const postgres = usePostgres();
@@ -22,25 +21,6 @@ before(async () => {
 after(async () => {
   for (const s of servers) await s.stop();
 });
-
-function vipdip(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<{ code: number | null; out: string; err: string }> {
-  return new Promise((resolve, reject) => {
-    const c = spawn(process.execPath, [BIN, ...args], {
-      env: { ...process.env, VIPDIP_STORE: '', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      timeout: 60_000,
-    });
-    let out = '';
-    let err = '';
-    c.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
-    c.stderr.setEncoding('utf8').on('data', (s: string) => (err += s));
-    c.once('error', reject);
-    c.once('close', (code) => resolve({ code, out, err }));
-  });
-}
 
 const TOPOLOGY = `
 subscriptions:

@@ -121,3 +121,26 @@ export async function call(
   }
   return { status: res.status, headers: res.headers, body: parsed, text };
 }
+
+/**
+ * Runs the vipdip CLI to its end (bounded at 60 s) with VIPDIP_STORE cleared unless `env` sets it,
+ * and returns its exit code and output.
+ */
+export function vipdip(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(process.execPath, [BIN, ...args], {
+      env: { ...process.env, VIPDIP_STORE: '', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: 60_000,
+    });
+    let out = '';
+    let err = '';
+    c.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
+    c.stderr.setEncoding('utf8').on('data', (s: string) => (err += s));
+    c.once('error', reject);
+    c.once('close', (code) => resolve({ code, out, err }));
+  });
+}
