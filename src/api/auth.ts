@@ -12,7 +12,7 @@ import type { Store } from '../store/index.ts';
 export type Principal =
   { kind: 'operator'; name: string } | { kind: 'subscription'; subscription: string; name: string };
 
-export const OPERATOR_TOKEN_FILE = 'operator.token';
+export { OPERATOR_TOKEN_FILE } from '../core/state-files.ts';
 
 export const hashToken = (token: string) => createHash('sha256').update(token).digest('hex');
 export const newToken = () => `vipdip_${randomBytes(32).toString('base64url')}`;

@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { join, resolve } from 'node:path';
-import { OPERATOR_TOKEN_FILE } from '../api/auth.ts';
+import { OPERATOR_TOKEN_FILE } from '../core/state-files.ts';
 import { ApiProblemError, CliError, UnreachableError, UsageError, type ProblemBody } from './errors.ts';
 
 export const DEFAULT_URL = 'http://127.0.0.1:7480';

@@ -4,8 +4,7 @@
  * control plane alone, as run several times over one PostgreSQL.
  */
 import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { StatusRegistry } from '../agent/index.ts';
 import { Tokens, OPERATOR_TOKEN_FILE } from '../api/auth.ts';
@@ -24,6 +23,7 @@ import {
   type DnsServer,
 } from '../dns/index.ts';
 import { applyTopology, parseTopology } from '../topology/index.ts';
+import { packageRoot } from './package-root.ts';
 
 export interface ControlPlaneOptions {
   state: string;
@@ -40,9 +40,9 @@ export interface ControlPlaneOptions {
   dnsTtl: string;
 }
 
-export const DEMO_TOPOLOGY = join(dirname(fileURLToPath(import.meta.url)), '../../examples/demo.yaml');
+export const DEMO_TOPOLOGY = join(packageRoot(), 'examples/demo.yaml');
 /** Where `npm run build:web` (run by npm ci) puts the dashboard. */
-export const DASHBOARD_DIR = join(dirname(fileURLToPath(import.meta.url)), '../../dist/web');
+export const DASHBOARD_DIR = join(packageRoot(), 'dist/web');
 
 /** What the command that starts the control plane adds to it (`up`: the data plane's needs). */
 export interface ControlPlaneExtras {

@@ -17,31 +17,52 @@ import { registerService } from './service.ts';
 import { registerSubscription } from './subscription.ts';
 import { registerToken } from './token.ts';
 import { registerVm } from './vm.ts';
+import { registerDown } from './down.ts';
+import { packageVersion } from './package-root.ts';
+import { registerStatus } from './status.ts';
 
 export { UsageError };
 
-/** The verbs that talk to a server over HTTP and need nothing of the control plane's code. */
-const CLIENT_VERBS = new Set([
-  'apply',
-  'get',
-  'vm',
-  'host',
-  'reserved-ip',
-  'events',
-  'token',
-  'subscription',
-  'service',
-  'logs',
-]);
-
 /**
- * Builds the program. `up`, `serve` and `fsck` carry the whole control plane (store, server), which takes
- * seconds to load, so they are registered only when the command line may need them: for a client
- * verb a CLI call costs a process start, not the server's code.
+ * The verbs that run a server or open a store (the control plane, the data plane, the store's
+ * checks). Their code takes most of a second to load, so each is loaded only when it is the verb
+ * being run; otherwise (`--help`, a client verb) it is listed with this description only. Every other
+ * verb is a client verb: it talks to a server over HTTP and loads nothing of the server
+ * (test/integration/cli-graph.test.ts checks every one).
  */
+export const SERVER_VERBS: Record<
+  string,
+  { description: string; load: () => Promise<(p: Command) => void> }
+> = {
+  agent: {
+    description: 'run the data plane of some hosts (or all) against a control plane, until SIGINT or SIGTERM',
+    load: async () => (await import('./agent.ts')).registerAgent,
+  },
+  up: {
+    description: 'run the whole cloud in one process until SIGINT or SIGTERM',
+    load: async () => (await import('./up.ts')).registerUp,
+  },
+  serve: {
+    description: 'run the API server (and DNS with --dns) without the data plane, until SIGINT or SIGTERM',
+    load: async () => (await import('./serve.ts')).registerServe,
+  },
+  fsck: {
+    description: 'check invariants I1–I6 against a state; exit 0 when clean, 1 with findings',
+    load: async () => (await import('./fsck.ts')).registerFsck,
+  },
+};
+
+/** The verb a command line runs: its first word that is not an option (`help VERB` runs VERB's help). */
+export function verbOf(argv: readonly string[]): string | undefined {
+  const words = argv.slice(2).filter((a) => !a.startsWith('-'));
+  return words[0] === 'help' && words[1] !== undefined ? words[1] : words[0];
+}
+
+/** Builds the program, loading the code of a server verb only when it is the one being run. */
 export async function buildProgram(argv: readonly string[] = []): Promise<Command> {
   const program = new Command('vipdip')
     .description('the cloud VIP/DIP address model: control plane, data plane, DNS, API and dashboard')
+    .version(`vipdip ${packageVersion()}`, '-V, --version', 'print the version')
     .option('--debug', 'print stack traces of failures')
     .exitOverride()
     .configureOutput({
@@ -49,21 +70,10 @@ export async function buildProgram(argv: readonly string[] = []): Promise<Comman
       // Commander's parse errors in the same one-line form as every other failure.
       outputError: (s, write) => write(s.replace(/^error: /, 'vipdip: ')),
     });
-  const verb = argv.slice(2).find((a) => !a.startsWith('-'));
-  // The agent needs the data plane's code but none of the control plane's (store, server).
-  if (verb === 'agent' || verb === undefined) {
-    const { registerAgent } = await import('./agent.ts');
-    registerAgent(program);
-  }
-  if (verb === undefined || (!CLIENT_VERBS.has(verb) && verb !== 'agent')) {
-    const [{ registerUp }, { registerServe }, { registerFsck }] = await Promise.all([
-      import('./up.ts'),
-      import('./serve.ts'),
-      import('./fsck.ts'),
-    ]);
-    registerUp(program);
-    registerServe(program);
-    registerFsck(program);
+  const verb = verbOf(argv);
+  for (const [name, v] of Object.entries(SERVER_VERBS)) {
+    if (name === verb) (await v.load())(program);
+    else program.command(name).description(v.description);
   }
   registerApply(program);
   registerGet(program);
@@ -75,6 +85,8 @@ export async function buildProgram(argv: readonly string[] = []): Promise<Comman
   registerLogs(program);
   registerToken(program);
   registerSubscription(program);
+  registerStatus(program);
+  registerDown(program);
   return program;
 }
 

@@ -1,10 +1,10 @@
 /** What `up` and `agent` share, kept apart from up.ts so that `agent` does not load the control plane. */
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { VipdipError } from '../core/index.ts';
+import { packageRoot } from './package-root.ts';
 
 /** The vipdip entry point, which the agent runs the built-in workloads with. */
-export const VIPDIP_BIN = join(dirname(fileURLToPath(import.meta.url)), '../../bin/vipdip.js');
+export const VIPDIP_BIN = join(packageRoot(), 'bin/vipdip.js');
 
 /** `--time-scale`: a number in (0, 1]; durations of probes, idle timeouts and reports are multiplied by it. */
 export function parseTimeScale(text: string): number {

@@ -2,6 +2,8 @@
  * `vipdip up`: the whole cloud in one process — the control plane that `vipdip serve` runs, plus one
  * data-plane agent serving every host (the load balancer, the probes and every workload).
  */
+import { chmodSync, existsSync, mkdirSync, rmdirSync } from 'node:fs';
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import {
   Agent,
@@ -21,6 +23,8 @@ import {
   untilSignal,
   type ControlPlaneOptions,
 } from './control-plane.ts';
+import { packageVersion } from './package-root.ts';
+import { acquireUpLock, type UpLock } from './up-lock.ts';
 import { parseTimeScale, VIPDIP_BIN } from './up-options.ts';
 
 interface UpOptions extends ControlPlaneOptions {
@@ -66,6 +70,39 @@ async function tryLines(cloud: Cloud): Promise<string> {
   return lines.join('');
 }
 
+/** `HOST:PORT`, with an IPv6 host in brackets. */
+const hostPort = (host: string, port: number) =>
+  host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+
+/**
+ * Takes the lock of the state directory (creating the directory, mode 0700, as opening the state
+ * would), so that a second `up` of the same state is refused before it opens anything.
+ */
+function lockState(stateDir: string): UpLock {
+  const dir = resolve(stateDir);
+  const created = !existsSync(dir);
+  if (created) {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    chmodSync(dir, 0o700);
+  }
+  const lock = acquireUpLock(dir, { startedAt: new Date().toISOString(), version: packageVersion() });
+  return {
+    path: lock.path,
+    update: (more) => lock.update(more),
+    release: () => {
+      lock.release();
+      // A start refused before the state was opened (a bad --listen, say) leaves no empty directory.
+      if (created) {
+        try {
+          rmdirSync(dir);
+        } catch {
+          // Not empty: the state was made, and stays.
+        }
+      }
+    },
+  };
+}
+
 export function registerUp(program: Command): void {
   controlPlaneFlags(
     program
@@ -85,14 +122,24 @@ export function registerUp(program: Command): void {
     // The driver first: an unknown or unavailable one (netns) fails before anything is opened.
     const driver = createDriver(opts.driver, { time });
     parseCidr(opts.publicPool);
+    // Listening from the start: a SIGTERM (vipdip down) while starting stops it as soon as it is up.
+    const stop = untilSignal();
+    const lock = lockState(opts.state);
     // Agents report every few seconds; at a time scale, as much faster as everything else.
     const registry = new StatusRegistry(systemClock, Math.max(150, REPORT_STALE_MS * timeScale));
-    const cp = await startControlPlane(opts, {
-      defaultPublicPools: [opts.publicPool],
-      checkAddressPlan: (cidr, what) => driver.checkAddressPlan(cidr, what),
-      registry,
-      onOpen: (state) => checkStoredPlan(state.cloud, driver),
-    });
+    let cp: Awaited<ReturnType<typeof startControlPlane>>;
+    try {
+      cp = await startControlPlane(opts, {
+        defaultPublicPools: [opts.publicPool],
+        checkAddressPlan: (cidr, what) => driver.checkAddressPlan(cidr, what),
+        registry,
+        onOpen: (state) => checkStoredPlan(state.cloud, driver),
+      });
+    } catch (e) {
+      registry.close();
+      lock.release();
+      throw e;
+    }
     // One agent serves every host: the load balancer, the probes and every workload, in this process.
     let agent: Agent | undefined;
     try {
@@ -112,8 +159,15 @@ export function registerUp(program: Command): void {
       await agent?.stop();
       registry.close();
       await cp.close();
+      lock.release();
       throw e;
     }
+    lock.update({
+      api: cp.url,
+      dns: cp.dns === undefined ? null : hostPort(cp.dns.address, cp.dns.port),
+      driver: driver.name,
+      store: cp.state.location,
+    });
     process.stdout.write(
       `vipdip is up: API and dashboard on ${cp.url}, state ${cp.state.location}, seed ${cp.state.seed}\n` +
         (await cp.banner()) +
@@ -125,12 +179,17 @@ export function registerUp(program: Command): void {
           : `  driver ${driver.name}: control plane only, addresses carry no traffic\n`) +
         '  Ctrl-C stops it\n',
     );
-    await untilSignal();
+    await stop;
     // Workloads and listeners first (a workload gets SIGTERM, then SIGKILL after a grace period),
-    // then in-flight requests finish before the store closes.
-    await agent?.stop();
-    registry.close();
-    await cp.close();
+    // then in-flight requests finish before the store closes; the lock goes last, which tells
+    // `vipdip down` that the state is closed.
+    try {
+      await agent?.stop();
+      registry.close();
+      await cp.close();
+    } finally {
+      lock.release();
+    }
     process.stdout.write('vipdip stopped; state closed cleanly\n');
   });
 }
