@@ -186,7 +186,8 @@ const PG_ROUNDS = 3;
 async function statements(servers: readonly Server[]): Promise<number> {
   let n = 0;
   for (const s of servers) {
-    const text = await (await fetch(`${s.url}/metrics`)).text();
+    const auth = { authorization: `Bearer ${s.token}` };
+    const text = await (await fetch(`${s.url}/metrics`, { headers: auth })).text();
     const m = /^vipdip_store_statements_total (\d+)$/m.exec(text);
     if (m === null) throw new Error(`no vipdip_store_statements_total at ${s.url}/metrics`);
     n += Number(m[1]);

@@ -24,9 +24,70 @@ export interface ApiContext {
   registry: StatusRegistry;
 }
 
+/**
+ * Who may call a route, decided in `onRequest` from the token and the path alone, before any byte of
+ * the body is read:
+ *
+ * - `public`: anyone, without a token (never under /v1 but for the OpenAPI document);
+ * - `operator`: the operator token only; any other token gets 403;
+ * - `agent`: a data-plane agent, which today means the operator token (tenants get 403);
+ * - `tenant`: any valid token, a subscription token only inside its own subscription: a
+ *   `:subscription` path parameter naming another one answers 404, as if it did not exist.
+ *
+ * Every route declares one in its `config.scope`; the server refuses to register a route that does
+ * not, and a request that reaches one anyway is refused (fail closed).
+ */
+export type RouteScope = 'public' | 'operator' | 'agent' | 'tenant';
+
+export const ROUTE_SCOPES: readonly RouteScope[] = ['public', 'operator', 'agent', 'tenant'];
+
 declare module 'fastify' {
   interface FastifyRequest {
     principal: Principal;
+  }
+  interface FastifyContextConfig {
+    /** Who may call the route (see RouteScope). */
+    scope?: RouteScope;
+    /** The same as `scope: 'public'`. Never under /v1 but for the OpenAPI document. */
+    public?: boolean;
+  }
+}
+
+/** The scope a route declared, or undefined when it declared none (refused). */
+export function routeScope(config: { scope?: RouteScope; public?: boolean }): RouteScope | undefined {
+  if (config.public === true) return 'public';
+  return config.scope !== undefined && ROUTE_SCOPES.includes(config.scope) ? config.scope : undefined;
+}
+
+/**
+ * The decision of `onRequest` for a request with a principal: nothing (go on) or the error to answer.
+ * Pure, so every scope and principal pair is tested without a server.
+ */
+export function authorize(
+  scope: RouteScope | undefined,
+  p: Principal,
+  params: Readonly<Record<string, unknown>>,
+): ApiError | VipdipError | undefined {
+  switch (scope) {
+    case 'public':
+      return undefined;
+    case 'operator':
+      return p.kind === 'operator'
+        ? undefined
+        : new ApiError('FORBIDDEN', 'this operation needs the operator token');
+    case 'agent':
+      return p.kind === 'operator'
+        ? undefined
+        : new ApiError('FORBIDDEN', 'this operation needs an agent or the operator token');
+    case 'tenant': {
+      const sub = params.subscription;
+      if (p.kind === 'subscription' && typeof sub === 'string' && sub !== p.subscription) {
+        return new VipdipError('NOT_FOUND', `subscription ${sub} does not exist`);
+      }
+      return undefined;
+    }
+    default:
+      return new ApiError('FORBIDDEN', 'this route declares no scope, so nobody may call it');
   }
 }
 

@@ -11,7 +11,7 @@ import { StatusRegistry } from '../agent/index.ts';
 import { systemClock } from '../core/index.ts';
 import type { Cloud } from '../lifecycle/index.ts';
 import type { Tokens } from './auth.ts';
-import type { Api, ApiContext } from './context.ts';
+import { authorize, routeScope, type Api, type ApiContext } from './context.ts';
 import { registerDashboard, type DashboardOptions } from './dashboard.ts';
 import { Metrics } from './metrics.ts';
 import { ApiError, API_TITLES, problem, type Problem } from './problem.ts';
@@ -42,18 +42,11 @@ export const BODY_LIMIT_BYTES = 1 << 20;
 
 /**
  * The only /v1 route that may be public: the API's own description. Every other route a client
- * reaches without a token declares `config: { public: true }` where it is registered (liveness,
- * metrics, the dashboard's files), and none of them may be under /v1: the check below refuses to
- * start a server that declares one.
+ * reaches without a token declares `config: { scope: 'public' }` where it is registered (liveness,
+ * the dashboard's files), and none of them may be under /v1: the check below refuses to start a
+ * server that declares one. Every other route declares its scope too (RouteScope in context.ts).
  */
 const PUBLIC_V1_ROUTES: ReadonlySet<string> = new Set(['/v1/openapi.json']);
-
-declare module 'fastify' {
-  interface FastifyContextConfig {
-    /** Served without a bearer token. Never under /v1 but for PUBLIC_V1_ROUTES. */
-    public?: boolean;
-  }
-}
 
 const isV1 = (url: string) => url === '/v1' || url.startsWith('/v1/');
 
@@ -121,6 +114,14 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: [{ bearer: [] }],
     },
+    // Each operation says who may call it (RouteScope), so clients and tests read it from the document.
+    transform: ({ schema, url, route }) => {
+      const scope = routeScope(route.config ?? {});
+      return {
+        schema: { ...schema, 'x-vipdip-scope': scope, ...(scope === 'public' ? { security: [] } : {}) },
+        url,
+      };
+    },
   });
   for (const s of [
     S.Problem,
@@ -138,8 +139,12 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
     app.addSchema(s);
 
   app.addHook('onRoute', (route) => {
-    if (route.config?.public === true && isV1(route.url) && !PUBLIC_V1_ROUTES.has(route.url)) {
-      throw new Error(`route ${route.method.toString()} ${route.url} is under /v1 and must not be public`);
+    const scope = routeScope(route.config ?? {});
+    const name = `${route.method.toString()} ${route.url}`;
+    // Fail closed at start: a route that does not say who may call it is a bug, not an open door.
+    if (scope === undefined) throw new Error(`route ${name} declares no config.scope`);
+    if (scope === 'public' && isV1(route.url) && !PUBLIC_V1_ROUTES.has(route.url)) {
+      throw new Error(`route ${name} is under /v1 and must not be public`);
     }
   });
 
@@ -148,13 +153,18 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
     // Decided by the route matched, not by the raw URL: `/%761/vms` and the absolute form
     // `http://host/v1/vms` reach the same routes as `/v1/vms` and must meet the same check.
     const route = req.routeOptions.url;
-    if (route === undefined || req.routeOptions.config.public === true) return;
+    if (route === undefined) return;
+    const scope = routeScope(req.routeOptions.config);
+    if (scope === 'public') return;
     const auth = req.headers.authorization;
     const m = auth === undefined ? null : /^Bearer ([A-Za-z0-9_\-.~+/]{1,256}=*)$/.exec(auth);
     if (m === null) throw new ApiError('UNAUTHORIZED', 'send a bearer token: Authorization: Bearer <token>');
     const p = await ctx.tokens.resolve(m[1]!);
     if (p === undefined) throw new ApiError('UNAUTHORIZED', 'the token is not valid');
     req.principal = p;
+    // Decided here, before the body is read: a caller who may not use the route never gets it parsed.
+    const refused = authorize(scope, p, req.params as Record<string, unknown>);
+    if (refused !== undefined) throw refused;
   });
 
   const started = new WeakMap<object, bigint>();
@@ -186,9 +196,10 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
     return reply.code(404).type('application/problem+json').send(body);
   });
 
-  const open = { schema: { hide: true }, config: { public: true } } as const;
+  const open = { schema: { hide: true }, config: { scope: 'public' } } as const;
   app.get('/healthz', open, (_req, reply) => reply.send({ status: 'ok' }));
-  app.get('/metrics', open, async (_req, reply) =>
+  // Metrics name every tenant's resources (pools, listeners, flows): the operator's only.
+  app.get('/metrics', { schema: { hide: true }, config: { scope: 'operator' } }, async (_req, reply) =>
     reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()),
   );
   app.get('/v1/openapi.json', open, (_req, reply) => reply.send(app.swagger()));

@@ -1205,7 +1205,7 @@ describe('OpenAPI, health and metrics', () => {
   });
 
   test('/metrics is Prometheus text with the request, address, VM and event metrics', async () => {
-    const r = await call(srv, undefined, 'GET', '/metrics');
+    const r = await call(srv, op, 'GET', '/metrics');
     assert.equal(r.status, 200);
     assert.match(r.headers.get('content-type') ?? '', /^text\/plain/);
     for (const name of [

@@ -395,7 +395,9 @@ async function tearDown(c: Cluster): Promise<void> {
 }
 
 async function scrape(r: TestServer): Promise<Map<string, number>> {
-  const text = await (await fetch(`${r.url}/metrics`)).text();
+  const text = await (
+    await fetch(`${r.url}/metrics`, { headers: { authorization: `Bearer ${r.operatorToken}` } })
+  ).text();
   const out = new Map<string, number>();
   for (const m of text.matchAll(/^(vipdip_(?:store|address)_\w+_total) (\d+)$/gm))
     out.set(m[1]!, Number(m[2]));

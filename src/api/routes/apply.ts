@@ -7,6 +7,7 @@ export function registerApplyRoutes(app: Api, { cloud }: ApiContext): void {
   app.post(
     '/v1/apply',
     {
+      config: { scope: 'tenant' },
       schema: {
         tags: ['apply'],
         description:

@@ -36,6 +36,7 @@ export function registerDataPlaneRoutes(app: Api, ctx: ApiContext): void {
   app.get(
     '/v1/services/:service/health',
     {
+      config: { scope: 'tenant' },
       schema: {
         tags: ['data plane'],
         params: Type.Object({ service: Str }),
@@ -90,6 +91,7 @@ export function registerDataPlaneRoutes(app: Api, ctx: ApiContext): void {
   app.get(
     '/v1/services/:service/vms/:vm/logs',
     {
+      config: { scope: 'tenant' },
       schema: {
         tags: ['data plane'],
         params: Type.Object({ service: Str, vm: Str }),
@@ -120,6 +122,7 @@ export function registerDataPlaneRoutes(app: Api, ctx: ApiContext): void {
   app.put(
     '/v1/agents/:agent/report',
     {
+      config: { scope: 'agent' },
       bodyLimit: REPORT_BODY_LIMIT_BYTES,
       schema: {
         tags: ['data plane'],
@@ -145,6 +148,7 @@ export function registerDataPlaneRoutes(app: Api, ctx: ApiContext): void {
   app.delete(
     '/v1/agents/:agent',
     {
+      config: { scope: 'agent' },
       schema: {
         tags: ['data plane'],
         description: 'an agent that stops for good says so: its backends read unknown at once',
@@ -161,7 +165,10 @@ export function registerDataPlaneRoutes(app: Api, ctx: ApiContext): void {
 
   app.get(
     '/v1/agents',
-    { schema: { tags: ['data plane'], response: { 200: Type.Array(S.AgentSeen), ...errors } } },
+    {
+      config: { scope: 'operator' },
+      schema: { tags: ['data plane'], response: { 200: Type.Array(S.AgentSeen), ...errors } },
+    },
     (req) => {
       requireOperator(req);
       return Promise.resolve(registry.agentsSeen());

@@ -30,6 +30,7 @@ export function registerEventRoutes(app: Api, { cloud, registry }: ApiContext): 
   app.get(
     '/v1/events',
     {
+      config: { scope: 'tenant' },
       schema: {
         tags: ['events'],
         querystring: S.EventsQuery,
@@ -71,6 +72,7 @@ export function registerEventRoutes(app: Api, { cloud, registry }: ApiContext): 
   app.get(
     '/v1/events/stream',
     {
+      config: { scope: 'tenant' },
       schema: {
         tags: ['events'],
         querystring: Type.Object({ since: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$' })) }),

@@ -10,7 +10,10 @@ const SubParam = Type.Object({ subscription: Type.String({ maxLength: 64 }) });
 export function registerFabricRoutes(app: Api, { cloud, tokens }: ApiContext): void {
   app.get(
     '/v1/subscriptions',
-    { schema: { tags: ['subscriptions'], response: { 200: Type.Array(S.Subscription), ...errors } } },
+    {
+      config: { scope: 'tenant' },
+      schema: { tags: ['subscriptions'], response: { 200: Type.Array(S.Subscription), ...errors } },
+    },
     async (req) => {
       const only = visible(req);
       return (await cloud.listSubscriptions()).filter((s) => only === undefined || s.name === only);
@@ -19,6 +22,7 @@ export function registerFabricRoutes(app: Api, { cloud, tokens }: ApiContext): v
   app.post(
     '/v1/subscriptions',
     {
+      config: { scope: 'operator' },
       schema: {
         tags: ['subscriptions'],
         body: S.CreateSubscription,
@@ -32,7 +36,10 @@ export function registerFabricRoutes(app: Api, { cloud, tokens }: ApiContext): v
   );
   app.get(
     '/v1/subscriptions/:subscription',
-    { schema: { tags: ['subscriptions'], params: SubParam, response: { 200: S.Subscription, ...errors } } },
+    {
+      config: { scope: 'tenant' },
+      schema: { tags: ['subscriptions'], params: SubParam, response: { 200: S.Subscription, ...errors } },
+    },
     async (req, reply) => {
       const name = scope(req, req.params.subscription);
       const sub = (await cloud.listSubscriptions()).find((s) => s.name === name);
@@ -42,7 +49,10 @@ export function registerFabricRoutes(app: Api, { cloud, tokens }: ApiContext): v
   );
   app.delete(
     '/v1/subscriptions/:subscription',
-    { schema: { tags: ['subscriptions'], params: SubParam, response: { ...errors } } },
+    {
+      config: { scope: 'operator' },
+      schema: { tags: ['subscriptions'], params: SubParam, response: { ...errors } },
+    },
     async (req, reply) => {
       requireOperator(req);
       await cloud.deleteSubscription(req.params.subscription);
@@ -53,6 +63,7 @@ export function registerFabricRoutes(app: Api, { cloud, tokens }: ApiContext): v
   app.get(
     '/v1/whoami',
     {
+      config: { scope: 'tenant' },
       schema: {
         tags: ['tokens'],
         description: 'who the token is: the operator, or a subscription (what a client may show)',
@@ -67,13 +78,14 @@ export function registerFabricRoutes(app: Api, { cloud, tokens }: ApiContext): v
     },
   );
 
-  app.get('/v1/tokens', { schema: { tags: ['tokens'] } }, async (req) => {
+  app.get('/v1/tokens', { config: { scope: 'operator' }, schema: { tags: ['tokens'] } }, async (req) => {
     requireOperator(req);
     return tokens.list();
   });
   app.post(
     '/v1/subscriptions/:subscription/tokens',
     {
+      config: { scope: 'operator' },
       schema: {
         tags: ['tokens'],
         params: SubParam,
@@ -93,6 +105,7 @@ export function registerFabricRoutes(app: Api, { cloud, tokens }: ApiContext): v
   app.delete(
     '/v1/subscriptions/:subscription/tokens/:name',
     {
+      config: { scope: 'operator' },
       schema: { tags: ['tokens'], params: Type.Object({ subscription: Type.String(), name: Type.String() }) },
     },
     async (req, reply) => {
@@ -109,7 +122,10 @@ export function registerFabricRoutes(app: Api, { cloud, tokens }: ApiContext): v
 
   app.get(
     '/v1/pools',
-    { schema: { tags: ['fabric'], response: { 200: Type.Array(S.Pool), ...errors } } },
+    {
+      config: { scope: 'operator' },
+      schema: { tags: ['fabric'], response: { 200: Type.Array(S.Pool), ...errors } },
+    },
     // The fabric's usage is the operator's: a tenant reading it would watch its neighbours' activity.
     async (req) => {
       requireOperator(req);
@@ -118,7 +134,10 @@ export function registerFabricRoutes(app: Api, { cloud, tokens }: ApiContext): v
   );
   app.post(
     '/v1/pools',
-    { schema: { tags: ['fabric'], body: S.CreatePool, response: { 201: S.Pool, ...errors } } },
+    {
+      config: { scope: 'operator' },
+      schema: { tags: ['fabric'], body: S.CreatePool, response: { 201: S.Pool, ...errors } },
+    },
     async (req, reply) => {
       requireOperator(req);
       return sendResource(req, reply, await cloud.addPublicPool(req.body.cidr), 201);
@@ -127,6 +146,7 @@ export function registerFabricRoutes(app: Api, { cloud, tokens }: ApiContext): v
   app.delete(
     '/v1/pools/:base/:prefix',
     {
+      config: { scope: 'operator' },
       schema: {
         tags: ['fabric'],
         params: Type.Object({ base: Type.String({ maxLength: 15 }), prefix: Type.String({ maxLength: 2 }) }),
@@ -141,7 +161,10 @@ export function registerFabricRoutes(app: Api, { cloud, tokens }: ApiContext): v
 
   app.get(
     '/v1/hosts',
-    { schema: { tags: ['fabric'], response: { 200: Type.Array(S.Host), ...errors } } },
+    {
+      config: { scope: 'operator' },
+      schema: { tags: ['fabric'], response: { 200: Type.Array(S.Host), ...errors } },
+    },
     async (req) => {
       requireOperator(req);
       return cloud.listHosts();
@@ -149,7 +172,10 @@ export function registerFabricRoutes(app: Api, { cloud, tokens }: ApiContext): v
   );
   app.post(
     '/v1/hosts',
-    { schema: { tags: ['fabric'], body: S.CreateHost, response: { 201: S.Host, ...errors } } },
+    {
+      config: { scope: 'operator' },
+      schema: { tags: ['fabric'], body: S.CreateHost, response: { 201: S.Host, ...errors } },
+    },
     async (req, reply) => {
       requireOperator(req);
       return sendResource(req, reply, await cloud.addHost(req.body.name, req.body.rack), 201);
@@ -158,6 +184,7 @@ export function registerFabricRoutes(app: Api, { cloud, tokens }: ApiContext): v
   app.post(
     '/v1/hosts/:host/maintenance',
     {
+      config: { scope: 'operator' },
       schema: {
         tags: ['fabric'],
         params: Type.Object({ host: Type.String({ maxLength: 64 }) }),
@@ -172,6 +199,7 @@ export function registerFabricRoutes(app: Api, { cloud, tokens }: ApiContext): v
   app.post(
     '/v1/racks/:rack/maintenance',
     {
+      config: { scope: 'operator' },
       schema: {
         tags: ['fabric'],
         params: Type.Object({ rack: Type.String({ maxLength: 64 }) }),

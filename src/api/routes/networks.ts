@@ -13,17 +13,24 @@ const RipParam = Type.Object({ subscription: Str, name: Str });
 export function registerNetworkRoutes(app: Api, { cloud }: ApiContext): void {
   app.get(
     '/v1/vnets',
-    { schema: { tags: ['networks'], response: { 200: Type.Array(S.Vnet), ...errors } } },
+    {
+      config: { scope: 'tenant' },
+      schema: { tags: ['networks'], response: { 200: Type.Array(S.Vnet), ...errors } },
+    },
     async (req) => cloud.listVnets(visible(req)),
   );
   app.get(
     '/v1/subscriptions/:subscription/vnets',
-    { schema: { tags: ['networks'], params: SubParam, response: { 200: Type.Array(S.Vnet), ...errors } } },
+    {
+      config: { scope: 'tenant' },
+      schema: { tags: ['networks'], params: SubParam, response: { 200: Type.Array(S.Vnet), ...errors } },
+    },
     async (req) => cloud.listVnets(scope(req, req.params.subscription)),
   );
   app.post(
     '/v1/subscriptions/:subscription/vnets',
     {
+      config: { scope: 'tenant' },
       schema: {
         tags: ['networks'],
         params: SubParam,
@@ -45,13 +52,17 @@ export function registerNetworkRoutes(app: Api, { cloud }: ApiContext): void {
   );
   app.get(
     '/v1/subscriptions/:subscription/vnets/:vnet',
-    { schema: { tags: ['networks'], params: VnetParam, response: { 200: S.Vnet, ...errors } } },
+    {
+      config: { scope: 'tenant' },
+      schema: { tags: ['networks'], params: VnetParam, response: { 200: S.Vnet, ...errors } },
+    },
     async (req, reply) =>
       sendResource(req, reply, await cloud.getVnet(scope(req, req.params.subscription), req.params.vnet)),
   );
   app.patch(
     '/v1/subscriptions/:subscription/vnets/:vnet',
     {
+      config: { scope: 'tenant' },
       schema: {
         tags: ['networks'],
         params: VnetParam,
@@ -72,7 +83,10 @@ export function registerNetworkRoutes(app: Api, { cloud }: ApiContext): void {
   );
   app.delete(
     '/v1/subscriptions/:subscription/vnets/:vnet',
-    { schema: { tags: ['networks'], params: VnetParam, response: { ...errors } } },
+    {
+      config: { scope: 'tenant' },
+      schema: { tags: ['networks'], params: VnetParam, response: { ...errors } },
+    },
     async (req, reply) => {
       await cloud.deleteVnet(scope(req, req.params.subscription), req.params.vnet);
       return reply.code(204).send();
@@ -81,6 +95,7 @@ export function registerNetworkRoutes(app: Api, { cloud }: ApiContext): void {
   app.post(
     '/v1/subscriptions/:subscription/vnets/:vnet/subnets',
     {
+      config: { scope: 'tenant' },
       schema: {
         tags: ['networks'],
         params: VnetParam,
@@ -99,6 +114,7 @@ export function registerNetworkRoutes(app: Api, { cloud }: ApiContext): void {
   app.delete(
     '/v1/subscriptions/:subscription/vnets/:vnet/subnets/:subnet',
     {
+      config: { scope: 'tenant' },
       schema: {
         tags: ['networks'],
         params: Type.Object({ subscription: Str, vnet: Str, subnet: Str }),
@@ -113,12 +129,16 @@ export function registerNetworkRoutes(app: Api, { cloud }: ApiContext): void {
 
   app.get(
     '/v1/reserved-ips',
-    { schema: { tags: ['reserved IPs'], response: { 200: Type.Array(S.ReservedIp), ...errors } } },
+    {
+      config: { scope: 'tenant' },
+      schema: { tags: ['reserved IPs'], response: { 200: Type.Array(S.ReservedIp), ...errors } },
+    },
     async (req) => cloud.listReservedIps(visible(req)),
   );
   app.get(
     '/v1/subscriptions/:subscription/reserved-ips',
     {
+      config: { scope: 'tenant' },
       schema: {
         tags: ['reserved IPs'],
         params: SubParam,
@@ -130,6 +150,7 @@ export function registerNetworkRoutes(app: Api, { cloud }: ApiContext): void {
   app.post(
     '/v1/subscriptions/:subscription/reserved-ips',
     {
+      config: { scope: 'tenant' },
       schema: {
         tags: ['reserved IPs'],
         params: SubParam,
@@ -147,7 +168,10 @@ export function registerNetworkRoutes(app: Api, { cloud }: ApiContext): void {
   );
   app.get(
     '/v1/subscriptions/:subscription/reserved-ips/:name',
-    { schema: { tags: ['reserved IPs'], params: RipParam, response: { 200: S.ReservedIp, ...errors } } },
+    {
+      config: { scope: 'tenant' },
+      schema: { tags: ['reserved IPs'], params: RipParam, response: { 200: S.ReservedIp, ...errors } },
+    },
     async (req, reply) => {
       const all = await cloud.listReservedIps(scope(req, req.params.subscription));
       const rip = all.find((r) => r.name === req.params.name);
@@ -158,7 +182,10 @@ export function registerNetworkRoutes(app: Api, { cloud }: ApiContext): void {
   );
   app.delete(
     '/v1/subscriptions/:subscription/reserved-ips/:name',
-    { schema: { tags: ['reserved IPs'], params: RipParam, response: { ...errors } } },
+    {
+      config: { scope: 'tenant' },
+      schema: { tags: ['reserved IPs'], params: RipParam, response: { ...errors } },
+    },
     async (req, reply) => {
       await cloud.deleteReservedIp(scope(req, req.params.subscription), req.params.name);
       return reply.code(204).send();
@@ -167,6 +194,7 @@ export function registerNetworkRoutes(app: Api, { cloud }: ApiContext): void {
   app.post(
     '/v1/subscriptions/:subscription/reserved-ips/:name/associate',
     {
+      config: { scope: 'tenant' },
       schema: {
         tags: ['reserved IPs'],
         params: RipParam,
@@ -187,7 +215,10 @@ export function registerNetworkRoutes(app: Api, { cloud }: ApiContext): void {
   );
   app.post(
     '/v1/subscriptions/:subscription/reserved-ips/:name/disassociate',
-    { schema: { tags: ['reserved IPs'], params: RipParam, response: { 200: S.ReservedIp, ...errors } } },
+    {
+      config: { scope: 'tenant' },
+      schema: { tags: ['reserved IPs'], params: RipParam, response: { 200: S.ReservedIp, ...errors } },
+    },
     async (req, reply) =>
       sendResource(
         req,

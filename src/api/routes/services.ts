@@ -21,12 +21,16 @@ export function registerServiceRoutes(app: Api, { cloud }: ApiContext): void {
 
   app.get(
     '/v1/services',
-    { schema: { tags: ['services'], response: { 200: Type.Array(S.Service), ...errors } } },
+    {
+      config: { scope: 'tenant' },
+      schema: { tags: ['services'], response: { 200: Type.Array(S.Service), ...errors } },
+    },
     async (req) => cloud.listServices(visible(req)),
   );
   app.get(
     '/v1/subscriptions/:subscription/services',
     {
+      config: { scope: 'tenant' },
       schema: {
         tags: ['services'],
         params: Type.Object({ subscription: Str }),
@@ -38,6 +42,7 @@ export function registerServiceRoutes(app: Api, { cloud }: ApiContext): void {
   app.post(
     '/v1/subscriptions/:subscription/services',
     {
+      config: { scope: 'tenant' },
       schema: {
         tags: ['services'],
         params: Type.Object({ subscription: Str }),
@@ -57,12 +62,18 @@ export function registerServiceRoutes(app: Api, { cloud }: ApiContext): void {
   );
   app.get(
     '/v1/services/:service',
-    { schema: { tags: ['services'], params: SvcParam, response: { 200: S.Service, ...errors } } },
+    {
+      config: { scope: 'tenant' },
+      schema: { tags: ['services'], params: SvcParam, response: { 200: S.Service, ...errors } },
+    },
     async (req, reply) => sendResource(req, reply, await cloud.getService(req.params.service, visible(req))),
   );
   app.delete(
     '/v1/services/:service',
-    { schema: { tags: ['services'], params: SvcParam, response: { ...errors } } },
+    {
+      config: { scope: 'tenant' },
+      schema: { tags: ['services'], params: SvcParam, response: { ...errors } },
+    },
     async (req, reply) => {
       checkIfMatch(req, await cloud.getService(req.params.service, visible(req)));
       await cloud.deleteService(req.params.service, visible(req));
@@ -72,6 +83,7 @@ export function registerServiceRoutes(app: Api, { cloud }: ApiContext): void {
   app.post(
     '/v1/services/:service/reserve-vip',
     {
+      config: { scope: 'tenant' },
       schema: {
         tags: ['reserved IPs'],
         params: SvcParam,
@@ -92,7 +104,10 @@ export function registerServiceRoutes(app: Api, { cloud }: ApiContext): void {
 
   app.get(
     '/v1/vms',
-    { schema: { tags: ['vms'], response: { 200: Type.Array(S.Vm), ...errors } } },
+    {
+      config: { scope: 'tenant' },
+      schema: { tags: ['vms'], response: { 200: Type.Array(S.Vm), ...errors } },
+    },
     async (req) => {
       const sub = visible(req);
       return cloud.listVms(sub === undefined ? {} : { subscription: sub });
@@ -100,7 +115,10 @@ export function registerServiceRoutes(app: Api, { cloud }: ApiContext): void {
   );
   app.get(
     '/v1/services/:service/vms',
-    { schema: { tags: ['vms'], params: SvcParam, response: { 200: Type.Array(S.Vm), ...errors } } },
+    {
+      config: { scope: 'tenant' },
+      schema: { tags: ['vms'], params: SvcParam, response: { 200: Type.Array(S.Vm), ...errors } },
+    },
     async (req) => {
       const sub = visible(req);
       return cloud.listVms({
@@ -111,7 +129,10 @@ export function registerServiceRoutes(app: Api, { cloud }: ApiContext): void {
   );
   app.post(
     '/v1/services/:service/vms',
-    { schema: { tags: ['vms'], params: SvcParam, body: S.CreateVm, response: { 201: S.Vm, ...errors } } },
+    {
+      config: { scope: 'tenant' },
+      schema: { tags: ['vms'], params: SvcParam, body: S.CreateVm, response: { 201: S.Vm, ...errors } },
+    },
     async (req, reply) => {
       const { start, ...spec } = req.body;
       const sub = visible(req);
@@ -125,7 +146,10 @@ export function registerServiceRoutes(app: Api, { cloud }: ApiContext): void {
   );
   app.get(
     '/v1/services/:service/vms/:vm',
-    { schema: { tags: ['vms'], params: VmParam, response: { 200: S.Vm, ...errors } } },
+    {
+      config: { scope: 'tenant' },
+      schema: { tags: ['vms'], params: VmParam, response: { 200: S.Vm, ...errors } },
+    },
     async (req, reply) =>
       sendResource(
         req,
@@ -135,7 +159,10 @@ export function registerServiceRoutes(app: Api, { cloud }: ApiContext): void {
   );
   app.patch(
     '/v1/services/:service/vms/:vm',
-    { schema: { tags: ['vms'], params: VmParam, body: S.PatchVm, response: { 200: S.Vm, ...errors } } },
+    {
+      config: { scope: 'tenant' },
+      schema: { tags: ['vms'], params: VmParam, body: S.PatchVm, response: { 200: S.Vm, ...errors } },
+    },
     async (req, reply) => {
       const ref = { service: req.params.service, vm: req.params.vm, subscription: visible(req) };
       const vm = await cloud.updateVm(ref, req.body, ifMatch(req));
@@ -144,7 +171,7 @@ export function registerServiceRoutes(app: Api, { cloud }: ApiContext): void {
   );
   app.delete(
     '/v1/services/:service/vms/:vm',
-    { schema: { tags: ['vms'], params: VmParam, response: { ...errors } } },
+    { config: { scope: 'tenant' }, schema: { tags: ['vms'], params: VmParam, response: { ...errors } } },
     async (req, reply) => {
       const ref = { service: req.params.service, vm: req.params.vm, subscription: visible(req) };
       await cloud.vmOperation(ref, 'delete', 'delete', ifMatch(req));
@@ -154,6 +181,7 @@ export function registerServiceRoutes(app: Api, { cloud }: ApiContext): void {
   app.post(
     '/v1/services/:service/vms/:vm/:operation',
     {
+      config: { scope: 'tenant' },
       schema: {
         tags: ['vms'],
         description: `one of ${OPS.join(', ')}`,
