@@ -1301,7 +1301,10 @@ export class Cloud {
   ): Promise<VmView | null> {
     // Only deallocation and deletion can take the service's last allocated VM (and so its VIP),
     // and only a start can give it its first: those hold the service to themselves.
-    let serviceLock: 'share' | 'update' = op === 'deallocate' || op === 'delete' ? 'update' : 'share';
+    // Inside a batch (apply) the service is held exclusively from the start: running again to take
+    // a stronger lock would run the whole batch again, and meet the same need again.
+    let serviceLock: 'share' | 'update' =
+      op === 'deallocate' || op === 'delete' || this.ambientTx() !== undefined ? 'update' : 'share';
     return this.write(async (tx) => {
       const { sub, service: svc, vm, context } = await this.findVm(tx.repo, ref, serviceLock);
       if (
