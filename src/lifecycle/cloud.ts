@@ -46,6 +46,7 @@ import {
 import { EventFeed } from './feed.ts';
 import { checkDnsLabel, checkName } from './names.ts';
 import { pickHost, type HostInfo } from './placement.ts';
+import { HostLoads, countMove, type TxLoads } from './host-loads.ts';
 import { isAllocated, nextState, type VmOperation, type VmState } from './transitions.ts';
 import type {
   EventView,
@@ -151,6 +152,8 @@ const AMBIENT = new AsyncLocalStorage<Tx>();
 class Tx implements BookTx {
   readonly events: EventRow[] = [];
   readonly changes: BookChange[] = [];
+  /** This transaction's own VM placements, counted before they commit (see host-loads.ts). */
+  readonly hostMoves: TxLoads = new Map();
   constructor(
     /** The Cloud whose transaction this is: the ambient transaction is one per async context. */
     readonly owner: object,
@@ -159,6 +162,11 @@ class Tx implements BookTx {
   ) {}
 
   emit(e: EventInput): Promise<void> {
+    if (e.type === 'vm.host') {
+      const host = (x: Record<string, unknown> | null | undefined) =>
+        (x?.host as string | null | undefined) ?? null;
+      countMove(this.hostMoves, { old: host(e.old), new: host(e.new) });
+    }
     this.events.push({
       seq: 0,
       time: this.clock.now().toISOString(),
@@ -266,6 +274,7 @@ export class Cloud {
   private constructor(
     readonly store: Store,
     readonly book: AddressBook,
+    private readonly hostLoads: HostLoads,
     position: number,
     private readonly random: Random,
     private readonly clock: Clock,
@@ -284,11 +293,12 @@ export class Cloud {
    * together with the log position they match, and from then on follow the log.
    */
   static async open(store: Store, opts: CloudOptions): Promise<Cloud> {
-    const { book, position } = await store.snapshot(async (repo) => ({
+    const { book, hostLoads, position } = await store.snapshot(async (repo) => ({
       book: await AddressBook.load(repo, opts.random),
+      hostLoads: HostLoads.from(await repo.hosts(), await repo.hostLoads()),
       position: await repo.lastSeq(),
     }));
-    const cloud = new Cloud(store, book, position, opts.random, opts.clock, opts);
+    const cloud = new Cloud(store, book, hostLoads, position, opts.random, opts.clock, opts);
     cloud.feed.start();
     // Decided inside the transaction: replicas opening an empty state together create it once
     // (the one that loses the race on the unique names runs again and finds it made).
@@ -328,6 +338,7 @@ export class Cloud {
   }
 
   private publish(rows: readonly EventRow[]): void {
+    this.hostLoads.apply(rows);
     if (this.listeners.size === 0) return;
     const views = rows.map(toEventView);
     for (const l of this.listeners) l(views);
@@ -1261,9 +1272,14 @@ export class Cloud {
           }
           const scope = subnetScope(vm.subnet_id);
           if (next !== null) await this.book.check(tx.repo, scope, next);
+          // Claim before release: a claim that reloads the range from the store inside this
+          // transaction must not see the old address given back by a change that may roll back.
+          // The new reservation takes a provisional owner (one owner holds one of each kind).
+          const provisional = `vm:${vm.id}:static`;
+          if (next !== null) await this.book.claim(tx, scope, next, { owner: provisional, kind: 'static' });
           if (vm.static_dip !== null)
             await this.book.freeOwned(tx, scope, vm.static_dip as Ipv4, `vm:${vm.id}`);
-          if (next !== null) await this.book.claim(tx, scope, next, staticOwner(vm.id));
+          if (next !== null) await tx.repo.rebind(scope, next, `vm:${vm.id}`, 'static');
           await tx.repo.updateVm(vm.id, { static_dip: next });
           old.staticDip = ip(vm.static_dip);
           changes.staticDip = ip(next);
@@ -1351,7 +1367,8 @@ export class Cloud {
     else if (op === 'deallocate') changed = await this.releaseVm(tx, sub, service, vm, reason, to, context);
     else if (to !== from) await tx.repo.updateVm(vm.id, { state: to });
     if (op === 'redeploy') {
-      const { hosts, loads } = await tx.repo.hostsWithLoads();
+      const hosts = await tx.repo.hosts();
+      const loads = this.hostLoads.forHosts(hosts, tx.hostMoves);
       await this.moveVm(tx, vm, hosts, loads, new Set([vm.host_id!]), reason);
       changed = undefined;
     }
@@ -1402,8 +1419,8 @@ export class Cloud {
     state: VmState,
     context?: VmContextRow,
   ): Promise<VmChange> {
-    const { hosts, loads } = await tx.repo.hostsWithLoads();
-    const host = pickHost(hosts, loads, new Set(), this.random);
+    const hosts = await tx.repo.hosts();
+    const host = pickHost(hosts, this.hostLoads.forHosts(hosts, tx.hostMoves), new Set(), this.random);
     const scope = subnetScope(vm.subnet_id);
     const who = { owner: `vm:${vm.id}`, kind: 'dip' as const };
     let dip: Ipv4;

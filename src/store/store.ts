@@ -174,21 +174,6 @@ export class Repo {
   insertHost(row: Insertable<HostsTable>): Promise<HostRow> {
     return this.db.insertInto('hosts').values(row).returningAll().executeTakeFirstOrThrow();
   }
-  /** Every host with the number of VMs placed on it, in one query. */
-  async hostsWithLoads(): Promise<{ hosts: HostRow[]; loads: Map<number, number> }> {
-    const rows = await this.db
-      .selectFrom('hosts')
-      .leftJoin('vms', 'vms.host_id', 'hosts.id')
-      .select(['hosts.id', 'hosts.name', 'hosts.rack', (eb) => eb.fn.count<number>('vms.id').as('n')])
-      .groupBy(['hosts.id', 'hosts.name', 'hosts.rack'])
-      .orderBy('hosts.name')
-      .execute();
-    return {
-      hosts: rows.map((r) => ({ id: Number(r.id), name: r.name, rack: r.rack })),
-      loads: new Map(rows.map((r) => [Number(r.id), Number(r.n)])),
-    };
-  }
-
   /** Allocated VMs per host id. */
   async hostLoads(): Promise<Map<number, number>> {
     const rows = await this.db
