@@ -4,6 +4,8 @@
  *
  *   node --import tsx bench/api-client.ts URL[,URL…] TOKEN closed WORKERS SECONDS VMS
  *   node --import tsx bench/api-client.ts URL[,URL…] TOKEN rate RPS SECONDS VMS
+ *   … VMS PER_SERVICE: VM `vm<i>` lives in service `b<i / PER_SERVICE>` (the size axis), rather
+ *   than every VM in service `bench`
  *
  * With several URLs (replicas of one cloud) the VMs are spread over them: VM i always goes to
  * URL i mod n, so one VM's operations stay in order on one replica.
@@ -11,7 +13,9 @@
  * Each request is a lifecycle operation on one VM (deallocate when it is running, start when it is
  * deallocated). Prints one JSON line: { ops, errors, seconds, opsPerSecond, p50Ms, p99Ms }.
  */
-const [urlList, token, mode, param, secondsText, vmsText] = process.argv.slice(2);
+const [urlList, token, mode, param, secondsText, vmsText, perServiceText] = process.argv.slice(2);
+const perService = Number(perServiceText ?? 0);
+const serviceOf = (i: number) => (perService > 0 ? `b${Math.floor(i / perService)}` : 'bench');
 const urls = (urlList ?? '').split(',');
 if (!urls.every((u) => u.startsWith('http://127.')) || token === undefined || vmsText === undefined) {
   console.error('usage: api-client.ts http://127.x.y.z:PORT TOKEN closed|rate N SECONDS VMS');
@@ -25,7 +29,7 @@ const REQUEST_TIMEOUT_MS = 10_000;
 const running = new Array<boolean>(vms).fill(true);
 // A previous round left some VMs deallocated: start from what the server says.
 {
-  const res = await fetch(`${urls[0]}/v1/services/bench/vms`, {
+  const res = await fetch(perService > 0 ? `${urls[0]}/v1/vms` : `${urls[0]}/v1/services/bench/vms`, {
     headers: { authorization: `Bearer ${token}` },
   });
   if (res.status !== 200) throw new Error(`GET vms: ${res.status} ${await res.text()}`);
@@ -40,7 +44,7 @@ let errors = 0;
 async function op(i: number): Promise<void> {
   const verb = running[i] ? 'deallocate' : 'start';
   running[i] = !running[i];
-  const res = await fetch(`${urls[i % urls.length]}/v1/services/bench/vms/vm${i}/${verb}`, {
+  const res = await fetch(`${urls[i % urls.length]}/v1/services/${serviceOf(i)}/vms/vm${i}/${verb}`, {
     method: 'POST',
     headers: { authorization: `Bearer ${token}` },
     signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),

@@ -6,6 +6,10 @@
  * - latency at fixed rates of 500 and 2,000 requests per second (open loop, measured from the
  *   schedule so a slow server cannot hide its queueing).
  *
+ * `npm run bench -- api --sizes 16,256,10000`: the size axis. One server per size, each applied a
+ * topology of that many VMs in services of 4 (the apply timed), then the same closed loop against
+ * each in interleaved rounds: an operation's cost must not grow with the size of the cloud.
+ *
  * `npm run bench -- api --store postgres`: the same closed loop against one and against three
  * `vipdip serve` replicas over a throwaway PostgreSQL, in interleaved rounds, with the database
  * round trips per operation counted by the store (/metrics).
@@ -102,7 +106,13 @@ ${vms}
 `;
 }
 
-async function client(url: string, token: string, mode: string, param: number): Promise<ClientResult> {
+async function client(
+  url: string,
+  token: string,
+  mode: string,
+  param: number,
+  sized?: { vms: number; perService: number },
+): Promise<ClientResult> {
   const { stdout } = await run_(
     process.execPath,
     [
@@ -114,7 +124,8 @@ async function client(url: string, token: string, mode: string, param: number): 
       mode,
       String(param),
       String(SECONDS),
-      String(VMS),
+      String(sized?.vms ?? VMS),
+      ...(sized === undefined ? [] : [String(sized.perService)]),
     ],
     { cwd: ROOT, timeout: 120_000 },
   );
@@ -122,6 +133,17 @@ async function client(url: string, token: string, mode: string, param: number): 
 }
 
 export async function run(args: string[]): Promise<void> {
+  const s = args.indexOf('--sizes');
+  if (s >= 0) {
+    const sizes = (args[s + 1] ?? '').split(',').map(Number);
+    if (!sizes.every((n) => Number.isInteger(n) && n >= WORKERS && n % PER_SERVICE === 0)) {
+      throw new Error(
+        `api: --sizes ${args[s + 1]}: VM counts, each ≥ ${WORKERS} and a multiple of ${PER_SERVICE}`,
+      );
+    }
+    const r = args.indexOf('--rounds');
+    return runSizes(sizes, r >= 0 ? Number(args[r + 1]) : SIZE_ROUNDS);
+  }
   const i = args.indexOf('--store');
   const store = i >= 0 ? args[i + 1] : 'sqlite';
   if (store === 'postgres') return runPostgres();
@@ -175,6 +197,119 @@ export async function run(args: string[]): Promise<void> {
   } finally {
     await server.stop();
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ------------------------------------------------------------------ the size axis
+
+const PER_SERVICE = 4;
+const SIZE_ROUNDS = 3;
+
+/** `vms` VMs named vm0… in services b0… of PER_SERVICE each, in one /16 subnet. */
+function sizedTopology(vms: number): string {
+  const services: string[] = [];
+  for (let b = 0; b < vms / PER_SERVICE; b++) {
+    const list = Array.from(
+      { length: PER_SERVICE },
+      (_, j) => `{ name: vm${b * PER_SERVICE + j}, subnet: s }`,
+    );
+    services.push(`      - { name: b${b}, vnet: net, vms: [${list.join(', ')}] }`);
+  }
+  return `subscriptions:
+  - name: bench
+    virtualNetworks:
+      - name: net
+        addressSpace: [127.16.0.0/16]
+        subnets: [{ name: s, cidr: 127.16.0.0/16 }]
+    cloudServices:
+${services.join('\n')}
+`;
+}
+
+interface SizeRound extends ClientResult {
+  vms: number;
+  round: number;
+}
+
+async function runSizes(sizes: number[], rounds: number): Promise<void> {
+  const dirs: string[] = [];
+  const servers = new Map<number, Server>();
+  const applyMs = new Map<number, number>();
+  try {
+    for (const n of sizes) {
+      const dir = mkdtempSync(join(tmpdir(), 'vipdip-bench-api-size-'));
+      dirs.push(dir);
+      const server = await startServer(dir);
+      servers.set(n, server);
+      console.error(`api: applying ${n} VMs…`);
+      const t0 = performance.now();
+      const res = await fetch(`${server.url}/v1/apply`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${server.token}`, 'content-type': 'application/yaml' },
+        body: sizedTopology(n),
+        signal: AbortSignal.timeout(600_000),
+      });
+      if (res.status !== 200) throw new Error(`apply of ${n} VMs failed: ${res.status} ${await res.text()}`);
+      applyMs.set(n, performance.now() - t0);
+      console.error(`  ${(applyMs.get(n)! / 1000).toFixed(1)} s`);
+    }
+    const all: SizeRound[] = [];
+    for (let r = 0; r < rounds; r++) {
+      // Interleaved, the order alternating, so that a noisy neighbour hurts every size alike.
+      const order = r % 2 === 0 ? sizes : [...sizes].reverse();
+      for (const n of order) {
+        console.error(`api: round ${r + 1}, ${n} VMs, ${WORKERS} clients for ${SECONDS} s…`);
+        const server = servers.get(n)!;
+        const x = await client(server.url, server.token, 'closed', WORKERS, {
+          vms: n,
+          perService: PER_SERVICE,
+        });
+        all.push({ vms: n, round: r + 1, ...x });
+        console.error(
+          `  ${fmtRate(x.opsPerSecond)} ops/s, p50 ${ms(x.p50Ms)}, p99 ${ms(x.p99Ms)}, ${x.errors} errors`,
+        );
+      }
+    }
+    const summary = sizes.map((n) => {
+      const of = all.filter((x) => x.vms === n);
+      return {
+        vms: n,
+        applySeconds: applyMs.get(n)! / 1000,
+        opsPerSecond: median(of.map((x) => x.opsPerSecond)),
+        p50Ms: median(of.map((x) => x.p50Ms)),
+        p99Ms: median(of.map((x) => x.p99Ms)),
+        errors: of.reduce((a, x) => a + x.errors, 0),
+      };
+    });
+    const base = summary[0]!;
+    const results = {
+      date: new Date().toISOString(),
+      machine: machine(),
+      store: 'sqlite',
+      workers: WORKERS,
+      seconds: SECONDS,
+      perService: PER_SERVICE,
+      rounds: all,
+      summary,
+    };
+    await saveJson('api', 'sizes', results);
+    const body = [
+      `Measured ${results.date.slice(0, 10)} on ${results.machine.cpus} × ${results.machine.cpu}, Node ${results.machine.node}; \`npm run bench -- api --sizes ${sizes.join(',')}\`. One \`vipdip up --driver none\` (SQLite) per size, applied a topology of that many VMs in services of ${PER_SERVICE}; then ${WORKERS} keep-alive clients in another process, each request a deallocate or start of one of the VMs, ${rounds} interleaved rounds of ${SECONDS} s, medians. The machine is shared with other engineers' runs and busier than usual: read ratios within one run, not absolute figures.`,
+      '',
+      `| VMs | apply | ops/s | vs ${base.vms} VMs | p50 | p99 | errors |`,
+      '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+      ...summary.map(
+        (s) =>
+          `| ${s.vms.toLocaleString('en')} | ${s.applySeconds.toFixed(1)} s | ${fmtRate(s.opsPerSecond)} | ${(s.opsPerSecond / base.opsPerSecond).toFixed(2)}× | ${ms(s.p50Ms)} | ${ms(s.p99Ms)} | ${s.errors} |`,
+      ),
+      '',
+      `Target: ops/s at the largest size ≥ 0.8× the smallest (${summary.at(-1)!.opsPerSecond / base.opsPerSecond >= 0.8 ? 'met' : '**not met**'}).`,
+    ].join('\n');
+    await saveSection('api-sizes', 'API: lifecycle operations by size of the cloud', body);
+    console.log(`## api (sizes)\n\n${body}\n`);
+  } finally {
+    for (const s of servers.values()) await s.stop();
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
   }
 }
 

@@ -17,8 +17,11 @@ import type { Random } from '../core/random.ts';
 import { AddressRange, POOL_RESERVATION, SUBNET_RESERVATION, type AllocationPolicy } from '../ipam/index.ts';
 import type { Repo } from '../store/index.ts';
 
-/** How often one allocation draws again after the database refused a candidate. */
-const MAX_DRAWS = 32;
+/**
+ * How often one allocation draws again after the database refused a candidate: each refusal means
+ * another writer committed a binding meanwhile, so the bound is only reached under a storm of them.
+ */
+const MAX_DRAWS = 64;
 /** After this many refusals in a row the range is reloaded from the store before drawing on. */
 const RESYNC_AFTER_REFUSALS = 3;
 
@@ -27,7 +30,11 @@ export const subnetScope = (id: number) => `subnet:${id}`;
 
 export interface Owner {
   owner: string;
-  kind: 'dip' | 'vip' | 'ilpip' | 'reserved';
+  /**
+   * `static`: a VM's static DIP, bound from the VM's creation to its deletion whatever its state
+   * (SPEC R4, I5), so that no dynamic draw can take it while the VM is deallocated.
+   */
+  kind: 'dip' | 'static' | 'vip' | 'ilpip' | 'reserved';
 }
 
 /**
@@ -153,20 +160,24 @@ export class AddressBook {
   /**
    * Draws a free address of a range and binds it in the store. A candidate the store refuses
    * (another replica bound it) stays taken here and another is drawn, so the draw stays uniform
-   * among the addresses the store really has free; the range is reloaded from the store when
-   * refusals repeat or it looks full, and only a range the store confirms full is exhausted.
+   * among the addresses the store really has free; the range is reloaded from the store whenever
+   * refusals repeat or it looks full, and only a range the store confirms full, on a reload made
+   * after the last refusal, is exhausted. (A concurrent redeploy holds a second address for a
+   * moment: a range that looked full once may have a free address again by the next reload.)
    */
   async draw(tx: BookTx, scope: string, policy: AllocationPolicy, who: Owner): Promise<Ipv4> {
     const repo = tx.repo;
     const range = await this.ensure(repo, scope);
-    let reloaded = false;
     let refusedInRow = 0;
     for (let i = 0; i < MAX_DRAWS; i++) {
-      if (range.freeCount === 0 || (refusedInRow >= RESYNC_AFTER_REFUSALS && !reloaded)) {
-        if (reloaded) break;
+      if (range.freeCount === 0 || refusedInRow >= RESYNC_AFTER_REFUSALS) {
         await this.reload(repo, scope, range);
-        reloaded = true;
-        if (range.freeCount === 0) break;
+        refusedInRow = 0;
+        if (range.freeCount === 0) {
+          throw new VipdipError('POOL_EXHAUSTED', `${range.label} has no free address`, {
+            pool: range.label,
+          });
+        }
       }
       const ip = range.allocate(policy, this.random);
       if (await bindOrUndo(repo, range, scope, ip, who)) {
@@ -179,9 +190,6 @@ export class AddressBook {
       // The store has it bound already (another replica took it): it stays taken here too.
       this.refusals++;
       refusedInRow++;
-    }
-    if (range.freeCount === 0) {
-      throw new VipdipError('POOL_EXHAUSTED', `${range.label} has no free address`, { pool: range.label });
     }
     throw new VipdipError('CONFLICT', `could not bind an address of ${range.label} after ${MAX_DRAWS} draws`);
   }
@@ -225,6 +233,25 @@ export class AddressBook {
     repo.onRollback(() => {
       if (!range.isFree(ip)) range.release(ip);
     });
+  }
+
+  /**
+   * Makes sure a static DIP is held by its VM: nothing to do when the reservation is there (the
+   * common case, one read); a VM whose reservation is missing (made before static DIPs were
+   * reserved) claims it now, and is refused if someone else holds the address.
+   */
+  async holdStatic(tx: BookTx, scope: string, ip: Ipv4, who: Owner): Promise<void> {
+    const holder = await tx.repo.bindingOwner(scope, ip);
+    if (holder === who.owner) return;
+    await this.claim(tx, scope, ip, who);
+  }
+
+  /**
+   * Releases an address only if `owner` holds it (a static DIP whose reservation may be missing):
+   * another owner's binding of the same address is left alone.
+   */
+  async freeOwned(tx: BookTx, scope: string, ip: Ipv4, owner: string): Promise<void> {
+    if (await tx.repo.unbindOwned(scope, ip, owner)) tx.record(['u', scope, ip]);
   }
 
   /** Refuses an address that is outside a range or among its reserved ones. */

@@ -46,6 +46,7 @@ import {
 import { EventFeed } from './feed.ts';
 import { checkDnsLabel, checkName } from './names.ts';
 import { pickHost, type HostInfo } from './placement.ts';
+import { HostLoads, countMove, type TxLoads } from './host-loads.ts';
 import { isAllocated, nextState, type VmOperation, type VmState } from './transitions.ts';
 import type {
   EventView,
@@ -151,6 +152,8 @@ const AMBIENT = new AsyncLocalStorage<Tx>();
 class Tx implements BookTx {
   readonly events: EventRow[] = [];
   readonly changes: BookChange[] = [];
+  /** This transaction's own VM placements, counted before they commit (see host-loads.ts). */
+  readonly hostMoves: TxLoads = new Map();
   constructor(
     /** The Cloud whose transaction this is: the ambient transaction is one per async context. */
     readonly owner: object,
@@ -159,6 +162,11 @@ class Tx implements BookTx {
   ) {}
 
   emit(e: EventInput): Promise<void> {
+    if (e.type === 'vm.host') {
+      const host = (x: Record<string, unknown> | null | undefined) =>
+        (x?.host as string | null | undefined) ?? null;
+      countMove(this.hostMoves, { old: host(e.old), new: host(e.new) });
+    }
     this.events.push({
       seq: 0,
       time: this.clock.now().toISOString(),
@@ -193,6 +201,8 @@ class Tx implements BookTx {
 }
 
 const ip = (n: number | null): string | null => (n === null ? null : formatIpv4(n as Ipv4));
+/** The binding that reserves a VM's static DIP for the VM's whole life. */
+const staticOwner = (vmId: number) => ({ owner: `vm:${vmId}`, kind: 'static' as const });
 const vmResource = (service: string, vm: string) => `vm/${service}/${vm}`;
 const serviceResource = (service: string) => `service/${service}`;
 
@@ -264,6 +274,7 @@ export class Cloud {
   private constructor(
     readonly store: Store,
     readonly book: AddressBook,
+    private readonly hostLoads: HostLoads,
     position: number,
     private readonly random: Random,
     private readonly clock: Clock,
@@ -282,11 +293,12 @@ export class Cloud {
    * together with the log position they match, and from then on follow the log.
    */
   static async open(store: Store, opts: CloudOptions): Promise<Cloud> {
-    const { book, position } = await store.snapshot(async (repo) => ({
+    const { book, hostLoads, position } = await store.snapshot(async (repo) => ({
       book: await AddressBook.load(repo, opts.random),
+      hostLoads: HostLoads.from(await repo.hosts(), await repo.hostLoads()),
       position: await repo.lastSeq(),
     }));
-    const cloud = new Cloud(store, book, position, opts.random, opts.clock, opts);
+    const cloud = new Cloud(store, book, hostLoads, position, opts.random, opts.clock, opts);
     cloud.feed.start();
     // Decided inside the transaction: replicas opening an empty state together create it once
     // (the one that loses the race on the unique names runs again and finds it made).
@@ -326,6 +338,7 @@ export class Cloud {
   }
 
   private publish(rows: readonly EventRow[]): void {
+    this.hostLoads.apply(rows);
     if (this.listeners.size === 0) return;
     const views = rows.map(toEventView);
     for (const l of this.listeners) l(views);
@@ -838,7 +851,8 @@ export class Cloud {
       const sub = await this.findSubscription(tx.repo, subscription);
       const rip = await this.findReservedIp(tx.repo, sub, name);
       if (rip.service_id !== null) {
-        const svc = await tx.repo.serviceById(rip.service_id);
+        // A name for the message: no lock on the service after the reserved IP (store/LOCKS.md).
+        const svc = await tx.repo.serviceById(rip.service_id, { lock: false });
         throw new VipdipError(
           'IN_USE',
           `reserved IP ${name} is associated with cloud service ${svc?.name ?? '?'}; disassociate it first`,
@@ -861,8 +875,12 @@ export class Cloud {
   async associateReservedIp(subscription: string, name: string, serviceName: string): Promise<ServiceView> {
     return this.write(async (tx) => {
       const sub = await this.findSubscription(tx.repo, subscription);
-      const rip = await this.findReservedIp(tx.repo, sub, name);
+      // A missing reserved IP is named before a missing service, as ever; but the lock order
+      // (store/LOCKS.md) takes the service first, then the reserved IP.
+      if ((await tx.repo.reservedIp(sub.id, name, { lock: false })) === undefined)
+        notFound(`reserved IP ${name} in subscription ${sub.name}`);
       const { service } = await this.findService(tx.repo, serviceName, subscription);
+      const rip = await this.findReservedIp(tx.repo, sub, name);
       await this.associate(tx, sub, rip, service);
       return this.serviceView(tx.repo, (await tx.repo.serviceById(service.id))!);
     });
@@ -870,15 +888,18 @@ export class Cloud {
 
   private async associate(tx: Tx, sub: SubRef, rip: ReservedIpRow, service: ServiceRow): Promise<void> {
     if (rip.service_id === service.id) return;
+    // The other service and reserved IP are looked up for their names only, without a lock: this
+    // transaction holds a service and a reserved IP already, and locking a third row here is what
+    // deadlocked against a disassociation of it.
     if (rip.service_id !== null) {
-      const other = await tx.repo.serviceById(rip.service_id);
+      const other = await tx.repo.serviceById(rip.service_id, { lock: false });
       throw new VipdipError(
         'IN_USE',
         `reserved IP ${rip.name} is already associated with cloud service ${other?.name ?? '?'}`,
       );
     }
     if (service.reserved_ip_id !== null) {
-      const other = await tx.repo.reservedIpById(service.reserved_ip_id);
+      const other = await tx.repo.reservedIpById(service.reserved_ip_id, { lock: false });
       throw new VipdipError(
         'CONFLICT',
         `cloud service ${service.name} already uses reserved IP ${other?.name ?? '?'}`,
@@ -908,11 +929,17 @@ export class Cloud {
   async disassociateReservedIp(subscription: string, name: string): Promise<ReservedIpView> {
     return this.write(async (tx) => {
       const sub = await this.findSubscription(tx.repo, subscription);
+      // The lock order (store/LOCKS.md) puts the service first: learn it, lock it, then lock the
+      // reserved IP and make sure it is still the service's.
+      const seen = await tx.repo.reservedIp(sub.id, name, { lock: false });
+      if (seen === undefined) notFound(`reserved IP ${name} in subscription ${sub.name}`);
+      const service = seen.service_id === null ? undefined : await tx.repo.serviceById(seen.service_id);
       const rip = await this.findReservedIp(tx.repo, sub, name);
       if (rip.service_id === null) {
         throw new VipdipError('CONFLICT', `reserved IP ${name} is not associated with any cloud service`);
       }
-      const service = (await tx.repo.serviceById(rip.service_id))!;
+      // Associated elsewhere meanwhile: run again, locking that service first.
+      if (service === undefined || rip.service_id !== service.id) throw new RunAgain();
       await this.disassociate(tx, sub, rip, service, `reserved IP ${name} disassociated`);
       return this.reservedIpView(tx.repo, (await tx.repo.reservedIpById(rip.id))!, sub.name);
     });
@@ -1004,7 +1031,7 @@ export class Cloud {
   }
 
   private async reservedIpView(repo: Repo, r: ReservedIpRow, subscription: string): Promise<ReservedIpView> {
-    const svc = r.service_id === null ? undefined : await repo.serviceById(r.service_id);
+    const svc = r.service_id === null ? undefined : await repo.serviceById(r.service_id, { lock: false });
     return { subscription, name: r.name, address: formatIpv4(r.address as Ipv4), service: svc?.name ?? null };
   }
 
@@ -1085,7 +1112,8 @@ export class Cloud {
   private async serviceView(repo: Repo, s: ServiceRow): Promise<ServiceView> {
     const sub = await repo.subscriptionById(s.subscription_id);
     const vnet = s.vnet_id === null ? undefined : await repo.vnetById(s.vnet_id);
-    const rip = s.reserved_ip_id === null ? undefined : await repo.reservedIpById(s.reserved_ip_id);
+    const rip =
+      s.reserved_ip_id === null ? undefined : await repo.reservedIpById(s.reserved_ip_id, { lock: false });
     return {
       subscription: sub?.name ?? '?',
       name: s.name,
@@ -1199,6 +1227,9 @@ export class Cloud {
         reason: 'create',
         new: { subnet: subnet.name, staticDip: ip(staticDip), ilpip: spec.ilpip === true },
       });
+      // A static DIP is the VM's from now on, allocated or not (R4): no dynamic draw can take it.
+      if (staticDip !== null)
+        await this.book.claim(tx, subnetScope(subnet.id), staticDip, staticOwner(row.id));
       if (opts.start !== false) await this.applyOperation(tx, sub, service, row, 'start', 'create');
       return this.vmView(tx.repo, (await tx.repo.vmById(row.id))!);
     });
@@ -1239,7 +1270,16 @@ export class Cloud {
               `VM ${service.name}/${vm.name} must be deallocated to change its static DIP`,
             );
           }
-          if (next !== null) await this.book.check(tx.repo, subnetScope(vm.subnet_id), next);
+          const scope = subnetScope(vm.subnet_id);
+          if (next !== null) await this.book.check(tx.repo, scope, next);
+          // Claim before release: a claim that reloads the range from the store inside this
+          // transaction must not see the old address given back by a change that may roll back.
+          // The new reservation takes a provisional owner (one owner holds one of each kind).
+          const provisional = `vm:${vm.id}:static`;
+          if (next !== null) await this.book.claim(tx, scope, next, { owner: provisional, kind: 'static' });
+          if (vm.static_dip !== null)
+            await this.book.freeOwned(tx, scope, vm.static_dip as Ipv4, `vm:${vm.id}`);
+          if (next !== null) await tx.repo.rebind(scope, next, `vm:${vm.id}`, 'static');
           await tx.repo.updateVm(vm.id, { static_dip: next });
           old.staticDip = ip(vm.static_dip);
           changes.staticDip = ip(next);
@@ -1277,7 +1317,10 @@ export class Cloud {
   ): Promise<VmView | null> {
     // Only deallocation and deletion can take the service's last allocated VM (and so its VIP),
     // and only a start can give it its first: those hold the service to themselves.
-    let serviceLock: 'share' | 'update' = op === 'deallocate' || op === 'delete' ? 'update' : 'share';
+    // Inside a batch (apply) the service is held exclusively from the start: running again to take
+    // a stronger lock would run the whole batch again, and meet the same need again.
+    let serviceLock: 'share' | 'update' =
+      op === 'deallocate' || op === 'delete' || this.ambientTx() !== undefined ? 'update' : 'share';
     return this.write(async (tx) => {
       const { sub, service: svc, vm, context } = await this.findVm(tx.repo, ref, serviceLock);
       if (
@@ -1324,7 +1367,8 @@ export class Cloud {
     else if (op === 'deallocate') changed = await this.releaseVm(tx, sub, service, vm, reason, to, context);
     else if (to !== from) await tx.repo.updateVm(vm.id, { state: to });
     if (op === 'redeploy') {
-      const { hosts, loads } = await tx.repo.hostsWithLoads();
+      const hosts = await tx.repo.hosts();
+      const loads = this.hostLoads.forHosts(hosts, tx.hostMoves);
       await this.moveVm(tx, vm, hosts, loads, new Set([vm.host_id!]), reason);
       changed = undefined;
     }
@@ -1352,6 +1396,9 @@ export class Cloud {
   ): Promise<void> {
     if (isAllocated(vm.state as VmState)) await this.releaseVm(tx, sub, service, vm, reason, 'deallocated');
     await tx.repo.deleteVm(vm.id);
+    // Its static DIP was reserved for its whole life, which ends here.
+    if (vm.static_dip !== null)
+      await this.book.freeOwned(tx, subnetScope(vm.subnet_id), vm.static_dip as Ipv4, `vm:${vm.id}`);
     await tx.emit({
       type: 'vm.deleted',
       subscription: sub.name,
@@ -1372,14 +1419,15 @@ export class Cloud {
     state: VmState,
     context?: VmContextRow,
   ): Promise<VmChange> {
-    const { hosts, loads } = await tx.repo.hostsWithLoads();
-    const host = pickHost(hosts, loads, new Set(), this.random);
+    const hosts = await tx.repo.hosts();
+    const host = pickHost(hosts, this.hostLoads.forHosts(hosts, tx.hostMoves), new Set(), this.random);
     const scope = subnetScope(vm.subnet_id);
     const who = { owner: `vm:${vm.id}`, kind: 'dip' as const };
     let dip: Ipv4;
     if (vm.static_dip !== null) {
+      // Held since the VM was created (R4): bound again without a draw.
       dip = vm.static_dip as Ipv4;
-      await this.book.claim(tx, scope, dip, who);
+      await this.book.holdStatic(tx, scope, dip, staticOwner(vm.id));
     } else {
       const policy = context?.dip_policy ?? (await this.vnetOfSubnet(tx.repo, vm.subnet_id)).dip_policy;
       dip = await this.book.draw(tx, scope, policy as AllocationPolicy, who);
@@ -1424,7 +1472,8 @@ export class Cloud {
     const resource = vmResource(service.name, vm.name);
     await tx.repo.updateVm(vm.id, { dip: null, host_id: null, state });
     if (vm.dip !== null) {
-      await this.book.free(tx, subnetScope(vm.subnet_id), vm.dip as Ipv4);
+      // A static DIP stays reserved for the VM while it is deallocated (R4, I5).
+      if (vm.dip !== vm.static_dip) await this.book.free(tx, subnetScope(vm.subnet_id), vm.dip as Ipv4);
       await tx.emit({
         type: 'vm.dip',
         subscription: sub.name,

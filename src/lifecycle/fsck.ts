@@ -102,7 +102,12 @@ export async function fsck(repo: Repo, progress?: (step: string) => void): Promi
       if (vm.static_dip !== null && vm.static_dip !== vm.dip) {
         add('I2', res, `holds DIP ${ipText(vm.dip)} instead of its static DIP ${ipText(vm.static_dip)}`);
       }
-      expect(`vm:${vm.id}`, 'dip', `subnet:${vm.subnet_id}`, vm.dip, res);
+      // A static DIP is bound through its reservation below, not as a drawn DIP.
+      if (vm.static_dip === null) expect(`vm:${vm.id}`, 'dip', `subnet:${vm.subnet_id}`, vm.dip, res);
+    }
+    // I5: a static DIP stays reserved for its VM whatever the VM's state, so no draw can take it.
+    if (vm.static_dip !== null) {
+      expect(`vm:${vm.id}`, 'static', `subnet:${vm.subnet_id}`, vm.static_dip, res);
     }
     if (vm.ilpip !== null) expect(`vm:${vm.id}`, 'ilpip', `pool:${vm.ilpip_pool_id}`, vm.ilpip, res);
   }
@@ -160,7 +165,14 @@ export async function fsck(repo: Repo, progress?: (step: string) => void): Promi
     seen.set(key, b);
   }
   for (const [key, want] of expected) {
-    if (!seen.has(key))
+    if (seen.has(key)) continue;
+    if (key.endsWith('|static'))
+      add(
+        'I5',
+        want.resource,
+        `its static DIP ${ipText(want.address)} is not reserved in ${want.scope}: a dynamic draw could take it`,
+      );
+    else
       add(
         'I1',
         want.resource,
@@ -177,6 +189,7 @@ export async function fsck(repo: Repo, progress?: (step: string) => void): Promi
     holders.set(k, want.resource);
   }
   for (const r of ranges.values()) {
+    // free + bound (reserved static DIPs among them) = usable: nothing bound beyond the range.
     const n = bound.get(r.scope) ?? 0;
     if (n > usable(r)) add('I5', r.label, `${n} bound addresses exceed its ${usable(r)} usable ones`);
   }

@@ -89,7 +89,7 @@ export interface AddressBindingsTable {
   address: number;
   /** `vm:<id>`, `service:<id>` or `reserved-ip:<id>`. */
   owner: string;
-  /** `dip`, `vip`, `ilpip` or `reserved`. */
+  /** `dip`, `static` (a VM's static DIP, held for the VM's whole life), `vip`, `ilpip` or `reserved`. */
   kind: string;
 }
 

@@ -29,6 +29,20 @@ export type VmRow = Selectable<VmsTable>;
 export type EventRow = Selectable<EventsTable>;
 export type TokenRow = Selectable<TokensTable>;
 
+/** SQLite's limit on the parameters of one statement (SQLITE_MAX_VARIABLE_NUMBER since 3.32). */
+export const SQLITE_MAX_PARAMS = 32_766;
+/** PostgreSQL's: the wire protocol counts parameters in 16 bits. */
+export const POSTGRES_MAX_PARAMS = 65_535;
+/** Parameters one appended event binds (every column of `events` but `seq`). */
+export const EVENT_PARAMS = 8;
+
+/** Splits a list into runs of at most `size` items, for statements that bind a parameter per item. */
+export function chunks<T>(items: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
 /** A page of the event log: oldest first after `since`, or newest first before `before`. */
 export interface EventQuery {
   since?: number;
@@ -160,21 +174,6 @@ export class Repo {
   insertHost(row: Insertable<HostsTable>): Promise<HostRow> {
     return this.db.insertInto('hosts').values(row).returningAll().executeTakeFirstOrThrow();
   }
-  /** Every host with the number of VMs placed on it, in one query. */
-  async hostsWithLoads(): Promise<{ hosts: HostRow[]; loads: Map<number, number> }> {
-    const rows = await this.db
-      .selectFrom('hosts')
-      .leftJoin('vms', 'vms.host_id', 'hosts.id')
-      .select(['hosts.id', 'hosts.name', 'hosts.rack', (eb) => eb.fn.count<number>('vms.id').as('n')])
-      .groupBy(['hosts.id', 'hosts.name', 'hosts.rack'])
-      .orderBy('hosts.name')
-      .execute();
-    return {
-      hosts: rows.map((r) => ({ id: Number(r.id), name: r.name, rack: r.rack })),
-      loads: new Map(rows.map((r) => [Number(r.id), Number(r.n)])),
-    };
-  }
-
   /** Allocated VMs per host id. */
   async hostLoads(): Promise<Map<number, number>> {
     const rows = await this.db
@@ -231,21 +230,27 @@ export class Repo {
 
   // Reserved IPs
 
-  reservedIp(subscriptionId: number, name: string): Promise<ReservedIpRow | undefined> {
+  /** `lock: false` to learn which service to lock first (the lock order: services, then these). */
+  reservedIp(
+    subscriptionId: number,
+    name: string,
+    opts: { lock?: boolean } = {},
+  ): Promise<ReservedIpRow | undefined> {
     return this.db
       .selectFrom('reserved_ips')
       .selectAll()
       .where('subscription_id', '=', subscriptionId)
       .where('name', '=', name)
-      .$if(this.lock, (q) => q.forUpdate())
+      .$if(this.lock && opts.lock !== false, (q) => q.forUpdate())
       .executeTakeFirst();
   }
-  reservedIpById(id: number): Promise<ReservedIpRow | undefined> {
+  /** `lock: false` for a lookup of names only. */
+  reservedIpById(id: number, opts: { lock?: boolean } = {}): Promise<ReservedIpRow | undefined> {
     return this.db
       .selectFrom('reserved_ips')
       .selectAll()
       .where('id', '=', id)
-      .$if(this.lock, (q) => q.forUpdate())
+      .$if(this.lock && opts.lock !== false, (q) => q.forUpdate())
       .executeTakeFirst();
   }
   reservedIps(subscriptionId?: number): Promise<ReservedIpRow[]> {
@@ -348,7 +353,10 @@ export class Repo {
         'hosts.name as host_name',
         'hosts.rack as host_rack',
       ]);
-    if (filter.vmId !== undefined) q = q.where('vms.id', '=', filter.vmId);
+    // One VM: by its key, unordered. Ordered by service name, PostgreSQL without statistics (tables
+    // filled inside one large apply) walked the services' name index and scanned every VM for each:
+    // an apply of 2,000 VMs took minutes.
+    if (filter.vmId !== undefined) return q.where('vms.id', '=', filter.vmId).execute();
     if (filter.serviceId !== undefined) q = q.where('vms.service_id', '=', filter.serviceId);
     if (filter.subscriptionId !== undefined)
       q = q.where('cloud_services.subscription_id', '=', filter.subscriptionId);
@@ -370,6 +378,29 @@ export class Repo {
     vmName: string,
     opts: { service?: 'share' | 'update' } = {},
   ): Promise<VmContextRow | undefined> {
+    if (this.lock) {
+      // Lock first, then read: after waiting for a lock, PostgreSQL re-reads the locked rows but
+      // not the joined ones (a VM started meanwhile would come back with its host outer-joined from
+      // before), while a statement issued after the lock is granted sees every committed row.
+      const locked = await this.db
+        .selectFrom('vms')
+        .innerJoin('cloud_services', 'cloud_services.id', 'vms.service_id')
+        .select('vms.id')
+        .where('cloud_services.name', '=', serviceName)
+        .where('vms.name', '=', vmName)
+        .$if(opts.service !== 'share', (q) => q.forUpdate(['cloud_services', 'vms']))
+        .$if(opts.service === 'share', (q) => q.forShare('cloud_services').forUpdate('vms'))
+        .executeTakeFirst();
+      if (locked === undefined) return undefined;
+      return this.contextQuery().where('vms.id', '=', locked.id).executeTakeFirst();
+    }
+    return this.contextQuery()
+      .where('cloud_services.name', '=', serviceName)
+      .where('vms.name', '=', vmName)
+      .executeTakeFirst();
+  }
+
+  private contextQuery() {
     return this.db
       .selectFrom('vms')
       .innerJoin('cloud_services', 'cloud_services.id', 'vms.service_id')
@@ -392,12 +423,7 @@ export class Repo {
         'vnets.move_policy as move_policy',
         'hosts.name as host_name',
         'hosts.rack as host_rack',
-      ])
-      .where('cloud_services.name', '=', serviceName)
-      .where('vms.name', '=', vmName)
-      .$if(this.lock && opts.service !== 'share', (q) => q.forUpdate(['cloud_services', 'vms']))
-      .$if(this.lock && opts.service === 'share', (q) => q.forShare('cloud_services').forUpdate('vms'))
-      .executeTakeFirst();
+      ]);
   }
 
   /** How many VMs of a service hold their allocation (running or stopped). */
@@ -437,6 +463,26 @@ export class Repo {
       .where('scope', '=', scope)
       .where('address', '=', address)
       .execute();
+  }
+  /** Unbinds an address if, and only if, `owner` holds it; true when it did. */
+  async unbindOwned(scope: string, address: number, owner: string): Promise<boolean> {
+    const r = await this.db
+      .deleteFrom('address_bindings')
+      .where('scope', '=', scope)
+      .where('address', '=', address)
+      .where('owner', '=', owner)
+      .executeTakeFirst();
+    return Number(r.numDeletedRows) === 1;
+  }
+  /** Who holds an address of a pool or subnet, if anyone. */
+  async bindingOwner(scope: string, address: number): Promise<string | undefined> {
+    const r = await this.db
+      .selectFrom('address_bindings')
+      .select('owner')
+      .where('scope', '=', scope)
+      .where('address', '=', address)
+      .executeTakeFirst();
+    return r?.owner;
   }
   async rebind(scope: string, address: number, owner: string, kind: string): Promise<void> {
     await this.db
@@ -483,10 +529,15 @@ export class Repo {
    * leaves no gap; the PostgreSQL repo overrides this.
    */
   async appendEvents(events: readonly NewEvent[]): Promise<AppendedEvent[]> {
-    if (events.length === 0) return [];
-    const rows = await this.db.insertInto('events').values(events).returning('seq').execute();
-    const seqs = rows.map((r) => Number(r.seq)).sort((a, b) => a - b);
-    return events.map((e, i) => ({ seq: seqs[i]!, time: e.time }));
+    const out: AppendedEvent[] = [];
+    // One statement per chunk: a batch (a declarative apply of 10,000 VMs) emits more events than
+    // one statement may bind parameters for.
+    for (const chunk of chunks(events, Math.floor(SQLITE_MAX_PARAMS / EVENT_PARAMS))) {
+      const rows = await this.db.insertInto('events').values(chunk).returning('seq').execute();
+      const seqs = rows.map((r) => Number(r.seq)).sort((a, b) => a - b);
+      chunk.forEach((e, i) => out.push({ seq: seqs[i]!, time: e.time }));
+    }
+    return out;
   }
   events(opts: EventQuery = {}): Promise<EventRow[]> {
     let q = this.db.selectFrom('events').selectAll();
@@ -585,5 +636,7 @@ export interface Store {
   readonly statements: number;
   /** Transactions run again after losing a race (where several writers run at once). */
   readonly retries?: number;
+  /** Of those, the transactions the database chose as a deadlock's victim (none: one lock order). */
+  readonly deadlocks?: number;
   close(): Promise<void>;
 }

@@ -429,6 +429,9 @@ async function reconcile(cloud: Cloud, doc: Topology, opts: ApplyOptions, out: A
     }
 
     const services = new Map((await cloud.listServices(s.name)).map((x) => [x.name, x]));
+    // New VMs with a static DIP claim it when created; those that draw start only after every
+    // static DIP of the subscription is claimed, so no draw takes one first (SPEC R4).
+    const toStart: { service: string; vm: string }[] = [];
     for (const svc of s.cloudServices ?? []) {
       let cur = services.get(svc.name);
       if (cur === undefined) {
@@ -472,14 +475,20 @@ async function reconcile(cloud: Cloud, doc: Topology, opts: ApplyOptions, out: A
         const have = vms.get(vm.name);
         const name = `${svc.name}/${vm.name}`;
         if (have === undefined) {
-          await cloud.createVm(svc.name, {
-            name: vm.name,
-            subnet: vm.subnet,
-            staticDip: vm.staticDip ?? null,
-            ilpip: vm.ilpip === true,
-            workload: vm.workload ?? null,
-            endpoints: vm.endpoints ?? [],
-          });
+          const drawn = vm.staticDip == null;
+          await cloud.createVm(
+            svc.name,
+            {
+              name: vm.name,
+              subnet: vm.subnet,
+              staticDip: vm.staticDip ?? null,
+              ilpip: vm.ilpip === true,
+              workload: vm.workload ?? null,
+              endpoints: vm.endpoints ?? [],
+            },
+            { start: !drawn },
+          );
+          if (drawn) toStart.push({ service: svc.name, vm: vm.name });
           change({ action: 'create', kind: 'VM', name });
           continue;
         }
@@ -520,6 +529,7 @@ async function reconcile(cloud: Cloud, doc: Topology, opts: ApplyOptions, out: A
         );
       }
     }
+    for (const ref of toStart) await cloud.vmOperation(ref, 'start', 'create');
     for (const r of rips.values()) {
       if (!(s.reservedIps ?? []).some((x) => x.name === r.name)) {
         await prune(out, opts, { action: 'delete', kind: 'reserved IP', name: `${s.name}/${r.name}` }, () =>

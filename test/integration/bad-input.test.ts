@@ -325,21 +325,21 @@ describe('static DIPs', () => {
     }
   });
 
-  test('a static DIP another VM holds is ADDRESS_TAKEN at start, and the VM stays deallocated', async () => {
+  test('a static DIP another VM holds is ADDRESS_TAKEN when the VM is created, even while its holder is deallocated', async () => {
     await create('db1', '127.16.1.10');
     await refuses(t, () => create('db2', '127.16.1.10'), 'ADDRESS_TAKEN', '127.16.1.10');
-    await create('db2', '127.16.1.10', false);
-    await refuses(t, () => cloud.vmOperation(vm('db2'), 'start'), 'ADDRESS_TAKEN', '127.16.1.10');
-    assert.equal((await cloud.getVm(vm('db2'))).state, 'deallocated');
+    await refuses(t, () => create('db2', '127.16.1.10', false), 'ADDRESS_TAKEN', '127.16.1.10');
+    // The address stays db1's for db1's whole life (R4), allocated or not.
     await cloud.vmOperation(vm('db1'), 'deallocate');
-    await cloud.vmOperation(vm('db2'), 'start');
+    await refuses(t, () => create('db2', '127.16.1.10', false), 'ADDRESS_TAKEN', '127.16.1.10');
+    await cloud.vmOperation(vm('db1'), 'delete');
+    await create('db2', '127.16.1.10');
     assert.equal((await cloud.getVm(vm('db2'))).dip, '127.16.1.10');
   });
 
   test('a static DIP that a dynamic VM drew is ADDRESS_TAKEN too', async () => {
     const web = await cloud.createVm('shop', { name: 'web1', subnet: 'front' });
-    await create('db1', web.dip!, false);
-    await refuses(t, () => cloud.vmOperation(vm('db1'), 'start'), 'ADDRESS_TAKEN', web.dip!);
+    await refuses(t, () => create('db1', web.dip!, false), 'ADDRESS_TAKEN', web.dip!);
   });
 
   test('changing the static DIP of an allocated VM is INVALID_TRANSITION; out of range is refused', async () => {

@@ -384,7 +384,17 @@ function checkViews(s: Snapshot, where: string): void {
       isAllocated(v) && v.ilpipEnabled,
       `${where}: VM ${k} (${v.state}, ilpip ${v.ilpipEnabled}) holds ILPIP ${v.ilpip}`,
     );
-    if (v.dip === null) continue;
+    const sk = `${v.vnet}/${v.subnet}`;
+    if (v.dip === null) {
+      // A deallocated VM's static DIP stays its own (R4, I5): bound, and nobody else's DIP.
+      if (v.staticDip !== null) {
+        const prev = dipHolders.get(v.staticDip);
+        assert.equal(prev, undefined, `${where}: I1 static DIP ${v.staticDip} of ${k} held by ${prev}`);
+        dipHolders.set(v.staticDip, k);
+        boundPerSubnet.set(sk, (boundPerSubnet.get(sk) ?? 0) + 1);
+      }
+      continue;
+    }
     if (v.staticDip !== null) assert.equal(v.dip, v.staticDip, `${where}: VM ${k} has its static DIP`);
     const sn = subnetView(s, v.vnet, v.subnet);
     assert.ok(sn, `${where}: subnet of ${k}`);
@@ -397,7 +407,6 @@ function checkViews(s: Snapshot, where: string): void {
     const prev = dipHolders.get(v.dip);
     assert.equal(prev, undefined, `${where}: I1 DIP ${v.dip} held by ${prev} and ${k}`);
     dipHolders.set(v.dip, k);
-    const sk = `${v.vnet}/${v.subnet}`;
     boundPerSubnet.set(sk, (boundPerSubnet.get(sk) ?? 0) + 1);
   }
   for (const n of s.vnets) {
@@ -446,16 +455,23 @@ const LEGAL: Record<VmOperation, Partial<Record<VmState, VmState | null>>> = {
   delete: { running: null, stopped: null, deallocated: null },
 };
 
-/** What starting a deallocated VM needs: its DIP, then its ILPIP, then the service's VIP. */
+/** Whether another VM holds an address of a subnet, as its DIP or as its reserved static DIP. */
+const heldByAnother = (s: Snapshot, vnet: string, subnet: string, addr: string, self?: string) =>
+  s.vms.some(
+    (v) =>
+      v.vnet === vnet && v.subnet === subnet && vmKey(v) !== self && (v.dip === addr || v.staticDip === addr),
+  );
+
+/**
+ * What starting a deallocated VM needs: its DIP (a static one is held already, R4), then its ILPIP,
+ * then the service's VIP.
+ */
 function startOutcome(
   s: Snapshot,
   svc: ServiceView,
   vm: { vnet: string; subnet: string; staticDip: string | null; ilpip: boolean },
 ): Outcome {
-  if (vm.staticDip !== null) {
-    const holder = s.vms.find((v) => v.vnet === vm.vnet && v.subnet === vm.subnet && v.dip === vm.staticDip);
-    if (holder !== undefined) return refused('ADDRESS_TAKEN');
-  } else if (subnetView(s, vm.vnet, vm.subnet)!.free === 0) {
+  if (vm.staticDip === null && subnetView(s, vm.vnet, vm.subnet)!.free === 0) {
     return refused('POOL_EXHAUSTED', `${vm.vnet}/${vm.subnet}`);
   }
   const need = (vm.ilpip ? 1 : 0) + (svc.vip === null ? 1 : 0);
@@ -469,14 +485,13 @@ function expected(s: Snapshot, c: Cmd): Outcome {
       const svc = findService(s, c.service);
       if (svc === undefined) return refused('NOT_FOUND', c.service);
       if (findVm(s, c.service, c.vm)) return refused('ALREADY_EXISTS', `${c.service}/${c.vm}`);
-      if (!c.start) return OK;
       const vnet = SERVICE_NET[c.service]!;
-      return startOutcome(s, svc, {
-        vnet,
-        subnet: c.subnet,
-        staticDip: c.staticSlot === null ? null : staticAddress(vnet, c.subnet, c.staticSlot),
-        ilpip: c.ilpip,
-      });
+      const staticDip = c.staticSlot === null ? null : staticAddress(vnet, c.subnet, c.staticSlot);
+      // A static DIP is claimed when the VM is created, started or not.
+      if (staticDip !== null && heldByAnother(s, vnet, c.subnet, staticDip))
+        return refused('ADDRESS_TAKEN', staticDip);
+      if (!c.start) return OK;
+      return startOutcome(s, svc, { vnet, subnet: c.subnet, staticDip, ilpip: c.ilpip });
     }
     case 'vmOp': {
       const svc = findService(s, c.service);
@@ -501,6 +516,8 @@ function expected(s: Snapshot, c: Cmd): Outcome {
       const next =
         c.staticSlot === null ? null : staticAddress(vm.vnet, vm.subnet as SubnetName, c.staticSlot);
       if (next !== vm.staticDip && isAllocated(vm)) return refused('INVALID_TRANSITION', vmKey(vm));
+      if (next !== null && next !== vm.staticDip && heldByAnother(s, vm.vnet, vm.subnet, next, vmKey(vm)))
+        return refused('ADDRESS_TAKEN', next);
       return OK;
     }
     case 'maintainHost':

@@ -172,6 +172,36 @@ function m004(): Migration {
   };
 }
 
+/**
+ * A static DIP is its VM's for the VM's whole life (SPEC R4, I5): its binding, kind `static`, stays
+ * while the VM is deallocated. Running static VMs' `dip` bindings become `static`; deallocated
+ * static VMs reserve their address where nobody holds it (one that another VM took meanwhile stays
+ * that VM's: `fsck` reports the VM, and its next start is refused rather than double-binding).
+ */
+function m005(): Migration {
+  return {
+    async up(db: Kysely<unknown>) {
+      await sql`update address_bindings set kind = 'static'
+        where kind = 'dip' and exists (
+          select 1 from vms
+          where address_bindings.owner = 'vm:' || vms.id
+            and address_bindings.scope = 'subnet:' || vms.subnet_id
+            and vms.static_dip = address_bindings.address)`.execute(db);
+      await sql`insert into address_bindings (scope, address, owner, kind)
+        select 'subnet:' || v.subnet_id, v.static_dip, 'vm:' || v.id, 'static' from vms v
+        where v.static_dip is not null
+          and not exists (select 1 from address_bindings b
+            where b.scope = 'subnet:' || v.subnet_id and b.address = v.static_dip)
+          and not exists (select 1 from address_bindings b
+            where b.owner = 'vm:' || v.id and b.kind = 'static')
+          -- Two deallocated VMs may name the same static DIP (it was checked only on start): the
+          -- older one keeps it.
+          and v.id = (select min(w.id) from vms w
+            where w.subnet_id = v.subnet_id and w.static_dip = v.static_dip)`.execute(db);
+    },
+  };
+}
+
 export function migrations(dialect: Dialect): MigrationProvider {
   return {
     getMigrations: () =>
@@ -180,6 +210,7 @@ export function migrations(dialect: Dialect): MigrationProvider {
         '002-tokens': m002(dialect),
         '003-replicas': m003(dialect),
         '004-events-by-resource': m004(),
+        '005-static-dips-reserved': m005(),
       }),
   };
 }

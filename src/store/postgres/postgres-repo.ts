@@ -1,5 +1,13 @@
 import { sql } from 'kysely';
-import { Repo, type AppendedEvent, type NewEvent, type RepoOptions } from '../store.ts';
+import {
+  EVENT_PARAMS,
+  POSTGRES_MAX_PARAMS,
+  Repo,
+  chunks,
+  type AppendedEvent,
+  type NewEvent,
+  type RepoOptions,
+} from '../store.ts';
 import type { Database } from '../schema.ts';
 import type { Kysely, Transaction } from 'kysely';
 
@@ -33,6 +41,16 @@ export class PostgresRepo extends Repo {
    * rollback gives its numbers back (no gap).
    */
   override async appendEvents(events: readonly NewEvent[]): Promise<AppendedEvent[]> {
+    // Chunks keep each statement under the protocol's parameter limit (with room for the few the
+    // statement binds besides the events); the counter row, locked by
+    // the first, keeps the numbering gap-free across them.
+    const out: AppendedEvent[] = [];
+    for (const chunk of chunks(events, Math.floor((POSTGRES_MAX_PARAMS - 16) / EVENT_PARAMS)))
+      out.push(...(await this.appendChunk(chunk)));
+    return out;
+  }
+
+  private async appendChunk(events: readonly NewEvent[]): Promise<AppendedEvent[]> {
     const n = events.length;
     if (n === 0) return [];
     const latest = events.reduce((m, e) => (e.time > m ? e.time : m), '');

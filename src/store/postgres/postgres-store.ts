@@ -153,6 +153,8 @@ export class PostgresStore implements Store {
   private listener: { stop(): void } | undefined;
   private closed = false;
   retries = 0;
+  /** Transactions PostgreSQL rolled back to break a deadlock (each also counts as a retry). */
+  deadlocks = 0;
 
   private constructor(
     readonly url: string,
@@ -201,6 +203,7 @@ export class PostgresStore implements Store {
         if (attempt < MAX_WRITE_ATTEMPTS && isDatabaseError(e) && RACE_CODES.has(e.code ?? '')) {
           // Jittered, growing pause, so that the writers that collided do not collide again.
           this.retries++;
+          if (e.code === '40P01') this.deadlocks++;
           const cap = Math.min(RETRY_MAX_MS, RETRY_BASE_MS << attempt);
           await sleep(Math.random() * cap);
           continue;
