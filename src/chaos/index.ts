@@ -1,0 +1,3 @@
+export * from './spec.ts';
+export * from './schedule.ts';
+export * from './runner.ts';
