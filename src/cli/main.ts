@@ -6,6 +6,7 @@
 import { Command, CommanderError } from 'commander';
 import { isVipdipError } from '../core/errors.ts';
 import { registerApply } from './apply.ts';
+import { registerChaos } from './chaos.ts';
 import { ApiProblemError, CliError, oneLine, UsageError } from './errors.ts';
 import { registerEvents } from './events.ts';
 import { registerGet } from './get.ts';
@@ -32,6 +33,7 @@ const CLIENT_VERBS = new Set([
   'subscription',
   'service',
   'logs',
+  'chaos',
 ]);
 
 /**
@@ -75,6 +77,7 @@ export async function buildProgram(argv: readonly string[] = []): Promise<Comman
   registerLogs(program);
   registerToken(program);
   registerSubscription(program);
+  registerChaos(program);
   return program;
 }
 
