@@ -42,6 +42,18 @@ export interface ProbeOptions {
   dnsCache: 'always' | 'ttl';
   /** Stops early (Ctrl-C). */
   signal?: AbortSignal;
+  /** Called with every request's outcome, in the order they end (tests and benchmarks). */
+  onResult?: (r: ProbeResult) => void;
+}
+
+export interface ProbeResult {
+  /** When the request started, ms after the probe did. */
+  atMs: number;
+  ok: boolean;
+  /** Where it went (null when DNS failed first). */
+  address: string | null;
+  /** Why it failed. */
+  error: string | null;
 }
 
 export interface ProbeMinute {
@@ -238,9 +250,10 @@ export async function runProbe(o: ProbeOptions): Promise<ProbeReport> {
   let inFlight = 0;
   const pending = new Set<Promise<void>>();
 
-  const fail = (atMs: number, why: string) => {
+  const fail = (atMs: number, why: string, address: string | null = null) => {
     outcomes.push({ atMs, ok: false });
     errors[why] = (errors[why] ?? 0) + 1;
+    o.onResult?.({ atMs, ok: false, address, error: why });
   };
 
   const one = async (atMs: number): Promise<void> => {
@@ -265,8 +278,9 @@ export async function runProbe(o: ProbeOptions): Promise<ProbeReport> {
       const dip = await once(o, address, port);
       if (dip !== null) backends.add(dip);
       outcomes.push({ atMs, ok: true });
+      o.onResult?.({ atMs, ok: true, address, error: null });
     } catch (e) {
-      fail(atMs, (e as Error).message);
+      fail(atMs, (e as Error).message, address);
     }
   };
 
