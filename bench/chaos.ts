@@ -174,7 +174,7 @@ export async function run(args: string[]): Promise<void> {
       row('`--via dns`', dns),
       row('`--via dip`', dip),
       '',
-      `The run sustained **${opsPerMin.toFixed(1)} operations per minute** (${done} done, ${skipped} skipped) of the ${Object.values(RATES).reduce((a, b) => a + b, 0)} asked for; every one is an ordinary lifecycle operation with the reason \`chaos run ${end.id}: …\`. VIP / DIP availability: ${(vip.availability / Math.max(dip.availability, 1e-9)).toFixed(1)} ×.`,
+      `The run sustained **${opsPerMin.toFixed(1)} operations per minute** (${done} done, ${skipped} skipped; the schedule draws ${Object.values(RATES).reduce((a, b) => a + b, 0)}/min, and each deallocation and VIP loss adds its own start or restore ${PAUSE_MS / 1000} s later); every one is an ordinary lifecycle operation with the reason \`chaos run ${end.id}: …\`. VIP / DIP availability: ${(vip.availability / Math.max(dip.availability, 1e-9)).toFixed(1)} ×.`,
       '',
       "What the VIP probe loses is the data plane's: a backend whose DIP moves, or whose workload is killed, stays in rotation until its health probe fails, and a restarted workload takes a moment to listen. The target once the data plane rides through faults is ≥ 99.9 % through the VIP and DNS.",
       '',

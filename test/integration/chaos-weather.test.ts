@@ -42,7 +42,7 @@ const PROBE_RATE_PER_S = 10;
 
 /**
  * What today's data plane allows through the VIP under this weather, measured on a busy two-core
- * machine (71 % in one run, every component in this one process): a backend whose DIP changes (or
+ * machine (71 % and 95 % in two runs, every component in this one process): a backend whose DIP changes (or
  * whose workload is killed) stays in rotation until its probe fails, and a restarted workload (a
  * node process) takes seconds to listen when the machine is loaded, so new flows meet dead
  * backends, and a rack maintenance restarts all three at once. The data plane's ride-through work
