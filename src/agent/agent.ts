@@ -123,6 +123,11 @@ export class Agent {
     await this.opts.source.close();
   }
 
+  /** Crashes the workload of `service/vm` if this agent runs it (SIGKILL; restarted as after any crash). */
+  crashWorkload(service: string, vm: string): boolean {
+    return this.supervisor.crash(`${service}/${vm}`);
+  }
+
   /** The report as it stands. */
   report(): AgentReport {
     const d = this.desired;

@@ -254,6 +254,18 @@ export class WorkloadSupervisor {
     await Promise.all([...stops, ...restarts]);
   }
 
+  /**
+   * Kills a running workload's process group with SIGKILL, as a crash would (chaos does this); the
+   * supervisor then restarts it as after any crash. False when it has no live process to kill.
+   */
+  crash(key: string): boolean {
+    const p = this.procs.get(key);
+    const pid = p?.child?.pid;
+    if (p === undefined || !p.wanted || pid === undefined) return false;
+    signal(pid, 'SIGKILL');
+    return true;
+  }
+
   status(key: string): WorkloadReport | undefined {
     return this.procs.get(key)?.report();
   }

@@ -8,6 +8,7 @@ import { STATUS_CODES } from 'node:http';
 import Fastify, { type FastifyError, type FastifyReply } from 'fastify';
 import { isVipdipError } from '../core/errors.ts';
 import { StatusRegistry } from '../agent/index.ts';
+import { ChaosRuns } from '../chaos/index.ts';
 import { systemClock } from '../core/index.ts';
 import type { Cloud } from '../lifecycle/index.ts';
 import type { Tokens } from './auth.ts';
@@ -16,6 +17,7 @@ import { registerDashboard, type DashboardOptions } from './dashboard.ts';
 import { Metrics } from './metrics.ts';
 import { ApiError, API_TITLES, problem, type Problem } from './problem.ts';
 import { registerApplyRoutes } from './routes/apply.ts';
+import { registerChaosRoutes } from './routes/chaos.ts';
 import { registerDataPlaneRoutes } from './routes/dataplane.ts';
 import { registerEventRoutes } from './routes/events.ts';
 import { registerFabricRoutes } from './routes/fabric.ts';
@@ -35,6 +37,8 @@ export interface ServerOptions {
   https?: { cert: Buffer; key: Buffer };
   /** Serve the web dashboard's built files from this directory (dist/web). */
   dashboard?: DashboardOptions;
+  /** Where chaos runs live (`up` gives one that can crash workloads); a fresh one when not given. */
+  chaos?: ChaosRuns;
 }
 
 /** 1 MiB is far above any topology a person writes, and bounds what a client can make us parse. */
@@ -211,6 +215,10 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
   registerEventRoutes(app, ctx);
   registerApplyRoutes(app, ctx);
   registerDataPlaneRoutes(app, ctx);
+  const chaos = opts.chaos ?? new ChaosRuns({ cloud: opts.cloud, clock: systemClock });
+  // A closing server ends its chaos runs, giving back what they took, before the store closes.
+  app.addHook('onClose', () => chaos.close());
+  registerChaosRoutes(app, chaos);
   return app;
 }
 

@@ -10,6 +10,8 @@ import type { StatusRegistry } from '../agent/index.ts';
 import { Tokens, OPERATOR_TOKEN_FILE } from '../api/auth.ts';
 import { dashboardBuilt } from '../api/dashboard.ts';
 import { buildServer } from '../api/server.ts';
+import { ChaosRuns } from '../chaos/index.ts';
+import { systemClock } from '../core/clock.ts';
 import type { Api } from '../api/context.ts';
 import { VipdipError } from '../core/errors.ts';
 import { openState, type OpenState, type StateOptions } from '../main.ts';
@@ -93,6 +95,8 @@ export interface ControlPlane {
   url: string;
   dns: DnsServer | undefined;
   publicZone: string;
+  /** The chaos runs this process owns (`up` gives them its agent's way to crash workloads). */
+  chaos: ChaosRuns;
   /** The lines `up` and `serve` print about the state, the services and DNS. */
   banner(): Promise<string>;
   /** Stops DNS and the server (in-flight requests finish), then closes the state. */
@@ -163,8 +167,14 @@ export async function startControlPlane(
       });
       process.stdout.write(`demo topology applied: ${r.changes.length} changes\n`);
     }
+    const chaos = new ChaosRuns({
+      cloud: state.cloud,
+      clock: systemClock,
+      onError: (e) => process.stderr.write(`vipdip: chaos: ${(e as Error).message}\n`),
+    });
     app = await buildServer({
       cloud: state.cloud,
+      chaos,
       tokens,
       dashboard: { dir: DASHBOARD_DIR },
       ...(extras.registry ? { registry: extras.registry } : {}),
@@ -196,6 +206,7 @@ export async function startControlPlane(
       url,
       dns: dnsServer,
       publicZone: zones.publicZone,
+      chaos,
       banner: async () => {
         const services = await state.cloud.listServices();
         return (

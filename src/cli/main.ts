@@ -6,6 +6,7 @@
 import { Command, CommanderError } from 'commander';
 import { isVipdipError } from '../core/errors.ts';
 import { registerApply } from './apply.ts';
+import { registerChaos } from './chaos.ts';
 import { ApiProblemError, CliError, oneLine, UsageError } from './errors.ts';
 import { registerEvents } from './events.ts';
 import { registerGet } from './get.ts';
@@ -87,6 +88,7 @@ export async function buildProgram(argv: readonly string[] = []): Promise<Comman
   registerSubscription(program);
   registerStatus(program);
   registerDown(program);
+  registerChaos(program);
   return program;
 }
 

@@ -154,6 +154,8 @@ export function registerUp(program: Command): void {
           heartbeatMs: Math.max(50, AGENT_HEARTBEAT_MS * timeScale),
         });
         await agent.start();
+        const running = agent;
+        cp.chaos.crashWith((t) => running.crashWorkload(t.service, t.vm));
       }
     } catch (e) {
       await agent?.stop();

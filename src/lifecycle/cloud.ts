@@ -531,8 +531,12 @@ export class Cloud {
   /**
    * Host or rack maintenance ("service healing"): every allocated VM on the hosts is moved to
    * another host outside them, its DIP redrawn per its network's policy (R5). All or nothing.
+   * `opts.reason` replaces the events' reason (chaos names its run there).
    */
-  async maintenance(target: { host: string } | { rack: string }): Promise<VmView[]> {
+  async maintenance(
+    target: { host: string } | { rack: string },
+    opts: { reason?: string } = {},
+  ): Promise<VmView[]> {
     return this.write(async (tx) => {
       const hosts = await tx.repo.hosts();
       const affected =
@@ -544,7 +548,7 @@ export class Cloud {
       }
       const exclude = new Set(affected.map((h) => h.id));
       const what = 'host' in target ? `host ${target.host}` : `rack ${target.rack}`;
-      const reason = `maintenance of ${what}`;
+      const reason = opts.reason ?? `maintenance of ${what}`;
       await tx.emit({
         type: 'host.maintenance',
         subscription: null,

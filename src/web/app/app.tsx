@@ -12,6 +12,7 @@ import { ProblemsRegion } from './components/problems.tsx';
 import { LiveStream, type LiveStatus } from './live.ts';
 import { EventsPage } from './pages/events.tsx';
 import { OverviewPage } from './pages/overview.tsx';
+import { ChaosBanner } from './components/chaos.tsx';
 import { ServicePage } from './pages/service.tsx';
 import { VmPage } from './pages/vm.tsx';
 import { VnetPage } from './pages/vnet.tsx';
@@ -258,6 +259,7 @@ function Shell() {
         </div>
       </header>
       <ProblemsRegion />
+      <ChaosBanner />
       <main id="main" tabIndex={-1}>
         <Page />
       </main>

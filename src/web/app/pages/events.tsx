@@ -4,6 +4,7 @@ import type { ApiEvent, EventPage } from '../../lib/api-types.ts';
 import { describeChange, isAddressChange } from '../../lib/describe.ts';
 import { paths } from '../../lib/paths.ts';
 import { Loading, ProblemText, Time } from '../components/bits.tsx';
+import { Reason } from '../components/chaos.tsx';
 import { asProblem, useSession } from '../session.ts';
 import type { ApiProblem } from '../api.ts';
 
@@ -155,7 +156,9 @@ export function EventsPage() {
                     </td>
                     <td>{e.resource}</td>
                     <td>{describeChange(e)}</td>
-                    <td>{e.reason}</td>
+                    <td>
+                      <Reason reason={e.reason} />
+                    </td>
                   </tr>
                 ))}
               </tbody>

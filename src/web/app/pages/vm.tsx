@@ -12,6 +12,7 @@ import { Link, navigate } from '../router.tsx';
 import { asProblem, useSession } from '../session.ts';
 import type { ApiProblem } from '../api.ts';
 import { EndpointHealthView, NoVip } from './service.tsx';
+import { Reason } from '../components/chaos.tsx';
 
 export function VmPage({ service: serviceName, vm: vmName }: { service: string; vm: string }) {
   const { cache } = useSession();
@@ -370,7 +371,9 @@ function AddressHistory({ vm, reservedIp }: { vm: Vm; reservedIp: string | null 
                       </>
                     )}
                   </td>
-                  <td>{e.reason}</td>
+                  <td>
+                    <Reason reason={e.reason} />
+                  </td>
                   <td className="muted small">
                     {e.type} #{e.seq}
                   </td>
