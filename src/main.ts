@@ -2,7 +2,8 @@
  * The one place where concrete implementations are chosen and wired: which store, which random
  * source, which clock, which defaults.
  */
-import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { OPERATOR_TOKEN_FILE } from './core/state-files.ts';
 import { dirname, join, resolve } from 'node:path';
 import { systemClock, type Clock } from './core/clock.ts';
 import { VipdipError } from './core/errors.ts';
@@ -54,15 +55,47 @@ export type StoreChoice = { kind: 'sqlite'; path: string } | { kind: 'postgres';
 
 const isPostgresUrl = (s: string) => /^postgres(ql)?:\/\//.test(s);
 
-/** Creates a state directory (mode 0700) if needed and returns its absolute path. */
+/**
+ * Creates a state directory (mode 0700) if needed, narrows one found wider, and returns its absolute
+ * path. The state holds every tenant's resources and the operator token: nobody else on the host
+ * reads it.
+ */
 function stateDirectory(dir: string | undefined): string {
   const abs = resolve(dir ?? DEFAULT_STATE_DIR);
   if (!existsSync(abs)) {
     mkdirSync(abs, { recursive: true, mode: 0o700 });
     chmodSync(abs, 0o700);
-  }
+  } else tighten(abs, 0o700);
   return abs;
 }
+
+/** Where the one-line notices of files made private go (stderr unless a test says otherwise). */
+let noticeSink: (line: string) => void = (line) => process.stderr.write(`vipdip: ${line}\n`);
+export function setNoticeSink(sink: (line: string) => void): void {
+  noticeSink = sink;
+}
+
+/**
+ * Narrows a file or directory that others may read or write to `mode` (0600 or 0700), saying so once.
+ * Returns whether it changed anything. A missing path is left alone.
+ */
+export function tighten(path: string, mode: number): boolean {
+  let now: number;
+  try {
+    now = statSync(path).mode & 0o777;
+  } catch {
+    return false;
+  }
+  if ((now & 0o077) === 0) return false;
+  chmodSync(path, mode);
+  noticeSink(
+    `${path} was mode ${now.toString(8).padStart(4, '0')}; made it ${mode.toString(8).padStart(4, '0')}`,
+  );
+  return true;
+}
+
+/** The SQLite database and its WAL and shared-memory files. */
+const sqliteFiles = (db: string) => [db, `${db}-wal`, `${db}-shm`];
 
 /** Which store the options name: --store, else VIPDIP_STORE, else SQLite in the state directory. */
 export function chooseStore(opts: Pick<StateOptions, 'stateDir' | 'store' | 'env'>): StoreChoice {
@@ -105,17 +138,18 @@ export async function openStore(
 ): Promise<{ store: Store; location: string; tokenDir: string }> {
   const choice = chooseStore(opts);
   if (choice.kind === 'sqlite') {
-    return {
-      store: await SqliteStore.open(choice.path),
-      location: choice.path,
-      tokenDir: dirname(choice.path),
-    };
+    // SQLite creates the WAL and shared-memory files with the database file's mode: a private
+    // database before opening keeps all three private.
+    for (const f of sqliteFiles(choice.path)) tighten(f, 0o600);
+    if (!existsSync(choice.path)) closeSync(openSync(choice.path, 'a', 0o600));
+    const store = await SqliteStore.open(choice.path);
+    for (const f of sqliteFiles(choice.path)) tighten(f, 0o600);
+    tighten(join(dirname(choice.path), OPERATOR_TOKEN_FILE), 0o600);
+    return { store, location: choice.path, tokenDir: dirname(choice.path) };
   }
-  return {
-    store: await PostgresStore.open(choice.url),
-    location: redact(choice.url),
-    tokenDir: stateDirectory(opts.stateDir),
-  };
+  const tokenDir = stateDirectory(opts.stateDir);
+  tighten(join(tokenDir, OPERATOR_TOKEN_FILE), 0o600);
+  return { store: await PostgresStore.open(choice.url), location: redact(choice.url), tokenDir };
 }
 
 export async function openState(opts: StateOptions = {}): Promise<OpenState> {

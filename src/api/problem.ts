@@ -72,6 +72,19 @@ export interface Problem {
   [k: string]: unknown;
 }
 
+/** No problem lists more than this many errors; `errorsTotal` says how many there were. */
+export const PROBLEM_ERRORS_MAX = 100;
+/** Each text of a problem is cut to this many characters (a field name may be as long as a body). */
+const PROBLEM_TEXT_MAX_CHARS = 512;
+const PROBLEM_DETAIL_MAX_CHARS = 2048;
+
+const cut = (s: string, n: number) => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
+
+/**
+ * A problem body. Whatever the caller passes, it stays small (well under 64 KiB): the error list is
+ * capped with its total count, every text is cut, and `instance` is the path alone, since a query
+ * string may carry a token (`?access_token=`) that must never be echoed.
+ */
 export function problem(
   code: ErrorCode | ApiErrorCode,
   title: string,
@@ -79,13 +92,24 @@ export function problem(
   instance?: string,
   extra: Record<string, unknown> = {},
 ): Problem {
+  const { errors, ...rest } = extra;
+  const capped = Array.isArray(errors)
+    ? {
+        errors: (errors as { path?: string; message?: string }[]).slice(0, PROBLEM_ERRORS_MAX).map((e) => ({
+          path: cut(e.path ?? '', PROBLEM_TEXT_MAX_CHARS),
+          message: cut(e.message ?? '', PROBLEM_TEXT_MAX_CHARS),
+        })),
+        ...(errors.length > PROBLEM_ERRORS_MAX ? { errorsTotal: errors.length } : {}),
+      }
+    : {};
   return {
     type: `https://vipdip.test/problems/${code.toLowerCase().replaceAll('_', '-')}`,
     title,
     status: STATUS[code],
-    detail,
+    detail: cut(detail, PROBLEM_DETAIL_MAX_CHARS),
     code,
-    ...(instance === undefined ? {} : { instance }),
-    ...extra,
+    ...(instance === undefined ? {} : { instance: cut(instance.split('?')[0]!, PROBLEM_TEXT_MAX_CHARS) }),
+    ...rest,
+    ...capped,
   };
 }

@@ -27,6 +27,9 @@ export const Problem = Type.Object(
     code: Type.String(),
     instance: Type.Optional(Type.String()),
     errors: Type.Optional(Type.Array(Type.Object({ path: Type.String(), message: Type.String() }))),
+    errorsTotal: Type.Optional(
+      Type.Integer({ description: 'how many errors there were, when more than listed' }),
+    ),
   },
   { $id: 'Problem', description: 'RFC 9457 problem details, with the stable error code in `code`' },
 );
@@ -214,11 +217,17 @@ export const EVENT_RESOURCES_MAX = 16;
 
 export const EventsQuery = Type.Object(
   {
-    since: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$', description: 'events after this seq' })),
-    before: Type.Optional(
-      Type.String({ pattern: '^[0-9]{1,15}$', description: 'events before this seq (with order=desc)' }),
+    since: Type.Optional(
+      Type.String({ maxLength: 15, pattern: '^[0-9]{1,15}$', description: 'events after this seq' }),
     ),
-    limit: Type.Optional(Type.String({ pattern: '^[0-9]{1,5}$' })),
+    before: Type.Optional(
+      Type.String({
+        maxLength: 15,
+        pattern: '^[0-9]{1,15}$',
+        description: 'events before this seq (with order=desc)',
+      }),
+    ),
+    limit: Type.Optional(Type.String({ maxLength: 5, pattern: '^[0-9]{1,5}$' })),
     order: Type.Optional(
       Type.Union([Type.Literal('asc'), Type.Literal('desc')], {
         description: 'asc (default): oldest first from since; desc: newest first, before `before`',

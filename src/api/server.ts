@@ -13,9 +13,18 @@ import { systemClock } from '../core/index.ts';
 import type { Cloud } from '../lifecycle/index.ts';
 import type { Tokens } from './auth.ts';
 import { authorize, routeScope, type Api, type ApiContext } from './context.ts';
+import {
+  NESTING_DEPTH_MAX,
+  charsetOf,
+  checkStructure,
+  isUtf8,
+  jsonDepthExceeds,
+  yamlDepthExceeds,
+  type SchemaShape,
+} from './limits.ts';
 import { registerDashboard, type DashboardOptions } from './dashboard.ts';
 import { Metrics } from './metrics.ts';
-import { ApiError, API_TITLES, problem, type Problem } from './problem.ts';
+import { ApiError, API_TITLES, PROBLEM_ERRORS_MAX, problem, type Problem } from './problem.ts';
 import { registerApplyRoutes } from './routes/apply.ts';
 import { registerChaosRoutes } from './routes/chaos.ts';
 import { registerDataPlaneRoutes } from './routes/dataplane.ts';
@@ -41,8 +50,26 @@ export interface ServerOptions {
   chaos?: ChaosRuns;
 }
 
-/** 1 MiB is far above any topology a person writes, and bounds what a client can make us parse. */
+/** The default body limit: far above any single resource a client creates or changes. */
 export const BODY_LIMIT_BYTES = 1 << 20;
+/** The limit of a route that declares no body. */
+export const NO_BODY_LIMIT_BYTES = 4096;
+
+/** A text body the server refuses to parse: another charset than UTF-8, or nesting too deep. */
+function refuseText(
+  contentType: string | undefined,
+  body: string,
+  tooDeep: (text: string, max: number) => boolean,
+): ApiError | undefined {
+  const charset = charsetOf(contentType);
+  if (!isUtf8(charset)) {
+    return new ApiError('UNSUPPORTED_MEDIA_TYPE', `bodies are read as UTF-8 only, not ${charset ?? ''}`);
+  }
+  if (tooDeep(body, NESTING_DEPTH_MAX)) {
+    return new ApiError('BAD_REQUEST', `the body nests deeper than ${NESTING_DEPTH_MAX} levels`);
+  }
+  return undefined;
+}
 
 /**
  * The only /v1 route that may be public: the API's own description. Every other route a client
@@ -101,10 +128,23 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
   });
   const metrics = new Metrics(opts.cloud, registry);
 
+  // Bodies are read as UTF-8 or refused (415), and JSON nesting is bounded before JSON.parse
+  // recurses into it; Fastify's own parser then guards against prototype poisoning as before.
+  const parseJson = app.getDefaultJsonParser('error', 'ignore');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    const refused = refuseText(req.headers['content-type'], body as string, jsonDepthExceeds);
+    if (refused !== undefined) return done(refused, undefined);
+    void parseJson(req, body as string, done);
+  });
   app.addContentTypeParser(
     ['application/yaml', 'text/yaml', 'application/x-yaml', 'text/plain'],
     { parseAs: 'string' },
-    (_req, body, done) => done(null, body),
+    (req, body, done) => {
+      const refused = refuseText(req.headers['content-type'], body as string, yamlDepthExceeds);
+      if (refused !== undefined) return done(refused, undefined);
+      done(null, body);
+    },
   );
 
   await app.register(swagger, {
@@ -150,6 +190,10 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
     if (scope === 'public' && isV1(route.url) && !PUBLIC_V1_ROUTES.has(route.url)) {
       throw new Error(`route ${name} is under /v1 and must not be public`);
     }
+    // A route that declares no body reads none: a few bytes (`{}` from a generic client) pass, a
+    // megabyte is refused before it is parsed.
+    const schema = route.schema as { body?: unknown } | undefined;
+    if (route.bodyLimit === undefined && schema?.body === undefined) route.bodyLimit = NO_BODY_LIMIT_BYTES;
   });
 
   app.decorateRequest('principal', null as never);
@@ -171,6 +215,19 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
     if (refused !== undefined) throw refused;
   });
 
+  // Cheap structural bounds (array and string lengths, depth) before ajv, which with allErrors walks
+  // every item of an over-long array; a body that passes is at most what its schema allows.
+  app.addHook('preValidation', (req, _reply, done) => {
+    const schema = (req.routeOptions.schema as { body?: SchemaShape } | undefined)?.body;
+    const p =
+      req.body === undefined || req.body === null || typeof req.body === 'string'
+        ? undefined
+        : checkStructure(req.body, schema);
+    done(
+      p === undefined ? undefined : new ApiError('BAD_REQUEST', `${p.path} ${p.message}`, { errors: [p] }),
+    );
+  });
+
   const started = new WeakMap<object, bigint>();
   app.addHook('onRequest', (req, _reply, done) => {
     started.set(req, process.hrtime.bigint());
@@ -185,7 +242,7 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
   });
 
   app.setErrorHandler((err: unknown, req, reply) => {
-    const body = toProblem(err, req.url);
+    const body = toProblem(err, req.url, req.routeOptions.bodyLimit);
     // An unreachable store (503) is the outage itself, reported to the caller: not a bug to log.
     if (body.status === 500) opts.onInternalError?.(err);
     return sendProblem(reply, body);
@@ -228,7 +285,7 @@ function sendProblem(reply: FastifyReply, body: Problem): FastifyReply {
 }
 
 /** Every failure as problem+json: coded domain errors keep their code; the rest are classified. */
-export function toProblem(err: unknown, instance: string): Problem {
+export function toProblem(err: unknown, instance: string, bodyLimit = BODY_LIMIT_BYTES): Problem {
   if (isVipdipError(err))
     return problem(
       err.code,
@@ -244,21 +301,28 @@ export function toProblem(err: unknown, instance: string): Problem {
     validationContext?: string;
   };
   if (Array.isArray(fe.validation)) {
-    const errors = fe.validation.slice(0, 50).map((v) => ({
+    const all = fe.validation;
+    const errors = all.slice(0, PROBLEM_ERRORS_MAX).map((v) => ({
       path: `${fe.validationContext ?? 'body'}${v.instancePath ?? ''}`,
       message:
         (v.message ?? 'is invalid') +
         (v.params && 'additionalProperty' in v.params ? `: ${String(v.params.additionalProperty)}` : ''),
     }));
-    const detail = errors.map((e) => `${e.path} ${e.message}`).join('; ');
-    return problem('BAD_REQUEST', API_TITLES.BAD_REQUEST, detail, instance, { errors });
+    const detail = errors
+      .slice(0, 10)
+      .map((e) => `${e.path} ${e.message}`)
+      .join('; ');
+    return problem('BAD_REQUEST', API_TITLES.BAD_REQUEST, detail, instance, {
+      errors,
+      ...(all.length > errors.length ? { errorsTotal: all.length } : {}),
+    });
   }
   const code = typeof fe.code === 'string' ? fe.code : '';
   if (code === 'FST_ERR_CTP_BODY_TOO_LARGE')
     return problem(
       'PAYLOAD_TOO_LARGE',
       API_TITLES.PAYLOAD_TOO_LARGE,
-      `the body exceeds ${BODY_LIMIT_BYTES} bytes`,
+      `the body exceeds ${bodyLimit} bytes, the limit of this route`,
       instance,
     );
   if (code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE')

@@ -1,1 +1,2 @@
 export * from './topology.ts';
+export * from './yaml-worker.ts';

@@ -1082,10 +1082,15 @@ describe('errors', () => {
     problem(await api('PUT', '/v1/services/vmsvc'), 404, 'NOT_FOUND');
   });
 
-  test('a body over 1 MiB gets 413', async () => {
+  test('a body over its route limit gets 413 (1 MiB by default, 2 MiB to apply, 4 KiB without a body)', async () => {
     const big = JSON.stringify({ name: 'x'.repeat((1 << 20) + 16) });
     problem(await api('POST', '/v1/subscriptions', big), 413, 'PAYLOAD_TOO_LARGE');
-    problem(await api('POST', '/v1/apply', `# ${'y'.repeat(1 << 20)}\n`, YAML), 413, 'PAYLOAD_TOO_LARGE');
+    problem(await api('POST', '/v1/apply', `# ${'y'.repeat(2 << 20)}\n`, YAML), 413, 'PAYLOAD_TOO_LARGE');
+    problem(
+      await api('POST', '/v1/services/x/vms/y/start', JSON.stringify({ pad: 'z'.repeat(8192) })),
+      413,
+      'PAYLOAD_TOO_LARGE',
+    );
   });
 
   test('an unsupported content type gets 415', async () => {

@@ -75,7 +75,9 @@ export function registerEventRoutes(app: Api, { cloud, registry }: ApiContext): 
       config: { scope: 'tenant' },
       schema: {
         tags: ['events'],
-        querystring: Type.Object({ since: Type.Optional(Type.String({ pattern: '^[0-9]{1,15}$' })) }),
+        querystring: Type.Object({
+          since: Type.Optional(Type.String({ maxLength: 15, pattern: '^[0-9]{1,15}$' })),
+        }),
       },
     },
     async (req, reply) => {

@@ -106,7 +106,13 @@ export function registerFabricRoutes(app: Api, { cloud, tokens }: ApiContext): v
     '/v1/subscriptions/:subscription/tokens/:name',
     {
       config: { scope: 'operator' },
-      schema: { tags: ['tokens'], params: Type.Object({ subscription: Type.String(), name: Type.String() }) },
+      schema: {
+        tags: ['tokens'],
+        params: Type.Object({
+          subscription: Type.String({ maxLength: 64 }),
+          name: Type.String({ maxLength: 64 }),
+        }),
+      },
     },
     async (req, reply) => {
       requireOperator(req);
