@@ -3,7 +3,9 @@
  * tokens, the API server and, when asked, DNS) from them. `up` adds the data plane; `serve` is the
  * control plane alone, as run several times over one PostgreSQL.
  */
+import { lookup } from 'node:dns/promises';
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { StatusRegistry } from '../agent/index.ts';
@@ -56,6 +58,8 @@ export interface ControlPlaneExtras {
   registry?: StatusRegistry;
   /** Runs once the state is open, before anything is served (a check of the stored plan, say). */
   onOpen?: (state: OpenState) => Promise<void>;
+  /** How `--listen` names resolve (the system's resolver unless a test gives its own). */
+  lookupAll?: LookupAll;
 }
 
 /** Parses HOST:PORT (IPv6 as [::1]:PORT); port 0 picks a free one. */
@@ -67,7 +71,34 @@ export function parseListen(text: string, flag: string): { host: string; port: n
   return { host: m[1]!.replace(/^\[|\]$/g, ''), port: Number(m[2]) };
 }
 
-const isLoopback = (host: string) => host === 'localhost' || host === '::1' || /^127\./.test(host);
+/** Whether an address (not a name) is a loopback one: 127.0.0.0/8, ::1, or 127/8 mapped into IPv6. */
+export const isLoopbackAddress = (a: string): boolean =>
+  isIP(a) === 4
+    ? a.startsWith('127.')
+    : isIP(a) === 6 && (['::1', '0:0:0:0:0:0:0:1'].includes(a.toLowerCase()) || /^::ffff:127\./i.test(a));
+
+export type LookupAll = (host: string) => Promise<string[]>;
+const lookupAll: LookupAll = async (host) => (await lookup(host, { all: true })).map((a) => a.address);
+
+/**
+ * The addresses `--listen` names, and whether every one of them is loopback. Decided on the resolved
+ * addresses, never on the text: `127.attacker.example` is a name like any other.
+ */
+export async function listenAddresses(
+  host: string,
+  resolveAll: LookupAll = lookupAll,
+): Promise<{ addresses: string[]; loopback: boolean }> {
+  let addresses: string[];
+  try {
+    addresses = isIP(host) !== 0 ? [host] : await resolveAll(host);
+  } catch (e) {
+    throw new VipdipError(
+      'INVALID_ARGUMENT',
+      `--listen ${host}: the name does not resolve (${(e as NodeJS.ErrnoException).code ?? 'lookup failed'})`,
+    );
+  }
+  return { addresses, loopback: addresses.length > 0 && addresses.every(isLoopbackAddress) };
+}
 
 /** The flags of the control plane, with `--dns` defaulting to `dns` (`off` for none). */
 export function controlPlaneFlags(cmd: Command, defaults: { dns: string }): Command {
@@ -136,10 +167,12 @@ export async function startControlPlane(
     opts.tlsCert === undefined
       ? undefined
       : { cert: readPem('--tls-cert', opts.tlsCert), key: readPem('--tls-key', opts.tlsKey!) };
-  if (!isLoopback(listen.host) && tls === undefined && opts.insecureHttp !== true) {
+  const resolved = await listenAddresses(listen.host, extras.lookupAll);
+  if (!resolved.loopback && tls === undefined && opts.insecureHttp !== true) {
     throw new VipdipError(
       'INVALID_ARGUMENT',
-      `--listen ${opts.listen} is not a loopback address: give --tls-cert and --tls-key, or --insecure-http to send tokens in clear`,
+      `--listen ${opts.listen} is not a loopback address: give --tls-cert and --tls-key, or --insecure-http to send tokens in clear` +
+        (isIP(listen.host) === 0 ? ` (${listen.host} resolves to ${resolved.addresses.join(', ')})` : ''),
     );
   }
 
@@ -184,7 +217,11 @@ export async function startControlPlane(
           `vipdip: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`,
         ),
     });
-    const url = await app.listen({ host: listen.host, port: listen.port });
+    // A name is served on the address it was checked with, not looked up again (a second answer
+    // could differ); `localhost` keeps Fastify's own handling (both 127.0.0.1 and ::1).
+    const host =
+      isIP(listen.host) !== 0 || listen.host === 'localhost' ? listen.host : resolved.addresses[0]!;
+    const url = await app.listen({ host, port: listen.port });
     if (dns !== undefined) {
       try {
         dnsServer = await startDnsServer({

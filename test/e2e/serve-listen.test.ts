@@ -40,6 +40,43 @@ test('a non-loopback address without TLS is refused, naming both ways out', asyn
   );
 });
 
+test('a name is judged by what it resolves to, not by its text', async () => {
+  // Starts with "127." but is a name, and resolves nowhere: refused, naming the lookup.
+  await refused(
+    ['--listen', '127.attacker.invalid:0'],
+    /--listen 127\.attacker\.invalid: the name does not resolve/,
+  );
+});
+
+test('a name that resolves to loopback only is served without TLS', async () => {
+  const c = spawn(
+    process.execPath,
+    [BIN, 'serve', '--dns', 'off', '--state', join(dir, 'byname'), '--listen', 'localhost:0'],
+    { env: { ...process.env, VIPDIP_STORE: '' }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  try {
+    const banner = await new Promise<string>((ok, fail) => {
+      let out = '';
+      const timer = setTimeout(() => fail(new Error(`no banner:\n${out}`)), 30_000);
+      const seen = (s: string) => {
+        out += s;
+        if (/API and dashboard on http:\/\//.test(out)) {
+          clearTimeout(timer);
+          ok(out);
+        }
+      };
+      c.stdout.setEncoding('utf8').on('data', seen);
+      c.stderr.setEncoding('utf8').on('data', seen);
+      c.once('exit', (code) => fail(new Error(`serve exited ${code}:\n${out}`)));
+    });
+    assert.match(banner, /API and dashboard on http:\/\/(localhost|127\.0\.0\.1|\[::1\]):\d+/);
+  } finally {
+    const exited = new Promise((r) => c.once('exit', r));
+    c.kill('SIGTERM');
+    await exited;
+  }
+});
+
 test('--tls-cert without --tls-key is refused', async () => {
   await refused(
     ['--listen', '127.0.0.1:0', '--tls-cert', join(dir, 'c.pem')],
