@@ -53,8 +53,11 @@ export class StatusRegistry {
   }
 
   /** Forgets an agent that has stopped for good (its backends read unknown at once). */
-  forget(agent: string): void {
-    if (this.agents.delete(agent)) this.announce();
+  /** Forgets an agent's reports; false when no agent of that name has reported. */
+  forget(agent: string): boolean {
+    if (!this.agents.delete(agent)) return false;
+    this.announce();
+    return true;
   }
 
   onHealth(fn: HealthListener): () => void {

@@ -44,7 +44,7 @@ import {
   type DnsZones,
 } from './dns-names.ts';
 import { EventFeed } from './feed.ts';
-import { checkDnsLabel, checkName } from './names.ts';
+import { checkDnsLabel, checkName, checkSubscriptionName } from './names.ts';
 import { pickHost, type HostInfo } from './placement.ts';
 import { HostLoads, countMove, type TxLoads } from './host-loads.ts';
 import { isAllocated, nextState, type VmOperation, type VmState } from './transitions.ts';
@@ -260,7 +260,18 @@ function parseCidrList(what: string, list: unknown): Cidr[] {
   if (!Array.isArray(list) || list.length === 0) {
     throw new VipdipError('INVALID_ARGUMENT', `${what} must be a non-empty list of CIDR blocks`);
   }
-  return list.map((c) => parseCidr(c as string));
+  return list.map((c) => checkSpaceBlock(what, parseCidr(c as string)));
+}
+
+/** An address space block must hold at least the smallest subnet (a /29), or nothing fits in it. */
+export function checkSpaceBlock(what: string, cidr: Cidr): Cidr {
+  if (cidr.prefix > MAX_SUBNET_PREFIX) {
+    throw new VipdipError(
+      'INVALID_ARGUMENT',
+      `${what}: ${formatCidr(cidr)} is smaller than the smallest subnet, a /${MAX_SUBNET_PREFIX}`,
+    );
+  }
+  return cidr;
 }
 
 export class Cloud {
@@ -383,7 +394,7 @@ export class Cloud {
   // ---------------------------------------------------------------- subscriptions
 
   async createSubscription(name: string): Promise<SubscriptionView> {
-    checkName('subscription', name);
+    checkSubscriptionName(name);
     return this.write(async (tx) => {
       if (await tx.repo.subscriptionByName(name)) {
         throw new VipdipError('ALREADY_EXISTS', `subscription ${name} already exists`);

@@ -24,3 +24,19 @@ export function checkName(kind: string, name: unknown): string {
   }
   return name;
 }
+
+/**
+ * Subscription names are lower case: a name is read, typed and compared by people and scripts as DNS
+ * names are, without regard to case, so `CONTOSO` beside `contoso` would be two tenants nobody can
+ * tell apart. Refusing capitals keeps names unique as people read them.
+ */
+export function checkSubscriptionName(name: unknown): string {
+  checkName('subscription', name);
+  if ((name as string) !== (name as string).toLowerCase()) {
+    throw new VipdipError(
+      'INVALID_ARGUMENT',
+      `subscription name ${JSON.stringify(name)} must be lower case (names are compared without regard to case, as DNS names are)`,
+    );
+  }
+  return name as string;
+}

@@ -18,6 +18,8 @@ import {
 import {
   checkDnsLabel,
   checkName,
+  checkSpaceBlock,
+  checkSubscriptionName,
   checkServiceEndpoints,
   normalizeEndpoints,
   type Cloud,
@@ -176,7 +178,7 @@ export function validateTopology(doc: Topology, opts: ApplyOptions = {}): Proble
     const path = `subscriptions[${i}]`;
     if (!isObj(s)) return add(path, 'must be a mapping');
     known(s, path, ['name', 'virtualNetworks', 'reservedIps', 'cloudServices']);
-    attempt(`${path}.name`, () => checkName('subscription', s.name));
+    attempt(`${path}.name`, () => checkSubscriptionName(s.name));
     if (opts.subscription !== undefined && s.name !== opts.subscription) {
       add(`${path}.name`, `subscription ${String(s.name)} does not exist`);
     }
@@ -202,7 +204,9 @@ export function validateTopology(doc: Topology, opts: ApplyOptions = {}): Proble
       const spaceList = list(v.addressSpace, `${vp}.addressSpace`);
       if (spaceList.length === 0) add(`${vp}.addressSpace`, 'must list at least one CIDR block');
       spaceList.forEach((c, k) =>
-        attempt(`${vp}.addressSpace[${k}]`, () => space.push(parseCidr(c as string))),
+        attempt(`${vp}.addressSpace[${k}]`, () =>
+          space.push(checkSpaceBlock('address space', parseCidr(c as string))),
+        ),
       );
       const subnets = new Map<string, Cidr>();
       list(v.subnets, `${vp}.subnets`).forEach((sn, k) => {
@@ -345,10 +349,19 @@ async function reconcile(cloud: Cloud, doc: Topology, opts: ApplyOptions, out: A
       change({ action: 'create', kind: 'public pool', name: cidr });
     }
   }
-  const hosts = new Set((await cloud.listHosts()).map((h) => h.name));
+  const hosts = new Map((await cloud.listHosts()).map((h) => [h.name, h.rack]));
   for (const rack of doc.fabric?.racks ?? []) {
     for (const h of rack.hosts) {
-      if (hosts.has(h)) continue;
+      const now = hosts.get(h);
+      // A host's rack is its failure domain: moving one would silently change what maintenance of
+      // either rack takes down, so apply refuses it rather than ignoring it.
+      if (now !== undefined && now !== rack.name) {
+        throw new VipdipError(
+          'CONFLICT',
+          `host ${h} is in rack ${now}, not ${rack.name}: apply does not move hosts between racks (delete the host and add it again)`,
+        );
+      }
+      if (now !== undefined) continue;
       await cloud.addHost(h, rack.name);
       change({ action: 'create', kind: 'host', name: h, detail: `in rack ${rack.name}` });
     }

@@ -261,3 +261,56 @@ describe('authorization before the body', () => {
     assert.doesNotMatch(nf.text, new RegExp(secret));
   });
 });
+
+describe('the smaller defects', () => {
+  test('a subscription name with capitals is refused, so CONTOSO cannot sit beside contoso', async () => {
+    const op = srv.operatorToken;
+    const res = await call(srv, op, 'POST', '/v1/subscriptions', { name: 'CONTOSO' });
+    assert.equal(res.status, 422);
+    assert.match((res.body as { detail: string }).detail, /must be lower case/);
+    const apply = await call(srv, op, 'POST', '/v1/apply', { subscriptions: [{ name: 'Tenant-A' }] });
+    assert.equal(apply.status, 422);
+    const subs = (await call(srv, op, 'GET', '/v1/subscriptions')).body as { name: string }[];
+    assert.ok(!subs.some((s) => s.name !== s.name.toLowerCase()));
+  });
+
+  test('a VNet address space smaller than the smallest subnet (/29) is refused', async () => {
+    for (const cidr of ['10.9.0.0/31', '10.9.0.1/32', '10.9.0.0/30']) {
+      const res = await call(srv, tenant, 'POST', '/v1/subscriptions/tenant-a/vnets', {
+        name: 'tiny',
+        addressSpace: [cidr],
+      });
+      assert.equal(res.status, 422, cidr);
+      assert.match((res.body as { detail: string }).detail, /smaller than the smallest subnet, a \/29/);
+    }
+    const apply = await call(srv, tenant, 'POST', '/v1/apply', {
+      subscriptions: [
+        { name: 'tenant-a', virtualNetworks: [{ name: 'tiny', addressSpace: ['10.9.0.0/32'] }] },
+      ],
+    });
+    assert.equal(apply.status, 422);
+    const ok = await call(srv, tenant, 'POST', '/v1/subscriptions/tenant-a/vnets', {
+      name: 'small',
+      addressSpace: ['10.9.0.0/29'],
+    });
+    assert.equal(ok.status, 201);
+  });
+
+  test('apply refuses to move a host to another rack, and changes nothing', async () => {
+    const op = srv.operatorToken;
+    const hosts = (await call(srv, op, 'GET', '/v1/hosts')).body as { name: string; rack: string }[];
+    const h = hosts[0]!;
+    const other = hosts.find((x) => x.rack !== h.rack)?.rack ?? 'rack-elsewhere';
+    const res = await call(srv, op, 'POST', '/v1/apply', {
+      fabric: { racks: [{ name: other, hosts: [h.name] }] },
+    });
+    assert.equal(res.status, 409);
+    assert.match((res.body as { detail: string }).detail, new RegExp(`host ${h.name} is in rack ${h.rack}`));
+    assert.deepEqual((await call(srv, op, 'GET', '/v1/hosts')).body, hosts);
+  });
+
+  test('forgetting an agent that never reported is 404', async () => {
+    const res = await call(srv, srv.operatorToken, 'DELETE', '/v1/agents/never-was');
+    assert.equal(res.status, 404);
+  });
+});

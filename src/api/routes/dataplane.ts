@@ -5,6 +5,7 @@
  */
 import { Type } from 'typebox';
 import { requireOperator, visible, type Api, type ApiContext } from '../context.ts';
+import { VipdipError } from '../../core/errors.ts';
 import { ApiError } from '../problem.ts';
 import * as S from '../schemas.ts';
 
@@ -162,7 +163,9 @@ export function registerDataPlaneRoutes(app: Api, ctx: ApiContext): void {
     },
     async (req, reply) => {
       requireOperator(req);
-      registry.forget(req.params.agent);
+      if (!registry.forget(req.params.agent)) {
+        throw new VipdipError('NOT_FOUND', `agent ${req.params.agent} has not reported`);
+      }
       return reply.code(204).send();
     },
   );
