@@ -11,6 +11,7 @@ import type { Command } from 'commander';
 import { join, resolve } from 'node:path';
 import { OPERATOR_TOKEN_FILE } from '../core/state-files.ts';
 import { ApiProblemError, CliError, UnreachableError, UsageError, type ProblemBody } from './errors.ts';
+import { isVipdipRunning, readUpLock } from './up-lock.ts';
 
 export const DEFAULT_URL = 'http://127.0.0.1:7480';
 /** The state directory `vipdip up` uses by default (SPEC.md §7); its token file is the fallback. */
@@ -31,13 +32,18 @@ export interface ConnectionOptions {
   state?: string;
 }
 
-/** Resolves VIPDIP_URL and the token: VIPDIP_TOKEN, else `<state dir>/operator.token`. */
+/**
+ * Resolves the URL and the token. The URL: VIPDIP_URL, else the API of the `vipdip up` running on the
+ * state directory (its lock says where it listens, so `up --listen 127.0.0.1:0` needs no
+ * VIPDIP_URL), else DEFAULT_URL. The token: VIPDIP_TOKEN, else `<state dir>/operator.token`.
+ */
 export function resolveConnection(
   opts: ConnectionOptions = {},
   env: NodeJS.ProcessEnv = process.env,
   cwd: string = process.cwd(),
 ): Connection {
-  const url = (env.VIPDIP_URL?.trim() || DEFAULT_URL).replace(/\/+$/, '');
+  const stateDir = resolve(cwd, opts.state ?? DEFAULT_STATE_DIR);
+  const url = (env.VIPDIP_URL?.trim() || runningApi(stateDir) || DEFAULT_URL).replace(/\/+$/, '');
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -50,7 +56,7 @@ export function resolveConnection(
   const fromEnv = env.VIPDIP_TOKEN?.trim();
   if (fromEnv) return { url, token: fromEnv, tokenSource: 'VIPDIP_TOKEN' };
 
-  const file = join(resolve(cwd, opts.state ?? DEFAULT_STATE_DIR), OPERATOR_TOKEN_FILE);
+  const file = join(stateDir, OPERATOR_TOKEN_FILE);
   let token: string;
   try {
     token = readFileSync(file, 'utf8').trim();
@@ -64,6 +70,12 @@ export function resolveConnection(
   }
   if (token === '') throw new CliError(`the token file ${file} is empty`);
   return { url, token, tokenSource: file };
+}
+
+/** The API address of the `vipdip up` holding the lock of `stateDir`, if one runs and listens. */
+function runningApi(stateDir: string): string | undefined {
+  const lock = readUpLock(stateDir);
+  return lock?.api !== undefined && isVipdipRunning(lock.pid) ? lock.api : undefined;
 }
 
 /** A path with each interpolated value percent-encoded as one path segment. */
