@@ -1,0 +1,425 @@
+/**
+ * CLI start-up benchmark (issue 12): what a person waits for, whole processes, beside `node -e 0`
+ * measured in the same rounds.
+ *
+ * - `vipdip --version`, `vipdip --help`;
+ * - `vipdip get vms` against a running `up --demo` (7 VMs), and `get vms -o json` against one holding
+ *   1,000 VMs (applied through the API on loopback);
+ * - `vipdip up --demo` from spawn to ready: the API healthy, the DNS answering (dig on its port) and
+ *   every demo VIP answering an HTTP request through the local data plane;
+ * - a whoami workload, started as the agent starts it, from spawn to listening.
+ *
+ * Wall time is measured here from spawn to exit (or to ready); peak RSS is the process's maximum
+ * resident set from GNU time (`/usr/bin/time -f %M`), which wraps every command alike, `node -e 0`
+ * included. One warm-up round, then ROUNDS rounds, the order of the commands rotating each round so
+ * that a busy neighbour hurts them alike; medians.
+ *
+ * `npm run bench -- cli --before REV` measures the CLI of git revision REV too (extracted with git
+ * archive into a temporary directory, using this checkout's node_modules): the "before" column.
+ *
+ * Addresses: the demo's VNets (127.16.0.0/16, 127.32.0.0/16), its public pool moved to
+ * 127.124.0.0/16; the 1,000-VM topology in 127.20.0.0/16 with the `none` driver (no sockets).
+ */
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { request } from 'node:http';
+import { createServer } from 'node:net';
+import { promisify } from 'node:util';
+import { ROOT, machine, median, saveJson, saveSection } from './report.ts';
+
+const exec = promisify(execFile);
+/** Rounds measured after the warm-up (`--rounds N` for a quick look; the figures want at least 5). */
+let ROUNDS = 7;
+const TIME = '/usr/bin/time';
+const DEMO_POOL = '127.124.0.0/16';
+const BIG_VMS = 1000;
+const READY_TIMEOUT_MS = 60_000;
+/** The issue's targets: ratios to `node -e 0`, and absolute times. */
+const TARGETS = { versionHelpRatio: 2, getVmsRatio: 3, upReadyS: 2.5, workloadListeningS: 0.3 };
+
+interface Sample {
+  wallMs: number;
+  rssKb: number | null;
+}
+
+/** A command under test: argv (node's), environment, and optionally a readiness wait instead of its exit. */
+interface Case {
+  name: string;
+  argv: string[];
+  env?: Record<string, string>;
+}
+
+const hasTime = existsSync(TIME);
+let seq = 0;
+const scratch = mkdtempSync(join(tmpdir(), 'vipdip-bench-cli-'));
+
+/** Spawns node with `argv` under GNU time; resolves at exit with the wall time and peak RSS. */
+function timeToExit(c: Case): Promise<Sample> {
+  const rssFile = join(scratch, `rss-${seq++}`);
+  const [cmd, args] = hasTime
+    ? [TIME, ['-f', '%M', '-o', rssFile, process.execPath, ...c.argv]]
+    : [process.execPath, c.argv];
+  return new Promise((ok, fail) => {
+    const t0 = performance.now();
+    const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...c.env } });
+    let err = '';
+    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const kill = setTimeout(() => p.kill('SIGKILL'), 60_000);
+    p.once('exit', (code) => {
+      const wallMs = performance.now() - t0;
+      clearTimeout(kill);
+      if (code !== 0) return fail(new Error(`${c.name} exited ${code}: ${err}`));
+      ok({ wallMs, rssKb: readRss(rssFile) });
+    });
+  });
+}
+
+function readRss(file: string): number | null {
+  if (!hasTime) return null;
+  const kb = Number(readFileSync(file, 'utf8').trim().split('\n').pop());
+  rmSync(file, { force: true });
+  return Number.isFinite(kb) ? kb : null;
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((ok) => s.listen(0, '127.0.0.1', ok));
+  const { port } = s.address() as { port: number };
+  await new Promise((ok) => s.close(ok));
+  return port;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** An HTTP GET answered with 200, within 1 s. */
+function httpOk(url: string): Promise<boolean> {
+  return new Promise((ok) => {
+    const req = request(url, { agent: false, timeout: 1000 }, (res) => {
+      res.resume();
+      res.on('end', () => ok(res.statusCode === 200));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => ok(false));
+    req.end();
+  });
+}
+
+/** Polls `check` every `everyMs` until it is true; false after READY_TIMEOUT_MS. */
+async function until(check: () => Promise<boolean> | boolean, everyMs = 5): Promise<void> {
+  const end = Date.now() + READY_TIMEOUT_MS;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error('not ready in time');
+    await sleep(everyMs);
+  }
+}
+
+/**
+ * `vipdip up --demo` on a fresh state: spawn → API healthy, DNS answering, every VIP answering.
+ * GNU time runs up itself, so the peak RSS is up's, through the demo's start and a clean stop.
+ */
+async function upReady(bin: string): Promise<Sample & { phases: Record<string, number> }> {
+  const dir = mkdtempSync(join(scratch, 'up-'));
+  const state = join(dir, '.vipdip');
+  const rssFile = join(scratch, `rss-${seq++}`);
+  const argv = [bin, 'up', '--demo', '--state', state, '--listen', '127.0.0.1:0', '--dns', '127.0.0.1:0'];
+  argv.push('--public-pool', DEMO_POOL, '--seed', '7');
+  const [cmd, args] = hasTime
+    ? [TIME, ['-f', '%M', '-o', rssFile, process.execPath, ...argv]]
+    : [process.execPath, argv];
+  const t0 = performance.now();
+  const p = spawn(cmd, args, {
+    cwd: dir,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, VIPDIP_STORE: '' },
+  });
+  let out = '';
+  p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  p.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<void>((ok) => p.once('exit', () => ok()));
+  const phases: Record<string, number> = {};
+  const mark = (k: string) => (phases[k] = performance.now() - t0);
+  try {
+    let api = '';
+    await until(() => {
+      api = /API and dashboard on (http:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1] ?? '';
+      return api !== '' || p.exitCode !== null;
+    });
+    if (api === '') throw new Error(`up --demo exited:\n${out}`);
+    await until(() => httpOk(`${api}/healthz`));
+    mark('apiHealthy');
+    const dns = /DNS on 127\.0\.0\.1:(\d+)/.exec(out)?.[1];
+    if (dns === undefined) throw new Error(`no DNS line:\n${out}`);
+    const vips = [...out.matchAll(/try: curl (http:\/\/127\.124\.\d+\.\d+:\d+\/)/g)].map((m) => m[1]!);
+    const shopVip = /shop +VIP (127\.\d+\.\d+\.\d+)/.exec(out)?.[1];
+    if (vips.length < 3 || shopVip === undefined) throw new Error(`the demo's VIPs are not listed:\n${out}`);
+    await until(async () => {
+      const r = await exec('dig', [
+        '+short',
+        '+time=1',
+        '+tries=1',
+        '@127.0.0.1',
+        '-p',
+        dns,
+        'shop.cloudapp.vipdip.test',
+      ]).catch(() => ({ stdout: '' }));
+      return r.stdout.trim() === shopVip;
+    }, 10);
+    mark('dnsAnswering');
+    for (const v of vips) await until(() => httpOk(v));
+    mark('everyVipAnswering');
+    const wallMs = performance.now() - t0;
+    // SIGTERM to up itself, the child of GNU time (before revisions had no `vipdip down`).
+    stopChild(p.pid!);
+    await exited;
+    return { wallMs, rssKb: readRss(rssFile), phases };
+  } finally {
+    if (p.exitCode === null) p.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Sends SIGTERM to the process `pid` runs (GNU time's child), or to `pid` itself without GNU time. */
+function stopChild(pid: number): void {
+  let target = pid;
+  if (hasTime) {
+    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/);
+    target = Number(children[0]);
+  }
+  process.kill(target, 'SIGTERM');
+}
+
+/** A whoami workload as the agent starts it (`node BIN workload whoami`): spawn → its port accepts. */
+async function workloadListening(bin: string): Promise<Sample> {
+  const port = await freePort();
+  const rssFile = join(scratch, `rss-${seq++}`);
+  const argv = [bin, 'workload', 'whoami'];
+  const [cmd, args] = hasTime
+    ? [TIME, ['-f', '%M', '-o', rssFile, process.execPath, ...argv]]
+    : [process.execPath, argv];
+  const t0 = performance.now();
+  const p = spawn(cmd, args, {
+    stdio: ['pipe', 'ignore', 'ignore'],
+    env: {
+      ...process.env,
+      VIPDIP_SERVICE: 'shop',
+      VIPDIP_VM: 'web1',
+      VIPDIP_DIP: '127.0.0.1',
+      VIPDIP_PORT_HTTP: String(port),
+    },
+  });
+  const exited = new Promise<void>((ok) => p.once('exit', () => ok()));
+  try {
+    await until(() => httpOk(`http://127.0.0.1:${port}/`), 2);
+    const wallMs = performance.now() - t0;
+    p.stdin.end(); // the agent's lifeline: the workload exits when it closes
+    await exited;
+    return { wallMs, rssKb: readRss(rssFile) };
+  } finally {
+    if (p.exitCode === null) p.kill('SIGKILL');
+  }
+}
+
+interface Server {
+  url: string;
+  token: string;
+  stop(): Promise<void>;
+}
+
+async function startServer(bin: string, args: string[]): Promise<Server> {
+  const dir = mkdtempSync(join(scratch, 'srv-'));
+  const state = join(dir, '.vipdip');
+  const p = spawn(
+    process.execPath,
+    [bin, 'up', '--state', state, '--listen', '127.0.0.1:0', '--dns', 'off', '--driver', 'none', ...args],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, VIPDIP_STORE: '' },
+    },
+  );
+  let out = '';
+  p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<void>((ok) => p.once('exit', () => ok()));
+  await until(() => /API and dashboard on /.test(out) || p.exitCode !== null);
+  const url = /API and dashboard on (http:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1];
+  if (url === undefined) throw new Error(`server did not start:\n${out}`);
+  return {
+    url,
+    token: readFileSync(join(state, 'operator.token'), 'utf8').trim(),
+    stop: async () => {
+      p.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/** `n` VMs in services of 4 in one /16 (as bench/api.ts's size axis), for the none driver. */
+function bigTopology(n: number): string {
+  const services: string[] = [];
+  for (let b = 0; b < n / 4; b++) {
+    const vms = Array.from({ length: 4 }, (_, j) => `{ name: vm${b * 4 + j}, subnet: s }`);
+    services.push(`      - { name: b${b}, vnet: net, vms: [${vms.join(', ')}] }`);
+  }
+  return `subscriptions:
+  - name: bench
+    virtualNetworks:
+      - name: net
+        addressSpace: [127.20.0.0/16]
+        subnets: [{ name: s, cidr: 127.20.0.0/16 }]
+    cloudServices:
+${services.join('\n')}
+`;
+}
+
+/** The CLI of git revision `rev`, extracted beside this checkout's node_modules. */
+async function extractRevision(rev: string): Promise<string> {
+  const dir = mkdtempSync(join(scratch, 'before-'));
+  await exec('sh', ['-c', `git -C "${ROOT}" archive "${rev}" | tar -x -C "${dir}"`]);
+  symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+  return join(dir, 'bin/vipdip.js');
+}
+
+interface Row {
+  what: string;
+  before: Sample[];
+  after: Sample[];
+  node: Sample[];
+}
+
+const med = (xs: Sample[]) =>
+  xs.length === 0
+    ? null
+    : {
+        wallMs: median(xs.map((x) => x.wallMs)),
+        rssKb: xs.some((x) => x.rssKb === null) ? null : median(xs.map((x) => x.rssKb!)),
+      };
+
+export async function run(args: string[]): Promise<void> {
+  const i = args.indexOf('--before');
+  const beforeRev = i >= 0 ? args[i + 1] : undefined;
+  if (i >= 0 && beforeRev === undefined) throw new Error('--before needs a git revision');
+  const r = args.indexOf('--rounds');
+  if (r >= 0) ROUNDS = Number(args[r + 1]);
+  if (!Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error('--rounds takes a whole number of rounds');
+  const after = join(ROOT, 'bin/vipdip.js');
+  const before = beforeRev === undefined ? undefined : await extractRevision(beforeRev);
+  if (!hasTime) console.error(`cli: ${TIME} is missing (Debian package time): no peak RSS figures`);
+  const load0 = loadavg();
+
+  const demo = await startServer(after, ['--demo']);
+  const big = await startServer(after, []);
+  const res = await fetch(`${big.url}/v1/apply`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${big.token}`, 'content-type': 'application/yaml' },
+    body: bigTopology(BIG_VMS),
+    signal: AbortSignal.timeout(600_000),
+  });
+  if (res.status !== 200) throw new Error(`apply of ${BIG_VMS} VMs: ${res.status} ${await res.text()}`);
+  const demoEnv = { VIPDIP_URL: demo.url, VIPDIP_TOKEN: demo.token };
+  const bigEnv = { VIPDIP_URL: big.url, VIPDIP_TOKEN: big.token };
+
+  // Each row: a measurement for after, for before (if asked and the old CLI has it) and node -e 0.
+  type Measure = (bin: string) => Promise<Sample>;
+  const exitCase =
+    (argv: string[], env?: Record<string, string>): Measure =>
+    (bin) =>
+      timeToExit({ name: `vipdip ${argv.join(' ')}`, argv: [bin, ...argv], ...(env ? { env } : {}) });
+  const rows: { what: string; measure: Measure; hasBefore: boolean }[] = [
+    { what: '`vipdip --version`', measure: exitCase(['--version']), hasBefore: false },
+    { what: '`vipdip --help`', measure: exitCase(['--help']), hasBefore: true },
+    { what: '`vipdip get vms` (demo, 7 VMs)', measure: exitCase(['get', 'vms'], demoEnv), hasBefore: true },
+    {
+      what: `\`vipdip get vms -o json\` (${BIG_VMS.toLocaleString('en')} VMs)`,
+      measure: exitCase(['get', 'vms', '-o', 'json'], bigEnv),
+      hasBefore: true,
+    },
+    { what: '`vipdip up --demo`: spawn → ready', measure: upReady, hasBefore: true },
+    { what: 'whoami workload: spawn → listening', measure: workloadListening, hasBefore: true },
+  ];
+  const nodeCase = () => timeToExit({ name: 'node -e 0', argv: ['-e', '0'] });
+  const results: Row[] = rows.map((r) => ({ what: r.what, before: [], after: [], node: [] }));
+  const upPhases: Record<string, number>[] = [];
+  try {
+    for (let round = 0; round <= ROUNDS; round++) {
+      const warm = round === 0;
+      console.error(`cli: ${warm ? 'warm-up' : `round ${round} of ${ROUNDS}`}…`);
+      for (let k = 0; k < rows.length; k++) {
+        const row = rows[k]!;
+        const out = results[k]!;
+        // node -e 0, after and before, in an order that rotates each round.
+        const jobs: [Sample[], () => Promise<Sample>][] = [
+          [out.node, nodeCase],
+          [out.after, () => row.measure(after)],
+        ];
+        if (before !== undefined && row.hasBefore) jobs.push([out.before, () => row.measure(before)]);
+        for (let j = 0; j < jobs.length; j++) {
+          const [into, go] = jobs[(j + round) % jobs.length]!;
+          const s = await go();
+          if (!warm) into.push(s);
+          if (!warm && 'phases' in s && into === out.after) upPhases.push(s.phases as Record<string, number>);
+        }
+      }
+    }
+  } finally {
+    await demo.stop();
+    await big.stop();
+    rmSync(scratch, { recursive: true, force: true });
+  }
+  const load1 = loadavg();
+
+  const summary = results.map((r) => ({
+    what: r.what,
+    node: med(r.node),
+    after: med(r.after),
+    before: med(r.before),
+    runs: r.after.length,
+    samples: { node: r.node, after: r.after, before: r.before },
+  }));
+  const upPhaseMedians = Object.fromEntries(
+    Object.keys(upPhases[0] ?? {}).map((k) => [k, median(upPhases.map((p) => p[k]!))]),
+  );
+  await saveJson('cli', 'startup', {
+    date: new Date().toISOString(),
+    machine: machine(),
+    loadAverage: { before: load0, after: load1 },
+    beforeRevision: beforeRev ?? null,
+    rounds: ROUNDS,
+    targets: TARGETS,
+    upPhasesMs: upPhaseMedians,
+    results: summary,
+  });
+
+  const s = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`);
+  const mb = (kb: number | null) => (kb === null ? '–' : `${(kb / 1024).toFixed(0)} MB`);
+  const targetOf = (k: number) =>
+    k <= 1
+      ? `≤ ${TARGETS.versionHelpRatio}×`
+      : k <= 3
+        ? `≤ ${TARGETS.getVmsRatio}×`
+        : k === 4
+          ? `≤ ${TARGETS.upReadyS} s`
+          : `≤ ${TARGETS.workloadListeningS * 1000} ms`;
+  const lines = [
+    `| what | before (${beforeRev ?? '–'}) | after | \`node -e 0\` | after ÷ node | target | peak RSS before / after / node |`,
+    '| --- | ---: | ---: | ---: | ---: | --- | ---: |',
+  ];
+  summary.forEach((r, k) => {
+    const a = r.after!;
+    const n = r.node!;
+    const b = r.before;
+    lines.push(
+      `| ${r.what} | ${b ? s(b.wallMs) : '–'} | ${s(a.wallMs)} | ${s(n.wallMs)} | ${(a.wallMs / n.wallMs).toFixed(1)}× | ${targetOf(k)} | ${b ? mb(b.rssKb) : '–'} / ${mb(a.rssKb)} / ${mb(n.rssKb)} |`,
+    );
+  });
+  const m = machine();
+  const phases = Object.entries(upPhaseMedians)
+    .map(([k, v]) => `${k} ${s(v)}`)
+    .join(', ');
+  await saveSection(
+    'cli',
+    'CLI: start-up of each command, beside `node -e 0`',
+    `Measured ${new Date().toISOString().slice(0, 10)} on ${m.cpus} × ${m.cpu}, Node ${m.node}; \`npm run bench -- cli${beforeRev ? ` --before ${beforeRev}` : ''}\`. Whole processes: wall time from spawn to exit (or to ready), peak RSS from GNU time; one warm-up round, then ${ROUNDS} rounds with the order rotating, medians. "Before" is the CLI of revision ${beforeRev ?? '–'} (tsx transpiling the sources at every start), run from the same node_modules in the same rounds. \`get vms\` runs against \`up --demo --driver none\` (7 VMs), \`-o json\` against a server holding ${BIG_VMS.toLocaleString('en')} VMs. \`up --demo\` is a fresh state with the local driver, ready when \`/healthz\` answers, \`dig\` on its DNS port answers the shop's VIP and every demo VIP answers an HTTP request (median phases after: ${phases}). The workload is \`node bin/vipdip.js workload whoami\` as the agent starts it, ready when its port answers HTTP. Load average over the run: ${load0.map((x) => x.toFixed(1)).join(' ')} at the start, ${load1.map((x) => x.toFixed(1)).join(' ')} at the end (the machine is shared with other engineers' runs: read the ratios within a run).\n\n${lines.join('\n')}\n`,
+  );
+  console.log(lines.join('\n'));
+}
