@@ -16,12 +16,22 @@
  *
  * `npm run bench -- cli --before REV` measures the CLI of git revision REV too (extracted with git
  * archive into a temporary directory, using this checkout's node_modules): the "before" column.
+ * `--tsc` measures the same sources compiled by tsc, one file per module, against the shipped
+ * esbuild bundle (the choice scripts/build.mjs explains).
  *
  * Addresses: the demo's VNets (127.16.0.0/16, 127.32.0.0/16), its public pool moved to
  * 127.124.0.0/16; the 1,000-VM topology in 127.20.0.0/16 with the `none` driver (no sockets).
  */
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'node:http';
@@ -280,11 +290,52 @@ async function extractRevision(rev: string): Promise<string> {
   return join(dir, 'bin/vipdip.js');
 }
 
+/**
+ * The same sources compiled by tsc, one file per module (the alternative to the esbuild bundle the
+ * package ships), laid out as a package: its own bin, package.json, and links to node_modules, the
+ * built dashboard and the examples. Returns its bin and the seconds tsc took.
+ */
+async function buildWithTsc(): Promise<{ bin: string; buildS: number }> {
+  const dir = join(scratch, 'tsc');
+  const t0 = performance.now();
+  await exec(process.execPath, [
+    join(ROOT, 'node_modules/typescript/bin/tsc'),
+    ...['-p', join(ROOT, 'tsconfig.json'), '--noEmit', 'false', '--outDir', dir],
+    ...['--rewriteRelativeImportExtensions', '--sourceMap'],
+  ]);
+  const buildS = (performance.now() - t0) / 1000;
+  for (const x of ['node_modules', 'dist', 'examples', 'package.json'])
+    symlinkSync(join(ROOT, x), join(dir, x));
+  mkdirSync(join(dir, 'bin'));
+  // bin/vipdip.js's dispatch, on the tsc output (the agent starts workloads through this bin too).
+  writeFileSync(
+    join(dir, 'bin/vipdip.js'),
+    `#!/usr/bin/env node
+const verb = process.argv[2];
+if (process.argv.includes('--debug') || ['up', 'serve', 'agent', 'fsck'].includes(verb ?? '')) process.setSourceMapsEnabled(true);
+if (verb === 'workload') {
+  const { runBuiltin } = await import('../src/agent/builtins/main.js');
+  const code = await runBuiltin(process.argv.slice(3));
+  if (code !== 0) process.exit(code);
+} else {
+  const { main } = await import('../src/cli/main.js');
+  process.exitCode = await main(process.argv);
+}
+`,
+  );
+  return { bin: join(dir, 'bin/vipdip.js'), buildS };
+}
+
+/** A way of running the CLI, measured side by side: this checkout's bundle, tsc's output, an older revision. */
+interface Variant {
+  key: 'bundle' | 'tsc' | 'before';
+  label: string;
+  bin: string;
+}
+
 interface Row {
   what: string;
-  before: Sample[];
-  after: Sample[];
-  node: Sample[];
+  samples: Record<Variant['key'] | 'node', Sample[]>;
 }
 
 const med = (xs: Sample[]) =>
@@ -302,13 +353,28 @@ export async function run(args: string[]): Promise<void> {
   const r = args.indexOf('--rounds');
   if (r >= 0) ROUNDS = Number(args[r + 1]);
   if (!Number.isInteger(ROUNDS) || ROUNDS < 1) throw new Error('--rounds takes a whole number of rounds');
-  const after = join(ROOT, 'bin/vipdip.js');
-  const before = beforeRev === undefined ? undefined : await extractRevision(beforeRev);
   if (!hasTime) console.error(`cli: ${TIME} is missing (Debian package time): no peak RSS figures`);
+
+  const bundle = join(ROOT, 'bin/vipdip.js');
+  const variants: Variant[] = [{ key: 'bundle', label: 'esbuild bundle (shipped)', bin: bundle }];
+  let tscBuildS: number | null = null;
+  if (args.includes('--tsc')) {
+    console.error('cli: compiling with tsc…');
+    const t = await buildWithTsc();
+    tscBuildS = t.buildS;
+    variants.push({ key: 'tsc', label: 'tsc, a file per module', bin: t.bin });
+  }
+  if (beforeRev !== undefined) {
+    variants.push({
+      key: 'before',
+      label: `before (${beforeRev}, tsx)`,
+      bin: await extractRevision(beforeRev),
+    });
+  }
   const load0 = loadavg();
 
-  const demo = await startServer(after, ['--demo']);
-  const big = await startServer(after, []);
+  const demo = await startServer(bundle, ['--demo']);
+  const big = await startServer(bundle, []);
   const res = await fetch(`${big.url}/v1/apply`, {
     method: 'POST',
     headers: { authorization: `Bearer ${big.token}`, 'content-type': 'application/yaml' },
@@ -319,26 +385,54 @@ export async function run(args: string[]): Promise<void> {
   const demoEnv = { VIPDIP_URL: demo.url, VIPDIP_TOKEN: demo.token };
   const bigEnv = { VIPDIP_URL: big.url, VIPDIP_TOKEN: big.token };
 
-  // Each row: a measurement for after, for before (if asked and the old CLI has it) and node -e 0.
   type Measure = (bin: string) => Promise<Sample>;
   const exitCase =
     (argv: string[], env?: Record<string, string>): Measure =>
     (bin) =>
       timeToExit({ name: `vipdip ${argv.join(' ')}`, argv: [bin, ...argv], ...(env ? { env } : {}) });
-  const rows: { what: string; measure: Measure; hasBefore: boolean }[] = [
-    { what: '`vipdip --version`', measure: exitCase(['--version']), hasBefore: false },
-    { what: '`vipdip --help`', measure: exitCase(['--help']), hasBefore: true },
-    { what: '`vipdip get vms` (demo, 7 VMs)', measure: exitCase(['get', 'vms'], demoEnv), hasBefore: true },
+  const rows: { what: string; measure: Measure; target: string; inBefore: boolean }[] = [
+    {
+      what: '`vipdip --version`',
+      measure: exitCase(['--version']),
+      target: `≤ ${TARGETS.versionHelpRatio}× node`,
+      inBefore: false,
+    },
+    {
+      what: '`vipdip --help`',
+      measure: exitCase(['--help']),
+      target: `≤ ${TARGETS.versionHelpRatio}× node`,
+      inBefore: true,
+    },
+    {
+      what: '`vipdip get vms` (demo, 7 VMs)',
+      measure: exitCase(['get', 'vms'], demoEnv),
+      target: `≤ ${TARGETS.getVmsRatio}× node`,
+      inBefore: true,
+    },
     {
       what: `\`vipdip get vms -o json\` (${BIG_VMS.toLocaleString('en')} VMs)`,
       measure: exitCase(['get', 'vms', '-o', 'json'], bigEnv),
-      hasBefore: true,
+      target: `≤ ${TARGETS.getVmsRatio}× node`,
+      inBefore: true,
     },
-    { what: '`vipdip up --demo`: spawn → ready', measure: upReady, hasBefore: true },
-    { what: 'whoami workload: spawn → listening', measure: workloadListening, hasBefore: true },
+    {
+      what: '`vipdip up --demo`: spawn → ready',
+      measure: upReady,
+      target: `≤ ${TARGETS.upReadyS} s`,
+      inBefore: true,
+    },
+    {
+      what: 'whoami workload: spawn → listening',
+      measure: workloadListening,
+      target: `≤ ${TARGETS.workloadListeningS * 1000} ms`,
+      inBefore: true,
+    },
   ];
   const nodeCase = () => timeToExit({ name: 'node -e 0', argv: ['-e', '0'] });
-  const results: Row[] = rows.map((r) => ({ what: r.what, before: [], after: [], node: [] }));
+  const results: Row[] = rows.map((r) => ({
+    what: r.what,
+    samples: { node: [], bundle: [], tsc: [], before: [] },
+  }));
   const upPhases: Record<string, number>[] = [];
   try {
     for (let round = 0; round <= ROUNDS; round++) {
@@ -346,18 +440,19 @@ export async function run(args: string[]): Promise<void> {
       console.error(`cli: ${warm ? 'warm-up' : `round ${round} of ${ROUNDS}`}…`);
       for (let k = 0; k < rows.length; k++) {
         const row = rows[k]!;
-        const out = results[k]!;
-        // node -e 0, after and before, in an order that rotates each round.
-        const jobs: [Sample[], () => Promise<Sample>][] = [
-          [out.node, nodeCase],
-          [out.after, () => row.measure(after)],
-        ];
-        if (before !== undefined && row.hasBefore) jobs.push([out.before, () => row.measure(before)]);
+        const out = results[k]!.samples;
+        // node -e 0 and every variant, in an order that rotates each round.
+        const jobs: [Sample[], () => Promise<Sample>][] = [[out.node, nodeCase]];
+        for (const v of variants) {
+          if (v.key === 'before' && !row.inBefore) continue;
+          jobs.push([out[v.key], () => row.measure(v.bin)]);
+        }
         for (let j = 0; j < jobs.length; j++) {
           const [into, go] = jobs[(j + round) % jobs.length]!;
           const s = await go();
-          if (!warm) into.push(s);
-          if (!warm && 'phases' in s && into === out.after) upPhases.push(s.phases as Record<string, number>);
+          if (warm) continue;
+          into.push(s);
+          if ('phases' in s && into === out.bundle) upPhases.push(s.phases as Record<string, number>);
         }
       }
     }
@@ -370,11 +465,8 @@ export async function run(args: string[]): Promise<void> {
 
   const summary = results.map((r) => ({
     what: r.what,
-    node: med(r.node),
-    after: med(r.after),
-    before: med(r.before),
-    runs: r.after.length,
-    samples: { node: r.node, after: r.after, before: r.before },
+    medians: Object.fromEntries(Object.entries(r.samples).map(([k, xs]) => [k, med(xs)])),
+    samples: r.samples,
   }));
   const upPhaseMedians = Object.fromEntries(
     Object.keys(upPhases[0] ?? {}).map((k) => [k, median(upPhases.map((p) => p[k]!))]),
@@ -382,8 +474,9 @@ export async function run(args: string[]): Promise<void> {
   await saveJson('cli', 'startup', {
     date: new Date().toISOString(),
     machine: machine(),
-    loadAverage: { before: load0, after: load1 },
-    beforeRevision: beforeRev ?? null,
+    loadAverage: { start: load0, end: load1 },
+    variants: variants.map(({ key, label }) => ({ key, label })),
+    tscBuildSeconds: tscBuildS,
     rounds: ROUNDS,
     targets: TARGETS,
     upPhasesMs: upPhaseMedians,
@@ -391,35 +484,29 @@ export async function run(args: string[]): Promise<void> {
   });
 
   const s = (ms: number) => (ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`);
-  const mb = (kb: number | null) => (kb === null ? '–' : `${(kb / 1024).toFixed(0)} MB`);
-  const targetOf = (k: number) =>
-    k <= 1
-      ? `≤ ${TARGETS.versionHelpRatio}×`
-      : k <= 3
-        ? `≤ ${TARGETS.getVmsRatio}×`
-        : k === 4
-          ? `≤ ${TARGETS.upReadyS} s`
-          : `≤ ${TARGETS.workloadListeningS * 1000} ms`;
+  const mb = (kb: number | null | undefined) => (kb == null ? '–' : `${(kb / 1024).toFixed(0)} MB`);
+  const shown = [...variants].reverse(); // before, tsc, then the shipped bundle next to node
   const lines = [
-    `| what | before (${beforeRev ?? '–'}) | after | \`node -e 0\` | after ÷ node | target | peak RSS before / after / node |`,
-    '| --- | ---: | ---: | ---: | ---: | --- | ---: |',
+    `| command | ${shown.map((v) => v.label).join(' | ')} | \`node -e 0\` | shipped ÷ node | target | peak RSS: ${shown.map((v) => v.key).join(' / ')} / node |`,
+    `| --- | ${shown.map(() => '---:').join(' | ')} | ---: | ---: | --- | ---: |`,
   ];
   summary.forEach((r, k) => {
-    const a = r.after!;
-    const n = r.node!;
-    const b = r.before;
+    const m = r.medians;
+    const n = m.node!;
+    const a = m.bundle!;
     lines.push(
-      `| ${r.what} | ${b ? s(b.wallMs) : '–'} | ${s(a.wallMs)} | ${s(n.wallMs)} | ${(a.wallMs / n.wallMs).toFixed(1)}× | ${targetOf(k)} | ${b ? mb(b.rssKb) : '–'} / ${mb(a.rssKb)} / ${mb(n.rssKb)} |`,
+      `| ${r.what} | ${shown.map((v) => (m[v.key] ? s(m[v.key]!.wallMs) : '–')).join(' | ')} | ${s(n.wallMs)} | ${(a.wallMs / n.wallMs).toFixed(1)}× | ${rows[k]!.target} | ${[...shown.map((v) => mb(m[v.key]?.rssKb)), mb(n.rssKb)].join(' / ')} |`,
     );
   });
-  const m = machine();
+  const mc = machine();
   const phases = Object.entries(upPhaseMedians)
     .map(([k, v]) => `${k} ${s(v)}`)
     .join(', ');
+  const cmd = `npm run bench -- cli${args.includes('--tsc') ? ' --tsc' : ''}${beforeRev ? ` --before ${beforeRev}` : ''}`;
   await saveSection(
     'cli',
     'CLI: start-up of each command, beside `node -e 0`',
-    `Measured ${new Date().toISOString().slice(0, 10)} on ${m.cpus} × ${m.cpu}, Node ${m.node}; \`npm run bench -- cli${beforeRev ? ` --before ${beforeRev}` : ''}\`. Whole processes: wall time from spawn to exit (or to ready), peak RSS from GNU time; one warm-up round, then ${ROUNDS} rounds with the order rotating, medians. "Before" is the CLI of revision ${beforeRev ?? '–'} (tsx transpiling the sources at every start), run from the same node_modules in the same rounds. \`get vms\` runs against \`up --demo --driver none\` (7 VMs), \`-o json\` against a server holding ${BIG_VMS.toLocaleString('en')} VMs. \`up --demo\` is a fresh state with the local driver, ready when \`/healthz\` answers, \`dig\` on its DNS port answers the shop's VIP and every demo VIP answers an HTTP request (median phases after: ${phases}). The workload is \`node bin/vipdip.js workload whoami\` as the agent starts it, ready when its port answers HTTP. Load average over the run: ${load0.map((x) => x.toFixed(1)).join(' ')} at the start, ${load1.map((x) => x.toFixed(1)).join(' ')} at the end (the machine is shared with other engineers' runs: read the ratios within a run).\n\n${lines.join('\n')}\n`,
+    `Measured ${new Date().toISOString().slice(0, 10)} on ${mc.cpus} × ${mc.cpu}, Node ${mc.node}; \`${cmd}\`. Whole processes: wall time from spawn to exit (or to ready), peak RSS from GNU time; one warm-up round, then ${ROUNDS} rounds with the order rotating, medians. Each column is the same sources run another way, in the same rounds: the esbuild bundle the package ships (\`dist/lib\`)${tscBuildS !== null ? `, tsc's one file per module (compiled in ${tscBuildS.toFixed(1)} s here; the bundle builds in a fraction of a second)` : ''}${beforeRev ? `, and revision ${beforeRev}, whose bin registered tsx and transpiled the sources at every start (its client verbs still loaded the server's code; it had no \`--version\`)` : ''}. \`get vms\` runs against \`up --demo --driver none\` (7 VMs), \`-o json\` against a server holding ${BIG_VMS.toLocaleString('en')} VMs. \`up --demo\` is a fresh state with the local driver, ready when \`/healthz\` answers, \`dig\` on its DNS port answers the shop's VIP and every demo VIP answers an HTTP request (median phases, shipped: ${phases}). The workload is \`node bin/vipdip.js workload whoami\` as the agent starts it, ready when its port answers HTTP. Load average: ${load0.map((x) => x.toFixed(1)).join(' ')} at the start, ${load1.map((x) => x.toFixed(1)).join(' ')} at the end, on 2 cores shared with other engineers' runs: read the ratios within the run, not the absolute times.\n\n${lines.join('\n')}\n`,
   );
   console.log(lines.join('\n'));
 }
