@@ -1,8 +1,8 @@
 /**
  * The package as a user gets it: `npm pack` (which builds), `npm install -g` of the tarball into a
  * temporary prefix, then the installed `vipdip up --demo` from another directory, with its state in
- * that directory's `.vipdip/`, the dashboard from the package's own built files and a whoami workload
- * answering through a VIP, stopped with `vipdip down`.
+ * that directory's `.vipdip/` and the dashboard from the package's own built files, stopped with
+ * `vipdip down`; and the installed package's whoami workload, started as the agent starts it.
  *
  * The pack runs in a copy of the checkout (its sources and the same node_modules), so its build
  * never empties the dist/ that other tests are running at the same moment.
@@ -14,21 +14,31 @@
  * would otherwise compile SQLite for minutes: prebuild-install's documented local-prebuilds option
  * is pointed at a prebuild of the same version made from this checkout's own binary.
  *
- * Addresses: the demo's VNets (127.16.0.0/16, 127.32.0.0/16) and the public pool 127.123.0.0/16.
+ * Addresses: 127.123.0.0/16. The demo runs with the `none` driver, so its own addresses (which
+ * test/e2e/dataplane-up.test.ts serves) carry no sockets here; the workload listens in this block.
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  symlinkSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { promisify } from 'node:util';
-import { whoami } from '../support/cloud-up.ts';
 import { eventually } from '../support/net.ts';
 
 const run = promisify(execFile);
 const ROOT = join(import.meta.dirname, '../..');
 const PUBLIC_POOL = '127.123.0.0/16';
+const WORKLOAD_DIP = '127.123.0.10';
 
 const tmp = mkdtempSync(join(tmpdir(), 'vipdip-pkg-'));
 let upPid: number | undefined;
@@ -144,6 +154,8 @@ test('npm pack builds a tarball that installs globally and runs vipdip up --demo
       '127.0.0.1:0',
       '--public-pool',
       PUBLIC_POOL,
+      '--driver',
+      'none',
       '--seed',
       '12',
     ],
@@ -173,16 +185,33 @@ test('npm pack builds a tarball that installs globally and runs vipdip up --demo
   for (const f of ['state.db', 'operator.token', 'up.lock'])
     assert.ok(existsSync(join(cwd, '.vipdip', f)), f);
 
-  // A whoami workload, started by the installed package, answers through its VIP.
-  const vip = /try: curl http:\/\/(127\.123\.\d+\.\d+):8080\/\s+\(shop:/.exec(out)?.[1];
-  assert.ok(vip, `the demo prints a VIP to try:\n${out}`);
-  const hello = await eventually(
-    'the shop VIP answers',
-    () => whoami(vip, 8080, { timeoutMs: 2000 }),
-    30_000,
-    200,
-  );
-  assert.equal(hello.service, 'shop');
+  // The installed package's whoami, as the agent starts it (node BIN workload whoami, the VM's
+  // identity in the environment, stdin its lifeline), serves on its DIP.
+  const workload = spawn(process.execPath, [realpathSync(bin), 'workload', 'whoami'], {
+    cwd,
+    env: {
+      ...process.env,
+      VIPDIP_SERVICE: 'shop',
+      VIPDIP_VM: 'web1',
+      VIPDIP_DIP: WORKLOAD_DIP,
+      VIPDIP_PORT_HTTP: '8000',
+    },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  const workloadExited = new Promise<number | null>((ok) => workload.once('exit', ok));
+  try {
+    const hello = await eventually(
+      'the installed whoami answers',
+      async () =>
+        (await fetch(`http://${WORKLOAD_DIP}:8000/`)).json() as Promise<{ vm: string; dip: string }>,
+      20_000,
+      50,
+    );
+    assert.deepEqual([hello.vm, hello.dip], ['web1', WORKLOAD_DIP]);
+  } finally {
+    workload.stdin.end();
+  }
+  assert.equal(await workloadExited, 0);
 
   // The client verbs find the server through the state directory of the working directory.
   const { stdout: status } = await run(bin, ['status'], { cwd });
