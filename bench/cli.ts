@@ -52,6 +52,8 @@ const TARGETS = { versionHelpRatio: 2, getVmsRatio: 3, upReadyS: 2.5, workloadLi
 interface Sample {
   wallMs: number;
   rssKb: number | null;
+  /** User + system CPU of the whole process (GNU time, 10 ms steps): steadier than wall time on a busy machine. */
+  cpuMs: number | null;
 }
 
 /** A command under test: argv (node's), environment, and optionally a readiness wait instead of its exit. */
@@ -69,7 +71,7 @@ const scratch = mkdtempSync(join(tmpdir(), 'vipdip-bench-cli-'));
 function timeToExit(c: Case): Promise<Sample> {
   const rssFile = join(scratch, `rss-${seq++}`);
   const [cmd, args] = hasTime
-    ? [TIME, ['-f', '%M', '-o', rssFile, process.execPath, ...c.argv]]
+    ? [TIME, ['-f', '%M %U %S', '-o', rssFile, process.execPath, ...c.argv]]
     : [process.execPath, c.argv];
   return new Promise((ok, fail) => {
     const t0 = performance.now();
@@ -81,16 +83,21 @@ function timeToExit(c: Case): Promise<Sample> {
       const wallMs = performance.now() - t0;
       clearTimeout(kill);
       if (code !== 0) return fail(new Error(`${c.name} exited ${code}: ${err}`));
-      ok({ wallMs, rssKb: readRss(rssFile) });
+      ok({ wallMs, ...readTime(rssFile) });
     });
   });
 }
 
-function readRss(file: string): number | null {
-  if (!hasTime) return null;
-  const kb = Number(readFileSync(file, 'utf8').trim().split('\n').pop());
+/** GNU time's last line: peak RSS (KB), user and system CPU (s). */
+function readTime(file: string): { rssKb: number | null; cpuMs: number | null } {
+  if (!hasTime) return { rssKb: null, cpuMs: null };
+  const [kb, user, sys] = (readFileSync(file, 'utf8').trim().split('\n').pop() ?? '').split(' ').map(Number);
   rmSync(file, { force: true });
-  return Number.isFinite(kb) ? kb : null;
+  const cpu = (user ?? NaN) + (sys ?? NaN);
+  return {
+    rssKb: Number.isFinite(kb) ? kb! : null,
+    cpuMs: Number.isFinite(cpu) ? Math.round(cpu * 1000) : null,
+  };
 }
 
 async function freePort(): Promise<number> {
@@ -136,7 +143,7 @@ async function upReady(bin: string): Promise<Sample & { phases: Record<string, n
   const argv = [bin, 'up', '--demo', '--state', state, '--listen', '127.0.0.1:0', '--dns', '127.0.0.1:0'];
   argv.push('--public-pool', DEMO_POOL, '--seed', '7');
   const [cmd, args] = hasTime
-    ? [TIME, ['-f', '%M', '-o', rssFile, process.execPath, ...argv]]
+    ? [TIME, ['-f', '%M %U %S', '-o', rssFile, process.execPath, ...argv]]
     : [process.execPath, argv];
   const t0 = performance.now();
   const p = spawn(cmd, args, {
@@ -183,7 +190,7 @@ async function upReady(bin: string): Promise<Sample & { phases: Record<string, n
     // SIGTERM to up itself, the child of GNU time (before revisions had no `vipdip down`).
     stopChild(p.pid!);
     await exited;
-    return { wallMs, rssKb: readRss(rssFile), phases };
+    return { wallMs, ...readTime(rssFile), phases };
   } finally {
     if (p.exitCode === null) p.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
@@ -206,7 +213,7 @@ async function workloadListening(bin: string): Promise<Sample> {
   const rssFile = join(scratch, `rss-${seq++}`);
   const argv = [bin, 'workload', 'whoami'];
   const [cmd, args] = hasTime
-    ? [TIME, ['-f', '%M', '-o', rssFile, process.execPath, ...argv]]
+    ? [TIME, ['-f', '%M %U %S', '-o', rssFile, process.execPath, ...argv]]
     : [process.execPath, argv];
   const t0 = performance.now();
   const p = spawn(cmd, args, {
@@ -225,7 +232,7 @@ async function workloadListening(bin: string): Promise<Sample> {
     const wallMs = performance.now() - t0;
     p.stdin.end(); // the agent's lifeline: the workload exits when it closes
     await exited;
-    return { wallMs, rssKb: readRss(rssFile) };
+    return { wallMs, ...readTime(rssFile) };
   } finally {
     if (p.exitCode === null) p.kill('SIGKILL');
   }
@@ -344,6 +351,7 @@ const med = (xs: Sample[]) =>
     : {
         wallMs: median(xs.map((x) => x.wallMs)),
         rssKb: xs.some((x) => x.rssKb === null) ? null : median(xs.map((x) => x.rssKb!)),
+        cpuMs: xs.some((x) => x.cpuMs === null) ? null : median(xs.map((x) => x.cpuMs!)),
       };
 
 export async function run(args: string[]): Promise<void> {
@@ -498,6 +506,14 @@ export async function run(args: string[]): Promise<void> {
       `| ${r.what} | ${shown.map((v) => (m[v.key] ? s(m[v.key]!.wallMs) : '–')).join(' | ')} | ${s(n.wallMs)} | ${(a.wallMs / n.wallMs).toFixed(1)}× | ${rows[k]!.target} | ${[...shown.map((v) => mb(m[v.key]?.rssKb)), mb(n.rssKb)].join(' / ')} |`,
     );
   });
+  const cpuLines = [
+    `| command | ${shown.map((v) => v.label).join(' | ')} | \`node -e 0\` |`,
+    `| --- | ${shown.map(() => '---:').join(' | ')} | ---: |`,
+    ...summary.map((r) => {
+      const c = (x: { cpuMs: number | null } | null | undefined) => (x?.cpuMs == null ? '–' : s(x.cpuMs));
+      return `| ${r.what} | ${shown.map((v) => c(r.medians[v.key])).join(' | ')} | ${c(r.medians.node)} |`;
+    }),
+  ];
   const mc = machine();
   const phases = Object.entries(upPhaseMedians)
     .map(([k, v]) => `${k} ${s(v)}`)
@@ -506,7 +522,8 @@ export async function run(args: string[]): Promise<void> {
   await saveSection(
     'cli',
     'CLI: start-up of each command, beside `node -e 0`',
-    `Measured ${new Date().toISOString().slice(0, 10)} on ${mc.cpus} × ${mc.cpu}, Node ${mc.node}; \`${cmd}\`. Whole processes: wall time from spawn to exit (or to ready), peak RSS from GNU time; one warm-up round, then ${ROUNDS} rounds with the order rotating, medians. Each column is the same sources run another way, in the same rounds: the esbuild bundle the package ships (\`dist/lib\`)${tscBuildS !== null ? `, tsc's one file per module (compiled in ${tscBuildS.toFixed(1)} s here; the bundle builds in a fraction of a second)` : ''}${beforeRev ? `, and revision ${beforeRev}, whose bin registered tsx and transpiled the sources at every start (its client verbs still loaded the server's code; it had no \`--version\`)` : ''}. \`get vms\` runs against \`up --demo --driver none\` (7 VMs), \`-o json\` against a server holding ${BIG_VMS.toLocaleString('en')} VMs. \`up --demo\` is a fresh state with the local driver, ready when \`/healthz\` answers, \`dig\` on its DNS port answers the shop's VIP and every demo VIP answers an HTTP request (median phases, shipped: ${phases}). The workload is \`node bin/vipdip.js workload whoami\` as the agent starts it, ready when its port answers HTTP. Load average: ${load0.map((x) => x.toFixed(1)).join(' ')} at the start, ${load1.map((x) => x.toFixed(1)).join(' ')} at the end, on 2 cores shared with other engineers' runs: read the ratios within the run, not the absolute times.\n\n${lines.join('\n')}\n`,
+    `Measured ${new Date().toISOString().slice(0, 10)} on ${mc.cpus} × ${mc.cpu}, Node ${mc.node}; \`${cmd}\`. Whole processes: wall time from spawn to exit (or to ready), peak RSS from GNU time; one warm-up round, then ${ROUNDS} rounds with the order rotating, medians. Each column is the same sources run another way, in the same rounds: the esbuild bundle the package ships (\`dist/lib\`)${tscBuildS !== null ? `, tsc's one file per module (compiled in ${tscBuildS.toFixed(1)} s here; the bundle builds in a fraction of a second)` : ''}${beforeRev ? `, and revision ${beforeRev}, whose bin registered tsx and transpiled the sources at every start (its client verbs still loaded the server's code; it had no \`--version\`)` : ''}. \`get vms\` runs against \`up --demo --driver none\` (7 VMs), \`-o json\` against a server holding ${BIG_VMS.toLocaleString('en')} VMs. \`up --demo\` is a fresh state with the local driver, ready when \`/healthz\` answers, \`dig\` on its DNS port answers the shop's VIP and every demo VIP answers an HTTP request (median phases, shipped: ${phases}). The workload is \`node bin/vipdip.js workload whoami\` as the agent starts it, ready when its port answers HTTP. Load average: ${load0.map((x) => x.toFixed(1)).join(' ')} at the start, ${load1.map((x) => x.toFixed(1)).join(' ')} at the end, on 2 cores shared with other engineers' runs: read the ratios within the run, not the absolute times.\n\n${lines.join('\n')}\n\nCPU time (user + system, medians of the same runs), steadier than wall time when the machine is busy; for \`up --demo\` and the workload it covers the process's whole life, through a clean stop:\n\n${cpuLines.join('\n')}\n`,
   );
   console.log(lines.join('\n'));
+  console.log(cpuLines.join('\n'));
 }
