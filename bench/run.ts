@@ -19,6 +19,7 @@ const BENCHMARKS: Readonly<Record<string, () => Promise<Benchmark>>> = {
   dataplane: () => import('./dataplane.ts'),
   chaos: () => import('./chaos.ts'),
   hostile: () => import('./hostile.ts'),
+  cli: () => import('./cli.ts'),
 };
 
 /**

@@ -163,6 +163,18 @@ test('with a certificate and key the API answers over HTTPS', async () => {
         .end();
     });
     assert.equal(status, 200);
+    // The CLI over HTTPS, trusting the certificate as a user would (NODE_EXTRA_CA_CERTS).
+    const token = readFileSync(join(dir, 'tls', 'operator.token'), 'utf8').trim();
+    const r = await vipdip(['get', 'vms', '-o', 'json'], {
+      VIPDIP_URL: url,
+      VIPDIP_TOKEN: token,
+      NODE_EXTRA_CA_CERTS: cert,
+    });
+    assert.equal(r.code, 0, r.err);
+    assert.deepEqual(JSON.parse(r.out), []);
+    const untrusted = await vipdip(['get', 'vms'], { VIPDIP_URL: url, VIPDIP_TOKEN: token });
+    assert.equal(untrusted.code, 1);
+    assert.match(untrusted.err, new RegExp(`^vipdip: cannot connect to ${url}: `));
   } finally {
     const exited = new Promise((r) => c.once('exit', r));
     c.kill('SIGTERM');

@@ -121,4 +121,15 @@ test('with --debug a failure prints a stack trace that points at the TypeScript 
   const r = await vipdip(['--debug', 'get', 'vms'], { VIPDIP_URL: 'http://127.0.0.1:9', VIPDIP_TOKEN: 'x' });
   assert.equal(r.code, 1);
   assert.match(r.err, /src\/cli\/client\.ts:\d+:\d+/);
+  // The lines are the right ones: the top frame is where the error is made, and every frame of the
+  // sources lands on a line of code in its file (a stale or shifted map would miss).
+  const frames = [...r.err.matchAll(/\((\/[^()]*\/src\/[\w/.-]+\.ts):(\d+):\d+\)/g)].map((m) => ({
+    file: m[1]!,
+    line: Number(m[2]),
+  }));
+  assert.ok(frames.length >= 3, r.err);
+  const lineOf = (f: { file: string; line: number }) =>
+    readFileSync(f.file, 'utf8').split('\n')[f.line - 1] ?? '';
+  assert.match(lineOf(frames[0]!), /new UnreachableError\(/);
+  for (const f of frames) assert.match(lineOf(f), /\S/, `${f.file}:${f.line} is a line of code`);
 });

@@ -5,6 +5,7 @@
  * verbs are the control: the same recorder must see those packages when `up` loads.
  */
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -105,6 +106,67 @@ test('a built-in workload starts without the CLI and without the server packages
   assert.ok(!r.packages.has('commander'), 'the workload loaded the CLI');
   assert.deepEqual(serverPackagesIn(r.packages), []);
 });
+
+/** A TCP port free on 127.0.0.1 a moment ago. */
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((ok) => s.listen(0, '127.0.0.1', ok));
+  const { port } = s.address() as { port: number };
+  await new Promise((ok) => s.close(ok));
+  return port;
+}
+
+for (const [builtin, ready] of [
+  ['whoami', /listening on http:\/\/127\.0\.0\.1:\d+\//],
+  ['echo', /echo shop\/web1 on tcp 127\.0\.0\.1:\d+/],
+] as const) {
+  test(`a running ${builtin} workload, serving, has loaded none of the CLI's or the server's packages`, async () => {
+    const port = await freePort();
+    const record = join(dir, `run-${runs++}.txt`);
+    // As the agent starts it: the VM's identity and ports in the environment, stdin its lifeline.
+    const child = spawn(process.execPath, ['--import', RECORDER, BIN, 'workload', builtin], {
+      cwd: dir,
+      env: {
+        ...process.env,
+        VIPDIP_LOAD_RECORD: record,
+        VIPDIP_SUBSCRIPTION: 'contoso',
+        VIPDIP_SERVICE: 'shop',
+        VIPDIP_VM: 'web1',
+        VIPDIP_DIP: '127.0.0.1',
+        VIPDIP_VIP: '127.0.0.2',
+        VIPDIP_PORT_HTTP: String(port),
+      },
+      stdio: ['pipe', 'pipe', 'pipe'],
+      timeout: 60_000,
+    });
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
+    child.stderr.setEncoding('utf8').on('data', (s: string) => (out += s));
+    const closed = new Promise<number | null>((ok) => child.once('close', ok));
+    await new Promise<void>((ok, fail) => {
+      const check = () => (ready.test(out) ? ok() : undefined);
+      child.stdout.on('data', check);
+      child.once('exit', (c) => fail(new Error(`${builtin} exited with ${c}: ${out}`)));
+    });
+    if (builtin === 'whoami') {
+      const body = (await (await fetch(`http://127.0.0.1:${port}/`)).json()) as { vm: string };
+      assert.equal(body.vm, 'web1');
+    }
+    child.stdin.end(); // the agent going away: the workload closes and exits
+    assert.equal(await closed, 0, out);
+    const packages = new Set<string>();
+    for (const line of readFileSync(record, 'utf8').split('\n')) {
+      const m = /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(line);
+      if (m) packages.add(m[1]!);
+    }
+    const loaded = ['commander', ...SERVER_PACKAGES].filter((p) => packages.has(p));
+    assert.deepEqual(loaded, [], `${builtin} loaded ${loaded.join(', ')}`);
+    assert.ok(
+      readFileSync(record, 'utf8').includes('dist/lib/agent/builtins/main.js'),
+      'the recorder saw the workload entry point load',
+    );
+  });
+}
 
 test('the recorder does see the server packages when a server verb loads', async () => {
   const r = await packagesLoaded(['up', '--help']);
