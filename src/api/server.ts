@@ -5,6 +5,7 @@
 import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { STATUS_CODES } from 'node:http';
+import { createRequire } from 'node:module';
 import Fastify, { type FastifyError, type FastifyReply } from 'fastify';
 import { isVipdipError } from '../core/errors.ts';
 import { StatusRegistry } from '../agent/index.ts';
@@ -81,8 +82,45 @@ const PUBLIC_V1_ROUTES: ReadonlySet<string> = new Set(['/v1/openapi.json']);
 
 const isV1 = (url: string) => url === '/v1' || url.startsWith('/v1/');
 
+/**
+ * Fastify's own validator and serializer compilers (ajv, fast-json-stringify), loaded through Fastify
+ * so their versions are the ones it was built with, each wrapped so that a route's code is generated
+ * on its first request instead of at start: compiling every route's schemas took about 0.6 s of the
+ * server's start (a CPU profile of `up --demo`), for routes most runs never call. The schemas are
+ * static and every route is exercised by the tests, so a schema error still cannot reach a user.
+ */
+type Compiled = ((data: unknown) => unknown) & { errors?: unknown };
+type CompilerFactory = (...args: unknown[]) => (route: unknown) => Compiled;
+const fastifyRequire = createRequire(createRequire(import.meta.url).resolve('fastify'));
+
+function lazily(factory: CompilerFactory): CompilerFactory {
+  return (...args) => {
+    const compile = factory(...args);
+    return (route) => {
+      let fn: Compiled | undefined;
+      // Fastify reads `errors` from the function it holds, after a failed validation.
+      const lazy: Compiled = (data) => {
+        fn ??= compile(route);
+        const r = fn(data);
+        lazy.errors = fn.errors;
+        return r;
+      };
+      return lazy;
+    };
+  };
+}
+
+const lazyCompilers = () => ({
+  buildValidator: lazily((fastifyRequire('@fastify/ajv-compiler') as () => CompilerFactory)()),
+  buildSerializer: lazily(
+    (fastifyRequire('@fastify/fast-json-stringify-compiler') as () => CompilerFactory)(),
+  ),
+});
+
 export async function buildServer(opts: ServerOptions): Promise<Api> {
   const app = Fastify({
+    // Fastify types these with ajv's own function types; the wrappers keep their call shape.
+    schemaController: { compilersFactory: lazyCompilers() as never },
     ...(opts.https ? { https: opts.https } : {}),
     logger: false,
     bodyLimit: BODY_LIMIT_BYTES,
