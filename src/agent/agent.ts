@@ -68,7 +68,7 @@ export class Agent {
       command: (w) =>
         driver.wrapWorkload(
           { service: w.service, vm: w.vm, dip: w.dip },
-          workloadCommand(w.workload, opts.vipdipBin),
+          workloadCommand(w.launch, opts.vipdipBin),
         ),
       onChange: () => this.scheduleReport(REPORT_BATCH_MS),
       ...(opts.stopGraceMs !== undefined ? { stopGraceMs: opts.stopGraceMs } : {}),

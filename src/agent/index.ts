@@ -5,6 +5,7 @@ export {
   envName,
   healthKey,
   isBuiltin,
+  resolveWorkload,
   workloadCommand,
   workloadEnv,
   type AgentDesired,
@@ -12,6 +13,7 @@ export {
   type BackendInfo,
   type ControlSnapshot,
   type DesiredWorkload,
+  type WorkloadLaunch,
   type EndpointTemplate,
 } from './desired.ts';
 export {

@@ -25,13 +25,17 @@ function workload(vm: string, command: string, env: Record<string, string> = {})
     vm,
     dip: full.VIPDIP_DIP,
     workload: command,
+    launch:
+      command === 'whoami' || command === 'echo'
+        ? { kind: 'builtin', image: command }
+        : { kind: 'shell', command, env: {} },
     env: full,
     fingerprint: JSON.stringify([command, full]),
   };
 }
 
 function supervisor(opts: { stopGraceMs?: number; backoffFirstMs?: number } = {}) {
-  const s = new WorkloadSupervisor({ command: (w) => workloadCommand(w.workload, VIPDIP_BIN), ...opts });
+  const s = new WorkloadSupervisor({ command: (w) => workloadCommand(w.launch, VIPDIP_BIN), ...opts });
   cleanup.push(() => s.close());
   return s;
 }

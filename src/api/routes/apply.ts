@@ -2,6 +2,7 @@
 import { Type } from 'typebox';
 import { applyTopology, parseTopology } from '../../topology/index.ts';
 import type { Api, ApiContext } from '../context.ts';
+import { ApiError } from '../problem.ts';
 
 export function registerApplyRoutes(app: Api, { cloud }: ApiContext): void {
   app.post(
@@ -23,6 +24,10 @@ export function registerApplyRoutes(app: Api, { cloud }: ApiContext): void {
     },
     async (req) => {
       const doc = parseTopology(req.body);
+      // Images carry commands run on the host: a tenant's document naming any is refused outright.
+      if (req.principal.kind !== 'operator' && typeof doc === 'object' && 'images' in doc) {
+        throw new ApiError('FORBIDDEN', 'only the operator may declare images');
+      }
       return applyTopology(cloud, doc, {
         dryRun: req.query.dryRun === 'true',
         prune: req.query.prune === 'true',
