@@ -102,6 +102,11 @@ class Proc {
     child.on('error', (e) => {
       this.note(`cannot start: ${e.message}`);
     });
+    // What the workload left behind in its process group (a shell's background jobs, a fork loop's
+    // children) goes with it: they would hold its ports, its process count and its output pipes.
+    child.on('exit', () => {
+      if (child.pid !== undefined) killGroup(child.pid);
+    });
     child.on('close', (code, signal) => {
       this.flush();
       resolveExit();
@@ -201,6 +206,14 @@ class Proc {
   private note(text: string): void {
     this.line('stderr', `[vipdip] ${text}`);
     this.opts.onChange?.();
+  }
+}
+
+function killGroup(pgid: number): void {
+  try {
+    process.kill(-pgid, 'SIGKILL');
+  } catch {
+    // nothing left
   }
 }
 
