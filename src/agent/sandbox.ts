@@ -170,18 +170,23 @@ async function userIds(name: string): Promise<{ uid: number; gid: number } | und
 /** The sandbox user's ids, creating the user when missing (another vipdip may do so at once). */
 export async function ensureSandboxUser(name = SANDBOX_USER): Promise<{ uid: number; gid: number }> {
   const have = await userIds(name);
-  if (have !== undefined) return have;
+  if (have !== undefined) return notRoot(name, have);
   try {
     await run('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', name]);
   } catch (e) {
     const again = await userIds(name);
-    if (again !== undefined) return again;
+    if (again !== undefined) return notRoot(name, again);
     throw new Error(`cannot create the workload user ${name}: ${(e as Error).message.split('\n')[0]}`);
   }
   const made = await userIds(name);
   if (made === undefined) throw new Error(`useradd made no user ${name}`);
-  if (made.uid === 0 || made.gid === 0) throw new Error(`the workload user ${name} must not be root`);
-  return made;
+  return notRoot(name, made);
+}
+
+function notRoot(name: string, ids: { uid: number; gid: number }): { uid: number; gid: number } {
+  if (ids.uid === 0 || ids.gid === 0)
+    throw new Error(`the workload user ${name} must not be root's uid or gid`);
+  return ids;
 }
 
 /**
