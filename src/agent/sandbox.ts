@@ -11,7 +11,7 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { accessSync, constants, lstatSync, mkdirSync, chownSync, chmodSync } from 'node:fs';
+import { accessSync, constants, lstatSync, mkdirSync, chownSync, chmodSync, rmSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -268,4 +268,16 @@ export function launchWorkload(
     detached: true,
     ...(sb.user !== undefined ? { uid: sb.user.uid, gid: sb.user.gid } : {}),
   });
+}
+
+/**
+ * Removes the working directories once every workload has stopped. Links inside are removed, never
+ * followed.
+ */
+export function removeSandbox(sb: Sandbox): void {
+  try {
+    rmSync(sb.root, { recursive: true, force: true });
+  } catch {
+    // a leftover in the temp directory is no harm
+  }
 }

@@ -19,6 +19,7 @@ import {
   defaultSandboxRoot,
   launchWorkload,
   prepareSandbox,
+  removeSandbox,
   type Sandbox,
   type SandboxOptions,
 } from './sandbox.ts';
@@ -247,14 +248,23 @@ export class WorkloadSupervisor {
       ...(opts.onChange ? { onChange: opts.onChange } : {}),
       sandbox: () => this.sandbox ?? new Error('the workload sandbox is not ready'),
     };
+    // At start: the sandbox user is made (or the server says workloads run as its own user) before
+    // any VM asks for a workload.
+    void this.ready();
   }
+
+  private preparing: Promise<void> | undefined;
 
   /**
    * Prepares the sandbox once, before the first workload starts. A failure (no user could be made)
    * is kept: every workload's log then says why it cannot start, and none runs unsandboxed.
    */
-  private async ready(): Promise<void> {
-    if (this.sandbox !== undefined) return;
+  private ready(): Promise<void> {
+    this.preparing ??= this.prepare();
+    return this.preparing;
+  }
+
+  private async prepare(): Promise<void> {
     const o = this.sandboxOptions;
     try {
       this.sandbox = await prepareSandbox({ ...o, root: o.root ?? defaultSandboxRoot(process.cwd()) });
@@ -332,5 +342,8 @@ export class WorkloadSupervisor {
     this.closed = true;
     await this.queue;
     await Promise.all([...this.procs.values()].map((p) => p.stop()));
+    await this.preparing;
+    // The VMs' directories are scratch: they last while this agent runs, across restarts.
+    if (this.sandbox !== undefined && !(this.sandbox instanceof Error)) removeSandbox(this.sandbox);
   }
 }

@@ -9,13 +9,23 @@
  * 127.222.0.0/16 (VNet).
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import {
+  chownSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { SANDBOX_USER } from '../../src/agent/index.ts';
+import { defaultSandboxRoot, SANDBOX_USER } from '../../src/agent/index.ts';
 import { eventually } from '../support/net.ts';
-import { call, startServer, type TestServer } from '../support/server.ts';
+import { BIN, call, startServer, type TestServer } from '../support/server.ts';
 
 /** Low, so that the fork loop reaches it at once (every workload of the sandbox user counts). */
 const MAX_PROCESSES = 150;
@@ -109,7 +119,10 @@ before(async () => {
   tenant = (t.body as { token: string }).token;
 });
 after(async () => {
-  await srv?.stop();
+  if (srv === undefined) return;
+  await srv.stop();
+  // The VMs' working directories go when the server stops.
+  assert.ok(!existsSync(defaultSandboxRoot(resolve(srv.stateDir))), 'the working directories are gone');
 });
 
 describe(
@@ -250,6 +263,45 @@ describe(
       process.stdout.write(
         `# fork loop: at most ${most} sandbox processes, /healthz worst ${worst.toFixed(1)} ms\n`,
       );
+    });
+  },
+);
+
+describe(
+  'a server not running as root',
+  { skip: isRoot ? false : 'needs root to start one as nobody' },
+  () => {
+    test('says at start that workloads run as its own user', async () => {
+      const NOBODY = 65534;
+      const dir = mkdtempSync(join(tmpdir(), 'vipdip-nobody-'));
+      chownSync(dir, NOBODY, NOBODY);
+      const proc = spawn(
+        process.execPath,
+        [BIN, 'up', '--state', join(dir, '.vipdip'), '--listen', '127.0.0.1:0', '--dns', 'off'],
+        {
+          uid: NOBODY,
+          gid: NOBODY,
+          cwd: dir,
+          env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir, VIPDIP_STORE: '' },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      let out = '';
+      proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      try {
+        await eventually(
+          'it is up',
+          () => /API and dashboard on/.test(out) || proc.exitCode !== null,
+          30_000,
+        );
+        assert.match(out, /workloads run as the server's own user \(nobody\)/, out);
+        assert.equal(out.match(/workloads run as the server's own user/g)?.length, 1, 'said once');
+      } finally {
+        proc.kill('SIGTERM');
+        await new Promise((ok) => (proc.exitCode !== null ? ok(null) : proc.once('exit', ok)));
+        rmSync(dir, { recursive: true, force: true });
+      }
     });
   },
 );
