@@ -137,6 +137,11 @@ describe('images', () => {
     const ev = (await api('GET', '/v1/events?resource=image/batch')).body as { events: { type: string }[] };
     const types = ev.events.map((e) => e.type);
     assert.deepEqual(types.filter((t) => t.startsWith('image.')).sort(), ['image.created', 'image.updated']);
+    // A tenant does not see the operator's image events (their commands among them).
+    const theirs = (await api('GET', '/v1/events?resource=image/batch', undefined, tenant)).body as {
+      events: unknown[];
+    };
+    assert.deepEqual(theirs.events, []);
     assert.equal((await api('DELETE', '/v1/images/batch')).status, 204);
   });
 
