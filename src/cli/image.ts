@@ -4,8 +4,7 @@
  * a tenant's token lists the names it may choose from.
  */
 import type { Command } from 'commander';
-import { isVipdipError } from '../core/errors.ts';
-import { parseEnvAssignment, type ImageView } from '../lifecycle/index.ts';
+import type { ImageView } from '../lifecycle/index.ts';
 import { connect, path, stateOption } from './client.ts';
 import { UsageError } from './errors.ts';
 import { outputOption, print, table } from './output.ts';
@@ -23,6 +22,20 @@ interface AddOptions extends ImageOptions {
 
 const collect = (v: string, prev: string[]) => [...prev, v];
 
+/**
+ * `--env K=V` as given (the value may hold `=`), into a mapping; the server checks the names. Kept
+ * here, not imported from lifecycle/: a client verb loads none of the server's modules.
+ */
+export function parseEnvAssignments(list: readonly string[]): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const a of list) {
+    const i = a.indexOf('=');
+    if (i <= 0) throw new UsageError(`image add: --env ${a}: write it as NAME=VALUE`);
+    env[a.slice(0, i)] = a.slice(i + 1);
+  }
+  return env;
+}
+
 export function registerImage(program: Command): void {
   const image = program.command('image').description('workload images: what a VM may run');
 
@@ -37,16 +50,7 @@ export function registerImage(program: Command): void {
       if (opts.command === undefined || opts.command.trim() === '') {
         throw new UsageError('image add: give the command line with --command CMD');
       }
-      const env: Record<string, string> = {};
-      for (const a of opts.env) {
-        try {
-          const [k, v] = parseEnvAssignment(a);
-          env[k] = v;
-        } catch (e) {
-          if (isVipdipError(e)) throw new UsageError(`image add: ${e.detail}`);
-          throw e;
-        }
-      }
+      const env = parseEnvAssignments(opts.env);
       const c = connect(opts);
       const body = { command: opts.command, env };
       const made =

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { isVipdipError } from '../core/errors.ts';
-import { normalizeImage, parseEnvAssignment, parseWorkload, workloadImage } from './images.ts';
+import { normalizeImage, parseWorkload, workloadImage } from './images.ts';
 
 const invalid = (fn: () => unknown, re: RegExp) =>
   assert.throws(fn, (e) => isVipdipError(e, 'INVALID_ARGUMENT') && re.test(e.detail));
@@ -58,11 +58,5 @@ describe('images', () => {
     invalid(() => normalizeImage('web', { command: 'x', env: { A: 1 } }), /must be a string/);
     invalid(() => normalizeImage('web', { command: ' ' }), /non-empty command/);
     invalid(() => normalizeImage('Web', { command: 'x' }), /image name/);
-  });
-
-  test('--env K=V keeps an = in the value and refuses a missing name', () => {
-    assert.deepEqual(parseEnvAssignment('A=b=c'), ['A', 'b=c']);
-    invalid(() => parseEnvAssignment('=x'), /NAME=VALUE/);
-    invalid(() => parseEnvAssignment('novalue'), /NAME=VALUE/);
   });
 });

@@ -108,10 +108,3 @@ export function normalizeImage(
   }
   return { command, env: out };
 }
-
-/** `K=V` as the CLI takes it; the value may contain `=`. */
-export function parseEnvAssignment(text: string): [string, string] {
-  const i = text.indexOf('=');
-  if (i <= 0) throw new VipdipError('INVALID_ARGUMENT', `--env ${text}: write it as NAME=VALUE`);
-  return [text.slice(0, i), text.slice(i + 1)];
-}
