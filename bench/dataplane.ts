@@ -165,13 +165,13 @@ function topology(): unknown {
               {
                 name: 'http1',
                 subnet: 's',
-                workload: `${node} http`,
+                workload: `command: ${node} http`,
                 endpoints: [{ name: 'http', protocol: 'tcp', publicPort: PORTS.http, localPort: 8000 }],
               },
               {
                 name: 'iperf1',
                 subnet: 's',
-                workload: 'exec iperf3 --server --bind "$VIPDIP_DIP" --port 5201',
+                workload: 'command: exec iperf3 --server --bind "$VIPDIP_DIP" --port 5201',
                 // iperf3's control and data connections must meet on one server: sourceIP.
                 endpoints: [
                   {
@@ -186,7 +186,7 @@ function topology(): unknown {
               {
                 name: 'udp1',
                 subnet: 's',
-                workload: `${node} udp`,
+                workload: `command: ${node} udp`,
                 endpoints: [{ name: 'echo', protocol: 'udp', publicPort: PORTS.udp, localPort: 7000 }],
               },
             ],

@@ -14,6 +14,7 @@ import { desiredState, workloadCommand, type AgentDesired, type AgentScope } fro
 import { AGENT_HEARTBEAT_MS } from './registry.ts';
 import type { AgentReport, BackendReport } from './report.ts';
 import type { ControlSource } from './source.ts';
+import type { SandboxOptions } from './sandbox.ts';
 import { WorkloadSupervisor } from './workloads.ts';
 
 /** Output lines are reported in batches at most this often; state changes go at once. */
@@ -33,6 +34,8 @@ export interface AgentOptions {
   stopGraceMs?: number;
   /** Where the agent says what went wrong (a listener that cannot bind, a report that failed). */
   log?: (line: string) => void;
+  /** Where and how workloads are sandboxed (sandbox.ts). */
+  sandbox?: SandboxOptions;
 }
 
 export class Agent {
@@ -68,10 +71,11 @@ export class Agent {
       command: (w) =>
         driver.wrapWorkload(
           { service: w.service, vm: w.vm, dip: w.dip },
-          workloadCommand(w.workload, opts.vipdipBin),
+          workloadCommand(w.launch, opts.vipdipBin),
         ),
       onChange: () => this.scheduleReport(REPORT_BATCH_MS),
       ...(opts.stopGraceMs !== undefined ? { stopGraceMs: opts.stopGraceMs } : {}),
+      ...(opts.sandbox !== undefined ? { sandbox: opts.sandbox } : {}),
     });
   }
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { Endpoint, ServiceView, VmView } from '../lifecycle/index.ts';
-import { desiredState, envName, workloadCommand, type ControlSnapshot } from './desired.ts';
+import type { Endpoint, ImageView, ServiceView, VmView } from '../lifecycle/index.ts';
+import { desiredState, envName, resolveWorkload, workloadCommand, type ControlSnapshot } from './desired.ts';
 
 const ep = (over: Partial<Endpoint> = {}): Endpoint => ({
   name: 'http',
@@ -216,14 +216,34 @@ describe('the desired state of the data plane', () => {
   });
 
   test('built-ins run through the vipdip command, anything else through the shell', () => {
-    assert.deepEqual(workloadCommand('whoami', '/x/bin/vipdip.js').args, [
+    const none = new Map<string, ImageView>();
+    assert.deepEqual(workloadCommand(resolveWorkload('whoami', none)!, '/x/bin/vipdip.js').args, [
       '/x/bin/vipdip.js',
       'workload',
       'whoami',
     ]);
-    assert.deepEqual(workloadCommand('python3 -m http.server', '/x'), {
+    assert.deepEqual(workloadCommand(resolveWorkload('command: python3 -m http.server', none)!, '/x'), {
       command: '/bin/sh',
       args: ['-c', 'python3 -m http.server'],
     });
+  });
+
+  test('a registered image runs its command with its environment; an unknown one or a bare command line runs nothing', () => {
+    const web: ImageView = {
+      name: 'web',
+      builtin: false,
+      command: 'python3 -m http.server "$PORT"',
+      env: { PORT: '8080' },
+      createdAt: '2026-12-04T00:00:00.000Z',
+    };
+    const images = new Map([['web', web]]);
+    assert.deepEqual(resolveWorkload('web', images), {
+      kind: 'shell',
+      command: 'python3 -m http.server "$PORT"',
+      env: { PORT: '8080' },
+    });
+    assert.equal(resolveWorkload('nginx', images), undefined);
+    // Before images a bare command line ran through the shell; now it is neither an image nor a command.
+    assert.equal(resolveWorkload('sh -c id', images), undefined);
   });
 });

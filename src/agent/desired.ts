@@ -6,11 +6,22 @@
  */
 import type { DesiredEndpoint, SourceNat, WorkloadCommand } from '../dataplane/index.ts';
 import type { ProbeSpec } from '../lb/index.ts';
-import type { Endpoint, ServiceView, VmView } from '../lifecycle/index.ts';
+import {
+  BUILTIN_IMAGES,
+  isBuiltinImage,
+  parseWorkload,
+  type BuiltinImage,
+  type Endpoint,
+  type ImageView,
+  type ServiceView,
+  type VmView,
+} from '../lifecycle/index.ts';
 
 export interface ControlSnapshot {
   services: readonly ServiceView[];
   vms: readonly VmView[];
+  /** The registered images (with their commands: an agent holds the operator's token). */
+  images?: readonly ImageView[];
 }
 
 export interface AgentScope {
@@ -51,8 +62,11 @@ export interface DesiredWorkload {
   service: string;
   vm: string;
   dip: string;
-  /** The workload as the VM states it: `whoami`, `echo` or a command line. */
+  /** The workload as the VM states it: an image name or `command: …`. */
   workload: string;
+  /** What runs: a built-in, or a shell command (an image's or the operator's inline one). */
+  launch: WorkloadLaunch;
+  /** The VM's VIPDIP_* variables and its image's environment. */
   env: Record<string, string>;
   /** Any change of it (a new DIP, say) restarts the workload. */
   fingerprint: string;
@@ -68,10 +82,32 @@ export interface AgentDesired {
   knownWorkloads: Set<string>;
 }
 
-export const BUILTIN_WORKLOADS = ['whoami', 'echo'] as const;
-export type BuiltinWorkload = (typeof BUILTIN_WORKLOADS)[number];
-export const isBuiltin = (w: string): w is BuiltinWorkload =>
-  (BUILTIN_WORKLOADS as readonly string[]).includes(w);
+export const BUILTIN_WORKLOADS = BUILTIN_IMAGES;
+export const isBuiltin = isBuiltinImage;
+
+export type WorkloadLaunch =
+  { kind: 'builtin'; image: BuiltinImage } | { kind: 'shell'; command: string; env: Record<string, string> };
+
+/**
+ * What a VM's workload runs, from the images the control plane knows; undefined when the text is
+ * no workload or names an image that is gone (a delete refuses that, so only for a moment).
+ */
+export function resolveWorkload(
+  workload: string,
+  images: ReadonlyMap<string, ImageView>,
+): WorkloadLaunch | undefined {
+  let ref;
+  try {
+    ref = parseWorkload(workload);
+  } catch {
+    return undefined;
+  }
+  if (ref.kind === 'command') return { kind: 'shell', command: ref.command, env: {} };
+  if (isBuiltinImage(ref.image)) return { kind: 'builtin', image: ref.image };
+  const img = images.get(ref.image);
+  if (img === undefined || img.command === null) return undefined;
+  return { kind: 'shell', command: img.command, env: img.env };
+}
 
 /** `VIPDIP_PORT_<NAME>`: the endpoint name uppercased, anything but letters and digits as `_`. */
 export const envName = (endpoint: string) => endpoint.toUpperCase().replace(/[^A-Z0-9]/g, '_');
@@ -95,6 +131,7 @@ function probeSpec(vm: VmView, e: Endpoint): ProbeSpec | undefined {
 
 export function desiredState(snap: ControlSnapshot, scope: AgentScope): AgentDesired {
   const services = new Map(snap.services.map((s) => [s.name, s]));
+  const images = new Map((snap.images ?? []).map((m) => [m.name, m]));
   const vms = [...snap.vms].sort((a, b) =>
     a.service === b.service ? byName(a, b) : a.service < b.service ? -1 : 1,
   );
@@ -208,7 +245,12 @@ export function desiredState(snap: ControlSnapshot, scope: AgentScope): AgentDes
     const key = `${vm.service}/${vm.name}`;
     out.knownWorkloads.add(key);
     if (vm.state !== 'running' || vm.dip === null) continue;
-    const env = workloadEnv(vm, services.get(vm.service));
+    const launch = resolveWorkload(vm.workload, images);
+    if (launch === undefined) continue;
+    const env = {
+      ...(launch.kind === 'shell' ? launch.env : {}),
+      ...workloadEnv(vm, services.get(vm.service)),
+    };
     out.workloads.push({
       key,
       subscription: vm.subscription,
@@ -216,8 +258,10 @@ export function desiredState(snap: ControlSnapshot, scope: AgentScope): AgentDes
       vm: vm.name,
       dip: vm.dip,
       workload: vm.workload,
+      launch,
       env,
-      fingerprint: JSON.stringify([vm.workload, env]),
+      // An image changed by the operator restarts the VMs running it.
+      fingerprint: JSON.stringify([vm.workload, launch, env]),
     });
   }
   return out;
@@ -249,7 +293,9 @@ export function workloadEnv(vm: VmView, svc: ServiceView | undefined): Record<st
 }
 
 /** How a workload is started: a built-in through the vipdip command itself, anything else by the shell. */
-export function workloadCommand(workload: string, vipdipBin: string): WorkloadCommand {
-  if (isBuiltin(workload)) return { command: process.execPath, args: [vipdipBin, 'workload', workload] };
-  return { command: '/bin/sh', args: ['-c', workload] };
+export function workloadCommand(launch: WorkloadLaunch, vipdipBin: string): WorkloadCommand {
+  if (launch.kind === 'builtin') {
+    return { command: process.execPath, args: [vipdipBin, 'workload', launch.image] };
+  }
+  return { command: '/bin/sh', args: ['-c', launch.command] };
 }

@@ -5,6 +5,7 @@ export {
   envName,
   healthKey,
   isBuiltin,
+  resolveWorkload,
   workloadCommand,
   workloadEnv,
   type AgentDesired,
@@ -12,6 +13,7 @@ export {
   type BackendInfo,
   type ControlSnapshot,
   type DesiredWorkload,
+  type WorkloadLaunch,
   type EndpointTemplate,
 } from './desired.ts';
 export {
@@ -26,3 +28,11 @@ export * from './report.ts';
 export { InProcessSource, affectsDataPlane, type ControlSource } from './source.ts';
 export { WorkloadSupervisor, STOP_GRACE_MS, type SupervisorOptions } from './workloads.ts';
 export { RemoteSource, type RemoteSourceOptions } from './remote-source.ts';
+export {
+  DEFAULT_SANDBOX_LIMITS,
+  SANDBOX_USER,
+  defaultSandboxRoot,
+  sandboxLimits,
+  type SandboxLimits,
+  type SandboxOptions,
+} from './sandbox.ts';

@@ -5,7 +5,7 @@
  * It needs the operator token: an agent serves every subscription's VMs on its hosts.
  */
 import { SseParser } from '../core/index.ts';
-import type { EventView, ServiceView, VmView } from '../lifecycle/index.ts';
+import type { EventView, ImageView, ServiceView, VmView } from '../lifecycle/index.ts';
 import type { ControlSnapshot } from './desired.ts';
 import type { AgentReport } from './report.ts';
 import { affectsDataPlane, type ControlSource } from './source.ts';
@@ -38,11 +38,12 @@ export class RemoteSource implements ControlSource {
   }
 
   async snapshot(): Promise<ControlSnapshot> {
-    const [services, vms] = await Promise.all([
+    const [services, vms, images] = await Promise.all([
       this.get<ServiceView[]>('/v1/services'),
       this.get<VmView[]>('/v1/vms'),
+      this.get<ImageView[]>('/v1/images'),
     ]);
-    return { services, vms };
+    return { services, vms, images };
   }
 
   /**

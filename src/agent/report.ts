@@ -67,3 +67,5 @@ export interface HealthEvent {
 export const LOG_LINES_KEPT = 200;
 /** A longer line is cut (a workload printing a megabyte without a newline must not grow reports). */
 export const LOG_LINE_MAX_CHARS = 2000;
+/** And at most this many bytes of text: 200 lines of 2000 characters would be 400 KB per workload. */
+export const LOG_BYTES_KEPT = 64 * 1024;

@@ -30,7 +30,8 @@ export function affectsDataPlane(type: string): boolean {
     type.startsWith('vm.') ||
     type.startsWith('service.') ||
     type.startsWith('reserved-ip.') ||
-    type === 'host.maintenance'
+    type === 'host.maintenance' ||
+    type.startsWith('image.')
   );
 }
 
@@ -91,7 +92,9 @@ export class InProcessSource implements ControlSource {
   async snapshot(): Promise<ControlSnapshot> {
     if (this.full || this.nowMs() - this.lastFullMs >= FULL_RESYNC_INTERVAL_MS) await this.readAll();
     else await this.readChanged();
-    return { services: [...this.services.values()], vms: [...this.vms.values()] };
+    // Images are few and small: read whole every time, so that a changed one restarts its VMs.
+    const images = await this.cloud.listImages();
+    return { services: [...this.services.values()], vms: [...this.vms.values()], images };
   }
 
   private async readAll(): Promise<void> {

@@ -5,10 +5,24 @@
  * its VM stops, and restarted with exponential backoff when it crashes. Its last output lines are
  * kept, also after it stops, for `vipdip logs`.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import type { WorkloadCommand } from '../dataplane/index.ts';
 import type { DesiredWorkload } from './desired.ts';
-import { LOG_LINES_KEPT, LOG_LINE_MAX_CHARS, type LogLine, type WorkloadReport } from './report.ts';
+import {
+  LOG_BYTES_KEPT,
+  LOG_LINES_KEPT,
+  LOG_LINE_MAX_CHARS,
+  type LogLine,
+  type WorkloadReport,
+} from './report.ts';
+import {
+  defaultSandboxRoot,
+  launchWorkload,
+  prepareSandbox,
+  removeSandbox,
+  type Sandbox,
+  type SandboxOptions,
+} from './sandbox.ts';
 
 /** SIGTERM, then SIGKILL after this long. */
 export const STOP_GRACE_MS = 5000;
@@ -18,9 +32,6 @@ export const RESTART_BACKOFF_MAX_MS = 30_000;
 /** A workload that ran this long before crashing starts its backoff again from the first delay. */
 export const STABLE_RUN_MS = 10_000;
 
-/** Variables of the agent's own environment a workload must not inherit. */
-const PRIVATE_ENV = ['VIPDIP_TOKEN', 'VIPDIP_URL'];
-
 export interface SupervisorOptions {
   /** The command that runs a workload (the driver wraps it for where the VM lives). */
   command: (w: DesiredWorkload) => WorkloadCommand;
@@ -29,7 +40,15 @@ export interface SupervisorOptions {
   now?: () => Date;
   stopGraceMs?: number;
   backoffFirstMs?: number;
+  /** Where and how workloads are sandboxed (sandbox.ts); the defaults suit a test. */
+  sandbox?: SandboxOptions;
 }
+
+type ProcOptions = Required<Pick<SupervisorOptions, 'command' | 'now' | 'stopGraceMs' | 'backoffFirstMs'>> &
+  Pick<SupervisorOptions, 'onChange'> & {
+    /** The sandbox, once prepared; an error when it could not be (no workload then starts). */
+    sandbox: () => Sandbox | Error;
+  };
 
 class Proc {
   status: WorkloadReport['status'] = 'starting';
@@ -39,6 +58,8 @@ class Proc {
   crashes = 0;
   startedAt = 0;
   lines: LogLine[] = [];
+  /** The bytes of `lines`' texts: the ring is bounded in both. */
+  private bytes = 0;
   private partial = { stdout: '', stderr: '' };
   private backoff: NodeJS.Timeout | undefined;
   private exited: Promise<void> = Promise.resolve();
@@ -47,10 +68,7 @@ class Proc {
 
   constructor(
     public spec: DesiredWorkload,
-    private readonly opts: Required<
-      Pick<SupervisorOptions, 'command' | 'now' | 'stopGraceMs' | 'backoffFirstMs'>
-    > &
-      Pick<SupervisorOptions, 'onChange'>,
+    private readonly opts: ProcOptions,
   ) {}
 
   start(): void {
@@ -61,14 +79,11 @@ class Proc {
     this.starts++;
     this.status = 'starting';
     this.startedAt = Date.now();
-    const { command, args } = this.opts.command(this.spec);
-    const env: NodeJS.ProcessEnv = { ...process.env, ...this.spec.env };
-    for (const k of PRIVATE_ENV) delete env[k];
     let child: ChildProcess;
     try {
-      // Its own process group, so that a shell's children stop with it; stdin is a pipe that closes
-      // when the agent dies, which the built-ins take as their cue to exit.
-      child = spawn(command, args, { env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
+      const sb = this.opts.sandbox();
+      if (sb instanceof Error) throw sb;
+      child = launchWorkload(sb, this.spec.key, this.opts.command(this.spec), this.spec.env);
     } catch (e) {
       this.note(`cannot start: ${(e as Error).message}`);
       this.crashed();
@@ -87,6 +102,11 @@ class Proc {
     });
     child.on('error', (e) => {
       this.note(`cannot start: ${e.message}`);
+    });
+    // What the workload left behind in its process group (a shell's background jobs, a fork loop's
+    // children) goes with it: they would hold its ports, its process count and its output pipes.
+    child.on('exit', () => {
+      if (child.pid !== undefined) killGroup(child.pid);
     });
     child.on('close', (code, signal) => {
       this.flush();
@@ -169,18 +189,32 @@ class Proc {
 
   private line(stream: 'stdout' | 'stderr', text: string): void {
     const t = text.endsWith('\r') ? text.slice(0, -1) : text;
-    this.lines.push({
-      time: this.opts.now().toISOString(),
-      stream,
-      text: t.length > LOG_LINE_MAX_CHARS ? `${t.slice(0, LOG_LINE_MAX_CHARS)}…` : t,
-    });
-    if (this.lines.length > LOG_LINES_KEPT) this.lines.splice(0, this.lines.length - LOG_LINES_KEPT);
+    const kept = t.length > LOG_LINE_MAX_CHARS ? `${t.slice(0, LOG_LINE_MAX_CHARS)}…` : t;
+    this.lines.push({ time: this.opts.now().toISOString(), stream, text: kept });
+    this.bytes += Buffer.byteLength(kept);
+    let drop = 0;
+    while (
+      this.lines.length - drop > 1 &&
+      (this.lines.length - drop > LOG_LINES_KEPT || this.bytes > LOG_BYTES_KEPT)
+    ) {
+      this.bytes -= Buffer.byteLength(this.lines[drop]!.text);
+      drop++;
+    }
+    if (drop > 0) this.lines.splice(0, drop);
   }
 
   /** The supervisor's own notes go into the same log, marked, so `vipdip logs` tells the whole story. */
   private note(text: string): void {
     this.line('stderr', `[vipdip] ${text}`);
     this.opts.onChange?.();
+  }
+}
+
+function killGroup(pgid: number): void {
+  try {
+    process.kill(-pgid, 'SIGKILL');
+  } catch {
+    // nothing left
   }
 }
 
@@ -198,18 +232,46 @@ function signal(pid: number, sig: NodeJS.Signals): void {
 
 export class WorkloadSupervisor {
   private readonly procs = new Map<string, Proc>();
-  private readonly opts: ConstructorParameters<typeof Proc>[1];
+  private readonly opts: ProcOptions;
   private queue: Promise<void> = Promise.resolve();
   private closed = false;
+  private sandbox: Sandbox | Error | undefined;
+  private readonly sandboxOptions: SandboxOptions;
 
   constructor(opts: SupervisorOptions) {
+    this.sandboxOptions = opts.sandbox ?? {};
     this.opts = {
       command: opts.command,
       now: opts.now ?? (() => new Date()),
       stopGraceMs: opts.stopGraceMs ?? STOP_GRACE_MS,
       backoffFirstMs: opts.backoffFirstMs ?? RESTART_BACKOFF_FIRST_MS,
       ...(opts.onChange ? { onChange: opts.onChange } : {}),
+      sandbox: () => this.sandbox ?? new Error('the workload sandbox is not ready'),
     };
+    // At start: the sandbox user is made (or the server says workloads run as its own user) before
+    // any VM asks for a workload.
+    void this.ready();
+  }
+
+  private preparing: Promise<void> | undefined;
+
+  /**
+   * Prepares the sandbox once, before the first workload starts. A failure (no user could be made)
+   * is kept: every workload's log then says why it cannot start, and none runs unsandboxed.
+   */
+  private ready(): Promise<void> {
+    this.preparing ??= this.prepare();
+    return this.preparing;
+  }
+
+  private async prepare(): Promise<void> {
+    const o = this.sandboxOptions;
+    try {
+      this.sandbox = await prepareSandbox({ ...o, root: o.root ?? defaultSandboxRoot(process.cwd()) });
+    } catch (e) {
+      this.sandbox = new Error(`no sandbox: ${(e as Error).message}`);
+      o.log?.(`workloads cannot start: ${this.sandbox.message}`);
+    }
   }
 
   /**
@@ -224,6 +286,7 @@ export class WorkloadSupervisor {
 
   private async apply(desired: readonly DesiredWorkload[], known: ReadonlySet<string>): Promise<void> {
     if (this.closed) return;
+    if (desired.length > 0) await this.ready();
     const want = new Map(desired.map((d) => [d.key, d]));
     const stops: Promise<void>[] = [];
     for (const [key, p] of this.procs) {
@@ -279,5 +342,8 @@ export class WorkloadSupervisor {
     this.closed = true;
     await this.queue;
     await Promise.all([...this.procs.values()].map((p) => p.stop()));
+    await this.preparing;
+    // The VMs' directories are scratch: they last while this agent runs, across restarts.
+    if (this.sandbox !== undefined && !(this.sandbox instanceof Error)) removeSandbox(this.sandbox);
   }
 }

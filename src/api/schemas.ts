@@ -189,13 +189,19 @@ export const CreateService = Type.Object(
   { additionalProperties: false },
 );
 export const ReserveVip = Type.Object({ name: Name }, { additionalProperties: false });
+/** A VM's workload: an image name, or an operator's inline command `command: <command line>`. */
+const Workload = Type.String({
+  minLength: 1,
+  maxLength: 4096,
+  description: 'an image name (GET /v1/images), or, from the operator only, "command: <command line>"',
+});
 export const CreateVm = Type.Object(
   {
     name: DnsLabel,
     subnet: Name,
     staticDip: Type.Optional(Nullable(Address)),
     ilpip: Type.Optional(Type.Boolean()),
-    workload: Type.Optional(Nullable(Type.String({ minLength: 1, maxLength: 4096 }))),
+    workload: Type.Optional(Nullable(Workload)),
     endpoints: Type.Optional(Type.Array(Endpoint, { maxItems: 128 })),
     start: Type.Optional(Type.Boolean({ description: 'start the VM at once (default true)' })),
   },
@@ -205,7 +211,7 @@ export const PatchVm = Type.Object(
   {
     staticDip: Type.Optional(Nullable(Address)),
     ilpip: Type.Optional(Type.Boolean()),
-    workload: Type.Optional(Nullable(Type.String({ minLength: 1, maxLength: 4096 }))),
+    workload: Type.Optional(Nullable(Workload)),
     endpoints: Type.Optional(Type.Array(Endpoint, { maxItems: 128 })),
   },
   { additionalProperties: false },

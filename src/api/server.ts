@@ -31,6 +31,7 @@ import { registerChaosRoutes } from './routes/chaos.ts';
 import { registerDataPlaneRoutes } from './routes/dataplane.ts';
 import { registerEventRoutes } from './routes/events.ts';
 import { registerFabricRoutes } from './routes/fabric.ts';
+import { registerImageRoutes } from './routes/images.ts';
 import { registerNetworkRoutes } from './routes/networks.ts';
 import { registerServiceRoutes } from './routes/services.ts';
 import * as S from './schemas.ts';
@@ -307,6 +308,7 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
   registerFabricRoutes(app, ctx);
   registerNetworkRoutes(app, ctx);
   registerServiceRoutes(app, ctx);
+  registerImageRoutes(app, ctx);
   registerEventRoutes(app, ctx);
   registerApplyRoutes(app, ctx);
   registerDataPlaneRoutes(app, ctx);

@@ -8,7 +8,13 @@
  */
 import { hostname } from 'node:os';
 import type { Command } from 'commander';
-import { Agent, AGENT_HEARTBEAT_MS, RemoteSource } from '../agent/index.ts';
+import {
+  Agent,
+  AGENT_HEARTBEAT_MS,
+  defaultSandboxRoot,
+  RemoteSource,
+  sandboxLimits,
+} from '../agent/index.ts';
 import { createDriver } from '../dataplane/index.ts';
 import { scaledTime } from '../lb/index.ts';
 import { resolveConnection } from './client.ts';
@@ -95,6 +101,11 @@ export function registerAgent(program: Command): void {
         scope: { hosts: opts.host.length > 0 ? new Set(opts.host) : null, lb: opts.lb },
         vipdipBin: VIPDIP_BIN,
         heartbeatMs: Math.max(50, AGENT_HEARTBEAT_MS * scale),
+        sandbox: {
+          root: defaultSandboxRoot(`${conn.url} ${name}`),
+          limits: sandboxLimits(process.env),
+          log: (l) => process.stderr.write(`vipdip agent ${name}: ${l}\n`),
+        },
       });
       await agent.start();
       process.stdout.write(

@@ -11,6 +11,7 @@ import { ApiProblemError, CliError, oneLine, UsageError } from './errors.ts';
 import { registerEvents } from './events.ts';
 import { registerGet } from './get.ts';
 import { registerHost } from './host.ts';
+import { registerImage } from './image.ts';
 import { registerLogs } from './logs.ts';
 import { quietOnClosedPipe } from './output.ts';
 import { registerReservedIp } from './reserved-ip.ts';
@@ -80,6 +81,7 @@ export async function buildProgram(argv: readonly string[] = []): Promise<Comman
   registerGet(program);
   registerVm(program);
   registerHost(program);
+  registerImage(program);
   registerReservedIp(program);
   registerService(program);
   registerEvents(program);

@@ -8,8 +8,10 @@ import type { Command } from 'commander';
 import {
   Agent,
   AGENT_HEARTBEAT_MS,
+  defaultSandboxRoot,
   InProcessSource,
   REPORT_STALE_MS,
+  sandboxLimits,
   StatusRegistry,
 } from '../agent/index.ts';
 import { parseCidr, systemClock } from '../core/index.ts';
@@ -152,6 +154,11 @@ export function registerUp(program: Command): void {
           scope: { hosts: null, lb: true },
           vipdipBin: VIPDIP_BIN,
           heartbeatMs: Math.max(50, AGENT_HEARTBEAT_MS * timeScale),
+          sandbox: {
+            root: defaultSandboxRoot(resolve(opts.state)),
+            limits: sandboxLimits(process.env),
+            log: (l) => process.stderr.write(`vipdip: ${l}\n`),
+          },
         });
         await agent.start();
         const running = agent;

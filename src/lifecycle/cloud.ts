@@ -23,6 +23,7 @@ import {
   RunAgain,
   type EventQuery,
   type EventRow,
+  type ImageRow,
   type Repo,
   type ReservedIpRow,
   type ServiceRow,
@@ -45,12 +46,21 @@ import {
 } from './dns-names.ts';
 import { EventFeed } from './feed.ts';
 import { checkDnsLabel, checkName, checkSubscriptionName } from './names.ts';
+import {
+  BUILTIN_IMAGES,
+  checkImageName,
+  isBuiltinImage,
+  normalizeImage,
+  parseWorkload,
+  type ImageSpec,
+} from './images.ts';
 import { pickHost, type HostInfo } from './placement.ts';
 import { HostLoads, countMove, type TxLoads } from './host-loads.ts';
 import { isAllocated, nextState, type VmOperation, type VmState } from './transitions.ts';
 import type {
   EventView,
   HostView,
+  ImageView,
   PoolView,
   ReservedIpView,
   ServiceView,
@@ -204,6 +214,61 @@ const ip = (n: number | null): string | null => (n === null ? null : formatIpv4(
 /** The binding that reserves a VM's static DIP for the VM's whole life. */
 const staticOwner = (vmId: number) => ({ owner: `vm:${vmId}`, kind: 'static' as const });
 const vmResource = (service: string, vm: string) => `vm/${service}/${vm}`;
+const imageResource = (name: string) => `image/${name}`;
+/** A delete refused because VMs name the image lists at most this many of them. */
+const IMAGE_USERS_LISTED = 5;
+
+function imageView(r: ImageRow): ImageView {
+  return {
+    name: r.name,
+    builtin: false,
+    command: r.command,
+    env: JSON.parse(r.env) as Record<string, string>,
+    createdAt: r.created_at,
+  };
+}
+
+const builtinImageView = (name: string): ImageView => ({
+  name,
+  builtin: true,
+  command: null,
+  env: {},
+  createdAt: null,
+});
+
+/**
+ * Whether a workload may be set by this caller, checked inside the transaction that sets it: an
+ * image must exist (a delete of it waits for the lock), an inline command needs the operator.
+ */
+async function checkWorkload(
+  repo: Repo,
+  vm: string,
+  workload: string | null,
+  commands: boolean,
+): Promise<void> {
+  if (workload === null) return;
+  let ref;
+  try {
+    ref = parseWorkload(workload);
+  } catch (e) {
+    if (isVipdipError(e)) throw new VipdipError(e.code, `VM ${vm}: ${e.detail}`);
+    throw e;
+  }
+  if (ref.kind === 'command') {
+    if (!commands) {
+      throw new VipdipError(
+        'INVALID_ARGUMENT',
+        `VM ${vm}: only the operator may give a VM a command; choose an image (vipdip image list)`,
+      );
+    }
+    return;
+  }
+  if (isBuiltinImage(ref.image)) return;
+  await repo.lockImages();
+  if ((await repo.image(ref.image)) === undefined) {
+    throw new VipdipError('INVALID_ARGUMENT', `VM ${vm}: image ${ref.image} does not exist`);
+  }
+}
 const serviceResource = (service: string) => `service/${service}`;
 
 function detailView(d: VmDetailRow, zones: DnsZones): VmView {
@@ -1195,13 +1260,105 @@ export class Cloud {
     });
   }
 
+  // ---------------------------------------------------------------- images
+
+  /** The built-ins first, then the operator's, by name. */
+  listImages(): Promise<ImageView[]> {
+    return this.read(async (r) => [
+      ...BUILTIN_IMAGES.map(builtinImageView),
+      ...(await r.images()).map(imageView),
+    ]);
+  }
+
+  getImage(name: string): Promise<ImageView> {
+    if (isBuiltinImage(name)) return Promise.resolve(builtinImageView(name));
+    return this.read(async (r) => {
+      const row = await r.image(name);
+      return row === undefined ? notFound(`image ${name}`) : imageView(row);
+    });
+  }
+
+  /** Registers an image (operator); ALREADY_EXISTS for a built-in or a registered name. */
+  async createImage(name: string, spec: ImageSpec): Promise<ImageView> {
+    const img = normalizeImage(name, spec);
+    return this.write(async (tx) => {
+      await tx.repo.lockImages();
+      if ((await tx.repo.image(name)) !== undefined) {
+        throw new VipdipError('ALREADY_EXISTS', `image ${name} already exists`);
+      }
+      const row = {
+        name,
+        command: img.command,
+        env: JSON.stringify(img.env),
+        created_at: this.clock.now().toISOString(),
+      };
+      await tx.repo.insertImage(row);
+      await tx.emit({
+        type: 'image.created',
+        subscription: null,
+        resource: imageResource(name),
+        reason: 'create',
+        new: { command: img.command, env: Object.keys(img.env) },
+      });
+      return imageView(row);
+    });
+  }
+
+  /** Changes an image's command or environment; the VMs running it restart with the new one. */
+  async updateImage(name: string, spec: ImageSpec): Promise<ImageView> {
+    const img = normalizeImage(name, spec);
+    return this.write(async (tx) => {
+      await tx.repo.lockImages();
+      const cur = (await tx.repo.image(name)) ?? notFound(`image ${name}`);
+      const env = JSON.stringify(img.env);
+      if (cur.command !== img.command || cur.env !== env) {
+        await tx.repo.updateImage(name, { command: img.command, env });
+        await tx.emit({
+          type: 'image.updated',
+          subscription: null,
+          resource: imageResource(name),
+          reason: 'update',
+          old: { command: cur.command, env: Object.keys(JSON.parse(cur.env) as object) },
+          new: { command: img.command, env: Object.keys(img.env) },
+        });
+      }
+      return imageView({ ...cur, command: img.command, env });
+    });
+  }
+
+  /** Deletes an image; IN_USE while any VM names it. */
+  async deleteImage(name: string): Promise<void> {
+    checkImageName(name);
+    if (isBuiltinImage(name)) throw new VipdipError('IN_USE', `image ${name} is built in`);
+    await this.write(async (tx) => {
+      await tx.repo.lockImages();
+      const cur = (await tx.repo.image(name)) ?? notFound(`image ${name}`);
+      const users = await tx.repo.vmsUsingImage(name, IMAGE_USERS_LISTED + 1);
+      if (users.length > 0) {
+        const more = users.length > IMAGE_USERS_LISTED ? ' and more' : '';
+        throw new VipdipError(
+          'IN_USE',
+          `image ${name} is the workload of ${users.slice(0, IMAGE_USERS_LISTED).join(', ')}${more}`,
+        );
+      }
+      await tx.repo.deleteImage(name);
+      await tx.emit({
+        type: 'image.deleted',
+        subscription: null,
+        resource: imageResource(name),
+        reason: 'delete',
+        old: { command: cur.command },
+      });
+    });
+  }
+
   // ---------------------------------------------------------------- VMs
 
   /** Creates a VM in a service and, unless told otherwise, starts it (allocating its addresses). */
   async createVm(
     serviceName: string,
     spec: VmSpec,
-    opts: { subscription?: string; start?: boolean } = {},
+    opts: { subscription?: string; start?: boolean; commands?: boolean } = {},
   ): Promise<VmView> {
     checkDnsLabel('VM', spec.name);
     const endpoints = normalizeEndpoints(spec.endpoints, `VM ${spec.name} endpoints`);
@@ -1210,7 +1367,10 @@ export class Cloud {
       workload !== null &&
       (typeof workload !== 'string' || workload.length === 0 || workload.length > 4096)
     ) {
-      throw new VipdipError('INVALID_ARGUMENT', `VM ${spec.name}: workload must be a non-empty command line`);
+      throw new VipdipError(
+        'INVALID_ARGUMENT',
+        `VM ${spec.name}: workload must name an image (or be "command: …" from the operator)`,
+      );
     }
     const staticDip = spec.staticDip == null ? null : parseIpv4(spec.staticDip);
     return this.write(async (tx) => {
@@ -1219,6 +1379,7 @@ export class Cloud {
         throw new VipdipError('ALREADY_EXISTS', `VM ${serviceName}/${spec.name} already exists`);
       }
       const subnet = await this.findSubnetOfService(tx.repo, service, spec.subnet);
+      await checkWorkload(tx.repo, spec.name, workload, opts.commands !== false);
       if (staticDip !== null) await this.book.check(tx.repo, subnetScope(subnet.id), staticDip);
       await this.checkEndpoints(tx.repo, service, spec.name, endpoints);
       const row = await tx.repo.insertVm({
@@ -1250,11 +1411,15 @@ export class Cloud {
     });
   }
 
-  /** Changes a VM's endpoints, workload or ILPIP setting; addresses follow only where they must. */
+  /**
+   * Changes a VM's endpoints, workload or ILPIP setting; addresses follow only where they must.
+   * `opts.commands: false` (a tenant) refuses an inline command as the workload.
+   */
   async updateVm(
     ref: VmRef,
     patch: { endpoints?: unknown; workload?: string | null; ilpip?: boolean; staticDip?: string | null },
     precondition?: (current: VmView) => void,
+    opts: { commands?: boolean } = {},
   ): Promise<VmView> {
     const endpoints =
       patch.endpoints === undefined
@@ -1272,6 +1437,7 @@ export class Cloud {
         changes.endpoints = endpoints;
       }
       if (patch.workload !== undefined && patch.workload !== vm.workload) {
+        await checkWorkload(tx.repo, vm.name, patch.workload, opts.commands !== false);
         await tx.repo.updateVm(vm.id, { workload: patch.workload });
         old.workload = vm.workload;
         changes.workload = patch.workload;

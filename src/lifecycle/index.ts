@@ -6,3 +6,4 @@ export { checkDnsLabel, checkName, checkSubscriptionName } from './names.ts';
 export { AddressBook, poolScope, subnetScope, type BookChange, type BookTx } from './address-book.ts';
 export { fsck, formatFinding, type Finding } from './fsck.ts';
 export * from './dns-names.ts';
+export * from './images.ts';

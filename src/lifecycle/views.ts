@@ -21,6 +21,17 @@ export interface VmView {
   fqdns: { internal: string; public: string | null };
 }
 
+/** A workload image: a built-in (no command shown: it runs through vipdip itself) or the operator's. */
+export interface ImageView {
+  name: string;
+  builtin: boolean;
+  /** The command line it runs (`/bin/sh -c`); null for the built-ins. */
+  command: string | null;
+  env: Record<string, string>;
+  /** Null for the built-ins. */
+  createdAt: string | null;
+}
+
 export interface ServiceView {
   subscription: string;
   name: string;

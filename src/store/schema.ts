@@ -126,6 +126,15 @@ export interface TokensTable {
   created_at: string;
 }
 
+/** Operator-registered workload images (the built-ins are not stored). */
+export interface ImagesTable {
+  name: string;
+  command: string;
+  /** JSON object of environment variables. */
+  env: string;
+  created_at: string;
+}
+
 export interface MetaTable {
   key: string;
   value: string;
@@ -145,4 +154,5 @@ export interface Database {
   event_counter: EventCounterTable;
   meta: MetaTable;
   tokens: TokensTable;
+  images: ImagesTable;
 }

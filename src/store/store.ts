@@ -9,6 +9,7 @@ import type {
   Database,
   EventsTable,
   HostsTable,
+  ImagesTable,
   PublicPoolsTable,
   ReservedIpsTable,
   SubnetsTable,
@@ -28,6 +29,7 @@ export type ServiceRow = Selectable<CloudServicesTable>;
 export type VmRow = Selectable<VmsTable>;
 export type EventRow = Selectable<EventsTable>;
 export type TokenRow = Selectable<TokensTable>;
+export type ImageRow = Selectable<ImagesTable>;
 
 /** SQLite's limit on the parameters of one statement (SQLITE_MAX_VARIABLE_NUMBER since 3.32). */
 export const SQLITE_MAX_PARAMS = 32_766;
@@ -520,6 +522,41 @@ export class Repo {
    * several writers run at once. Nothing to do on SQLite.
    */
   async lockPools(): Promise<void> {}
+
+  // Images
+
+  images(): Promise<ImageRow[]> {
+    return this.db.selectFrom('images').selectAll().orderBy('name').execute();
+  }
+  image(name: string): Promise<ImageRow | undefined> {
+    return this.db.selectFrom('images').selectAll().where('name', '=', name).executeTakeFirst();
+  }
+  async insertImage(row: Insertable<ImagesTable>): Promise<void> {
+    await this.db.insertInto('images').values(row).execute();
+  }
+  async updateImage(name: string, patch: Updateable<ImagesTable>): Promise<void> {
+    await this.db.updateTable('images').set(patch).where('name', '=', name).execute();
+  }
+  async deleteImage(name: string): Promise<void> {
+    await this.db.deleteFrom('images').where('name', '=', name).execute();
+  }
+  /** The VMs whose workload names the image, as `service/vm`, at most `limit`. */
+  async vmsUsingImage(name: string, limit: number): Promise<string[]> {
+    const rows = await this.db
+      .selectFrom('vms')
+      .innerJoin('cloud_services', 'cloud_services.id', 'vms.service_id')
+      .select(['cloud_services.name as service', 'vms.name as vm'])
+      .where('vms.workload', '=', name)
+      .orderBy('vms.id')
+      .limit(limit)
+      .execute();
+    return rows.map((r) => `${r.service}/${r.vm}`);
+  }
+  /**
+   * Serializes a change of images with the VMs that name them (a VM created naming an image that a
+   * delete removes at the same time), where several writers run at once. Nothing to do on SQLite.
+   */
+  async lockImages(): Promise<void> {}
 
   // Events
 

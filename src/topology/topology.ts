@@ -20,8 +20,11 @@ import {
   checkName,
   checkSpaceBlock,
   checkSubscriptionName,
+  checkImageName,
   checkServiceEndpoints,
   normalizeEndpoints,
+  normalizeImage,
+  parseWorkload,
   type Cloud,
   type Endpoint,
 } from '../lifecycle/index.ts';
@@ -53,7 +56,14 @@ export interface TopologySubscription {
   reservedIps?: { name: string }[];
   cloudServices?: TopologyService[];
 }
+export interface TopologyImage {
+  name: string;
+  command: string;
+  env?: Record<string, string>;
+}
 export interface Topology {
+  /** Workload images; the operator's only. */
+  images?: TopologyImage[];
   publicPools?: string[];
   fabric?: { racks: { name: string; hosts: string[] }[] };
   subscriptions?: TopologySubscription[];
@@ -143,7 +153,21 @@ export function validateTopology(doc: Topology, opts: ApplyOptions = {}): Proble
     });
   };
 
-  known(doc as Record<string, unknown>, '', ['publicPools', 'fabric', 'subscriptions']);
+  known(doc as Record<string, unknown>, '', ['images', 'publicPools', 'fabric', 'subscriptions']);
+  const images = list(doc.images, 'images');
+  if (images.length > 0 && opts.operator === false) add('images', 'only the operator may declare images');
+  unique(
+    images.map((m) => (isObj(m) ? m.name : undefined)),
+    'images',
+    'image',
+  );
+  images.forEach((m, i) => {
+    const path = `images[${i}]`;
+    if (!isObj(m)) return add(path, 'must be a mapping with name, command and optionally env');
+    known(m, path, ['name', 'command', 'env']);
+    attempt(`${path}.name`, () => checkImageName(m.name));
+    attempt(path, () => normalizeImage(String(m.name), m));
+  });
   const pools = list(doc.publicPools, 'publicPools');
   if (pools.length > 0 && opts.operator === false)
     add('publicPools', 'only the operator may declare public pools');
@@ -295,8 +319,16 @@ export function validateTopology(doc: Topology, opts: ApplyOptions = {}): Proble
         }
         if (vm.ilpip !== undefined && typeof vm.ilpip !== 'boolean')
           add(`${mp}.ilpip`, 'must be true or false');
-        if (vm.workload != null && (typeof vm.workload !== 'string' || vm.workload.length === 0))
-          add(`${mp}.workload`, 'must be a command line');
+        if (vm.workload != null) {
+          if (typeof vm.workload !== 'string' || vm.workload.length === 0)
+            add(`${mp}.workload`, 'must name an image');
+          else
+            attempt(`${mp}.workload`, () => {
+              const ref = parseWorkload(vm.workload as string);
+              if (ref.kind === 'command' && opts.operator === false)
+                throw new Error('only the operator may give a VM a command; choose an image');
+            });
+        }
         attempt(`${mp}.endpoints`, () =>
           eps.push({ name: String(vm.name), endpoints: normalizeEndpoints(vm.endpoints, 'endpoints') }),
         );
@@ -341,6 +373,21 @@ export async function applyTopology(
 
 async function reconcile(cloud: Cloud, doc: Topology, opts: ApplyOptions, out: ApplyResult): Promise<void> {
   const change = (c: Change) => out.changes.push(c);
+  const commands = opts.operator !== false;
+  if ((doc.images ?? []).length > 0) {
+    const have = new Map((await cloud.listImages()).map((m) => [m.name, m]));
+    for (const m of doc.images ?? []) {
+      const want = normalizeImage(m.name, m);
+      const cur = have.get(m.name);
+      if (cur === undefined) {
+        await cloud.createImage(m.name, want);
+        change({ action: 'create', kind: 'image', name: m.name });
+      } else if (cur.command !== want.command || JSON.stringify(cur.env) !== JSON.stringify(want.env)) {
+        await cloud.updateImage(m.name, want);
+        change({ action: 'update', kind: 'image', name: m.name });
+      }
+    }
+  }
   const pools = new Set((await cloud.listPools()).map((p) => p.cidr));
   for (const p of doc.publicPools ?? []) {
     const cidr = formatCidr(parseCidr(p));
@@ -499,7 +546,7 @@ async function reconcile(cloud: Cloud, doc: Topology, opts: ApplyOptions, out: A
               workload: vm.workload ?? null,
               endpoints: vm.endpoints ?? [],
             },
-            { start: !drawn },
+            { start: !drawn, commands },
           );
           if (drawn) toStart.push({ service: svc.name, vm: vm.name });
           change({ action: 'create', kind: 'VM', name });
@@ -518,7 +565,7 @@ async function reconcile(cloud: Cloud, doc: Topology, opts: ApplyOptions, out: A
         if ((vm.ilpip === true) !== have.ilpipEnabled) patch.ilpip = vm.ilpip === true;
         if ((vm.staticDip ?? null) !== have.staticDip) patch.staticDip = vm.staticDip ?? null;
         if (Object.keys(patch).length > 0) {
-          await cloud.updateVm({ service: svc.name, vm: vm.name }, patch);
+          await cloud.updateVm({ service: svc.name, vm: vm.name }, patch, undefined, { commands });
           change({ action: 'update', kind: 'VM', name, detail: Object.keys(patch).join(', ') });
         }
       }

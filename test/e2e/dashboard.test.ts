@@ -185,6 +185,8 @@ describe('the dashboard', () => {
     await signIn(page, srv.url, srv.operatorToken);
     await page.goto(`${srv.url}/services/blog/vms/www1`);
     await page.getByRole('heading', { name: /VM blog\/www1/ }).waitFor();
+    // The image it runs (the demo gives www1 the built-in whoami).
+    await waitText(page, 'vm-image', 'whoami');
     await waitLive(page);
     await markPage(page);
     await waitText(page, 'vm-dip', 'no DIP');

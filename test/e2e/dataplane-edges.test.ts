@@ -125,7 +125,7 @@ describe('ACLs, UDP and VM-to-VIP traffic', () => {
   test("a workload calling another service's VIP from its DIP is seen with its own service's VIP, or its ILPIP", async () => {
     const target = await c.vip('edge-target');
     const client = fileURLToPath(new URL('../fixtures/r6-client.mjs', import.meta.url));
-    const workload = `"${process.execPath}" "${client}" ${target} 8080`;
+    const workload = `command: "${process.execPath}" "${client}" ${target} 8080`;
     for (const [name, ilpip] of [
       ['c1', false],
       ['c2', true],

@@ -255,7 +255,7 @@ async function workload(sub: string, svc: string, rounds: number, token = op): P
       [b, 'start'],
     ] as const)
       ok(await api('POST', `${vm(n)}/${o}`, undefined, token));
-    ok(await api('PATCH', vm(a), { workload: `w${i}` }, token));
+    ok(await api('PATCH', vm(a), { workload: i % 2 === 0 ? 'whoami' : 'echo' }, token));
     assert.equal((await api('DELETE', vm(b), undefined, token)).status, 204);
   }
 }

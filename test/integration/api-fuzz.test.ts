@@ -350,7 +350,7 @@ const ROUTES: Route[] = [
     method: 'PATCH',
     path: '/v1/services/:service/vms/:vm',
     body: {
-      base: { workload: 'fz', ilpip: true, endpoints: [ENDPOINT] },
+      base: { workload: 'echo', ilpip: true, endpoints: [ENDPOINT] },
       fields: { staticDip: 'nullableAddress', ilpip: 'bool', workload: 'workload', endpoints: 'endpoints' },
       required: [],
     },

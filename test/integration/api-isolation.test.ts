@@ -88,6 +88,9 @@ function routes(n: Names): Route[] {
     { method: 'POST', path: '/v1/hosts', body: { name: 'evil-host', rack: 'evil' }, operator: true },
     { method: 'POST', path: '/v1/hosts/rack1-host1/maintenance', operator: true },
     { method: 'POST', path: '/v1/racks/rack1/maintenance', operator: true },
+    { method: 'POST', path: '/v1/images', body: { name: 'stolen', command: 'id' }, operator: true },
+    { method: 'PUT', path: '/v1/images/whoami', body: { command: 'id' }, operator: true },
+    { method: 'DELETE', path: '/v1/images/whoami', operator: true },
     // subscription
     { method: 'GET', path: sub },
     // virtual networks and subnets

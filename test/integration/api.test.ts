@@ -1198,6 +1198,11 @@ describe('OpenAPI, health and metrics', () => {
       ['/v1/events', 'get'],
       ['/v1/events/stream', 'get'],
       ['/v1/apply', 'post'],
+      ['/v1/images', 'get'],
+      ['/v1/images', 'post'],
+      ['/v1/images/{name}', 'get'],
+      ['/v1/images/{name}', 'put'],
+      ['/v1/images/{name}', 'delete'],
     ];
     const missing = want.filter(([p, m]) => !isObj(doc.paths[p]) || !(m in doc.paths[p]));
     assert.deepEqual(missing, [], 'every route is documented');

@@ -7,7 +7,14 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { after, describe, test } from 'node:test';
-import { workloadCommand, WorkloadSupervisor, type DesiredWorkload } from '../../src/agent/index.ts';
+import {
+  DEFAULT_SANDBOX_LIMITS,
+  LOG_BYTES_KEPT,
+  SANDBOX_USER,
+  workloadCommand,
+  WorkloadSupervisor,
+  type DesiredWorkload,
+} from '../../src/agent/index.ts';
 import { VIPDIP_BIN } from '../../src/cli/up-options.ts';
 import { eventually, udpAsk } from '../support/net.ts';
 
@@ -25,13 +32,17 @@ function workload(vm: string, command: string, env: Record<string, string> = {})
     vm,
     dip: full.VIPDIP_DIP,
     workload: command,
+    launch:
+      command === 'whoami' || command === 'echo'
+        ? { kind: 'builtin', image: command }
+        : { kind: 'shell', command, env: {} },
     env: full,
     fingerprint: JSON.stringify([command, full]),
   };
 }
 
 function supervisor(opts: { stopGraceMs?: number; backoffFirstMs?: number } = {}) {
-  const s = new WorkloadSupervisor({ command: (w) => workloadCommand(w.workload, VIPDIP_BIN), ...opts });
+  const s = new WorkloadSupervisor({ command: (w) => workloadCommand(w.launch, VIPDIP_BIN), ...opts });
   cleanup.push(() => s.close());
   return s;
 }
@@ -139,6 +150,71 @@ describe('workload supervision', () => {
     assert.equal(lines.length, 200);
     assert.equal(lines.at(-1)!.text, 'line 499');
     assert.ok(!lines.some((l) => l.text === 'line 100'));
+  });
+
+  test('the log ring is bounded in bytes as well as lines', async () => {
+    const s = supervisor();
+    // 100 lines of 2000 characters: within the line count, far over the byte bound.
+    const w = workload(
+      'wide',
+      'i=0; while [ $i -lt 100 ]; do printf "%02000d\\n" $i; i=$((i+1)); done; echo done; exec sleep 60',
+    );
+    await s.reconcile([w], new Set([w.key]));
+    await eventually('all lines', () => text(s, w.key).includes('done'));
+    const lines = s.status(w.key)!.lines;
+    const bytes = lines.reduce((n, l) => n + Buffer.byteLength(l.text), 0);
+    assert.ok(bytes <= LOG_BYTES_KEPT, `${bytes} bytes kept`);
+    assert.ok(lines.length < 100 && lines.length > 10, `${lines.length} lines kept`);
+    assert.equal(lines.at(-1)!.text, 'done');
+  });
+
+  test('as root, a workload runs as the sandbox user, in its own directory, with PATH and its own variables only, under limits', async (t) => {
+    if (process.getuid?.() !== 0) {
+      t.skip('needs root: the sandbox user exists only then');
+      return;
+    }
+    process.env.VIPDIP_STORE = 'postgres://secret@127.0.0.1/x';
+    try {
+      const s = supervisor();
+      const w = workload(
+        'boxed',
+        'echo "uid=$(id -u) user=$(id -un) cwd=$(pwd)"; env | cut -d= -f1 | sort | tr "\\n" " "; echo; ' +
+          'grep -E "^Max (cpu time|processes|open files|address space) " /proc/self/limits; echo "nice=$(nice)"; ' +
+          'ls -ld "$(pwd)" | cut -c1-10; echo END; exec sleep 60',
+      );
+      await s.reconcile([w], new Set([w.key]));
+      await eventually('the output', () => text(s, w.key).split('\n').includes('END'));
+      // The workload's own lines, not the supervisor's note that quotes its command.
+      const out = s
+        .status(w.key)!
+        .lines.filter((l) => !l.text.startsWith('[vipdip]'))
+        .map((l) => l.text)
+        .join('\n');
+      const uid = Number(/uid=(\d+)/.exec(out)![1]);
+      assert.notEqual(uid, 0, out);
+      assert.match(out, new RegExp(`user=${SANDBOX_USER}`));
+      assert.match(out, /cwd=\S+\/shop\.boxed\b/);
+      assert.match(out, /^drwx------$/m);
+      const names = /^((?:[A-Z_]+ )+)$/m.exec(out)![1]!.trim().split(' ');
+      assert.deepEqual(
+        names.filter((n) => n !== 'PWD' && n !== 'SHLVL' && n !== '_'),
+        ['PATH', 'VIPDIP_DIP', 'VIPDIP_SERVICE', 'VIPDIP_VM'],
+        out,
+      );
+      const d = DEFAULT_SANDBOX_LIMITS;
+      const limit = (name: string) => new RegExp(`^Max ${name}\\s+(\\d+)\\s+(\\d+)`, 'm').exec(out)?.slice(1);
+      assert.deepEqual(limit('processes'), [String(d.processes), String(d.processes)], out);
+      assert.deepEqual(limit('open files'), [String(d.openFiles), String(d.openFiles)], out);
+      assert.deepEqual(
+        limit('address space'),
+        [String(d.addressSpaceBytes), String(d.addressSpaceBytes)],
+        out,
+      );
+      assert.deepEqual(limit('cpu time'), [String(d.cpuSeconds), String(d.cpuSeconds)], out);
+      assert.match(out, /^nice=10$/m);
+    } finally {
+      delete process.env.VIPDIP_STORE;
+    }
   });
 
   test('the built-in whoami answers HTTP on its DIP with who it is and who it saw', async () => {

@@ -44,6 +44,10 @@ export function registerApplyRoutes(app: Api, { cloud }: ApiContext): void {
       const p = checkStructure(parsed, undefined) ?? countValues(parsed, APPLY_VALUES_MAX);
       if (p !== undefined) throw new ApiError('BAD_REQUEST', `${p.path} ${p.message}`, { errors: [p] });
       const doc = parseTopology(parsed);
+      // Images carry commands run on the host: a tenant's document naming any is refused outright.
+      if (req.principal.kind !== 'operator' && typeof doc === 'object' && 'images' in doc) {
+        throw new ApiError('FORBIDDEN', 'only the operator may declare images');
+      }
       return applyTopology(cloud, doc, {
         dryRun: req.query.dryRun === 'true',
         prune: req.query.prune === 'true',

@@ -8,6 +8,7 @@ import { VM_OPERATIONS, type VmOperation } from '../../lifecycle/index.ts';
 import { checkIfMatch, scope, sendResource, visible, type Api, type ApiContext } from '../context.ts';
 import { ApiError } from '../problem.ts';
 import * as S from '../schemas.ts';
+import { refuseTenantCommand } from './images.ts';
 
 const errors = { '4xx': { $ref: 'Problem#' } } as const;
 const Str = Type.String({ maxLength: 64 });
@@ -135,11 +136,16 @@ export function registerServiceRoutes(app: Api, { cloud }: ApiContext): void {
     },
     async (req, reply) => {
       const { start, ...spec } = req.body;
+      refuseTenantCommand(req, spec.workload);
       const sub = visible(req);
       const vm = await cloud.createVm(
         req.params.service,
         { ...spec, subnet: spec.subnet },
-        { ...(sub === undefined ? {} : { subscription: sub }), ...(start === undefined ? {} : { start }) },
+        {
+          ...(sub === undefined ? {} : { subscription: sub }),
+          ...(start === undefined ? {} : { start }),
+          commands: req.principal.kind === 'operator',
+        },
       );
       return sendResource(req, reply, vm, 201);
     },
@@ -165,7 +171,10 @@ export function registerServiceRoutes(app: Api, { cloud }: ApiContext): void {
     },
     async (req, reply) => {
       const ref = { service: req.params.service, vm: req.params.vm, subscription: visible(req) };
-      const vm = await cloud.updateVm(ref, req.body, ifMatch(req));
+      refuseTenantCommand(req, req.body.workload);
+      const vm = await cloud.updateVm(ref, req.body, ifMatch(req), {
+        commands: req.principal.kind === 'operator',
+      });
       return sendResource(req, reply, vm);
     },
   );

@@ -202,6 +202,27 @@ function m005(): Migration {
   };
 }
 
+/**
+ * Images (SPEC §4, §8): a VM's workload names an image, or is an operator's inline command written
+ * `command: …`. Before, every workload but the built-ins was a shell command: those keep running as
+ * they did, now spelled as inline commands.
+ */
+function m006(): Migration {
+  return {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('images')
+        .addColumn('name', 'text', (c) => c.primaryKey())
+        .addColumn('command', 'text', (c) => c.notNull())
+        .addColumn('env', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute();
+      await sql`update vms set workload = 'command:' || workload
+        where workload is not null and workload not in ('whoami', 'echo')`.execute(db);
+    },
+  };
+}
+
 export function migrations(dialect: Dialect): MigrationProvider {
   return {
     getMigrations: () =>
@@ -211,6 +232,7 @@ export function migrations(dialect: Dialect): MigrationProvider {
         '003-replicas': m003(dialect),
         '004-events-by-resource': m004(),
         '005-static-dips-reserved': m005(),
+        '006-images': m006(),
       }),
   };
 }

@@ -21,6 +21,8 @@ const MAX_NOTIFY_BYTES = 7900;
 
 /** Key of the transaction-level advisory lock that serializes public pool additions. */
 const POOLS_LOCK_KEY = 7_480_001;
+/** Key of the transaction-level advisory lock that serializes image changes with the VMs naming them. */
+const IMAGES_LOCK_KEY = 7_480_002;
 
 /** The queries whose SQL differs on PostgreSQL; everything else is the shared `Repo`. */
 export class PostgresRepo extends Repo {
@@ -92,5 +94,9 @@ export class PostgresRepo extends Repo {
 
   override async lockPools(): Promise<void> {
     await sql`select pg_advisory_xact_lock(${sql.lit(POOLS_LOCK_KEY)})`.execute(this.db);
+  }
+
+  override async lockImages(): Promise<void> {
+    await sql`select pg_advisory_xact_lock(${sql.lit(IMAGES_LOCK_KEY)})`.execute(this.db);
   }
 }

@@ -2,6 +2,7 @@
 import { useEffect, useMemo, useState } from 'react';
 import type { ApiEvent, EventPage, Service, ServiceHealth, Vm, WorkloadLogs } from '../../lib/api-types.ts';
 import { changeOf, isAddressChange } from '../../lib/describe.ts';
+import { workloadShown } from '../../lib/workload.ts';
 import { paths, resources } from '../../lib/paths.ts';
 import { href } from '../../lib/routes.ts';
 import { useApi } from '../cache.ts';
@@ -208,7 +209,7 @@ function WorkloadView({
 }) {
   const head = (
     <p>
-      Workload: {vm.workload !== null ? <code>{vm.workload}</code> : <span className="muted">none</span>}
+      <WorkloadName workload={vm.workload} />
       {logs !== undefined ? (
         <>
           {' '}
@@ -389,6 +390,30 @@ function AddressHistory({ vm, reservedIp }: { vm: Vm; reservedIp: string | null 
           Older changes
         </button>
       ) : null}
+    </>
+  );
+}
+
+/** The image a VM runs (or the operator's inline command). */
+function WorkloadName({ workload }: { workload: string | null }) {
+  const w = workloadShown(workload);
+  if (w.kind === 'none') {
+    return (
+      <>
+        Workload: <span className="muted">none</span>
+      </>
+    );
+  }
+  if (w.kind === 'image') {
+    return (
+      <>
+        Image: <code data-testid="vm-image">{w.image}</code>
+      </>
+    );
+  }
+  return (
+    <>
+      Workload: <span className="muted">inline command</span> <code>{w.command}</code>
     </>
   );
 }
