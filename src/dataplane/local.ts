@@ -8,8 +8,11 @@
  */
 import { VipdipError, cidrContainsCidr, formatCidr, parseCidr, parseIpv4, type Cidr } from '../core/index.ts';
 import {
+  PassiveHealth,
   PickerSnapshot,
   TcpListener,
+  backendKey,
+  type PickedBackend,
   UdpListener,
   compileAcl,
   probe,
@@ -20,6 +23,7 @@ import {
 } from '../lb/index.ts';
 import {
   DEFAULT_DRIVER_LIMITS,
+  type BackendFault,
   type DataPlaneDriver,
   type DesiredDataPlane,
   type DesiredEndpoint,
@@ -80,6 +84,9 @@ export class LocalDriver implements DataPlaneDriver {
   private last: DesiredDataPlane | undefined;
   private retry: NodeJS.Timeout | undefined;
   private closed = false;
+  /** What failed connects said of each DIP:port, shared by every listener. */
+  readonly passive = new PassiveHealth();
+  private readonly faultListeners = new Set<(f: BackendFault) => void>();
 
   constructor(opts: LocalDriverOptions = {}) {
     this.time = opts.time ?? scaledTime(1);
@@ -122,6 +129,25 @@ export class LocalDriver implements DataPlaneDriver {
     return cmd;
   }
 
+  onBackendFault(listener: (f: BackendFault) => void): () => void {
+    this.faultListeners.add(listener);
+    return () => this.faultListeners.delete(listener);
+  }
+
+  /** Open TCP flows of one endpoint with the backend each finally reached (tests, diagnosis). */
+  flowTable(key: string): { client: string; backend: string; tries: number }[] {
+    const l = this.entries.get(key)?.listener;
+    return l instanceof TcpListener ? l.flowTable() : [];
+  }
+
+  private tripped(b: PickedBackend, detail: string): void {
+    const fault: BackendFault = { dip: b.host, port: b.port, detail };
+    // Outside the flow's own stack: a listener must not run control-path work inside a socket callback.
+    queueMicrotask(() => {
+      for (const l of this.faultListeners) l(fault);
+    });
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.retry);
@@ -142,6 +168,16 @@ export class LocalDriver implements DataPlaneDriver {
       this.snat = new Map(desired.snat.map((s) => [parseIpv4(s.dip), s.source]));
       this.snatOf = snatOf;
     }
+    // A backend the agent has taken out (or that left every set) needs no passive verdict any more.
+    const present = new Set<number>();
+    for (const e of desired.endpoints) {
+      for (const b of e.backends) {
+        const k = backendKey(parseIpv4(b.dip), b.port);
+        if (b.healthy) present.add(k);
+        else this.passive.clear(k);
+      }
+    }
+    this.passive.retain(present);
     const wanted = new Set(desired.endpoints.map((e) => e.key));
     for (const [key, e] of this.entries) {
       if (wanted.has(key)) continue;
@@ -229,6 +265,7 @@ export class LocalDriver implements DataPlaneDriver {
       implicitSource: LOOPBACK_SOURCE,
       maxFlows: this.limits.maxFlowsPerEndpoint,
       maxFlowsPerClient: this.limits.maxFlowsPerClient,
+      passive: this.passive,
     };
   }
 
@@ -242,6 +279,8 @@ export class LocalDriver implements DataPlaneDriver {
       idleMs: d.idleMs,
       proxyProtocol: d.proxyProtocol,
       time: this.time,
+      passive: this.passive,
+      onTripped: (b: PickedBackend, detail: string) => this.tripped(b, detail),
     };
     return d.protocol === 'tcp' ? TcpListener.open(opts) : UdpListener.open(opts);
   }
