@@ -8,7 +8,7 @@
  * without a snapshot. Reports (health, workloads, listeners) go back to the control plane soon after
  * anything changes, and on a heartbeat so that silence means trouble.
  */
-import type { DataPlaneDriver, DesiredDataPlane, DesiredEndpoint } from '../dataplane/index.ts';
+import type { BackendFault, DataPlaneDriver, DesiredDataPlane, DesiredEndpoint } from '../dataplane/index.ts';
 import { HealthMonitor, type HealthStatus, type TimeSource } from '../lb/index.ts';
 import { desiredState, workloadCommand, type AgentDesired, type AgentScope } from './desired.ts';
 import { AGENT_HEARTBEAT_MS } from './registry.ts';
@@ -42,6 +42,7 @@ export class Agent {
   /** When each unprobed backend was first seen: its `since`. */
   private readonly firstSeen = new Map<string, number>();
   private unsubscribe: (() => void) | undefined;
+  private unsubscribeFaults: (() => void) | undefined;
   private running = false;
   private dirty = false;
   private closed = false;
@@ -71,6 +72,7 @@ export class Agent {
           workloadCommand(w.workload, opts.vipdipBin),
         ),
       onChange: () => this.scheduleReport(REPORT_BATCH_MS),
+      onExit: (key, how) => this.onWorkloadExit(key, how),
       ...(opts.stopGraceMs !== undefined ? { stopGraceMs: opts.stopGraceMs } : {}),
     });
   }
@@ -78,6 +80,8 @@ export class Agent {
   /** Subscribes to changes and runs the first cycle; resolves once the data plane matches the state. */
   async start(): Promise<void> {
     this.unsubscribe = this.opts.source.subscribe(() => this.kick());
+    if (this.health !== undefined)
+      this.unsubscribeFaults = this.opts.driver.onBackendFault((f) => this.onFault(f));
     this.heartbeat = setInterval(() => this.scheduleReport(0), this.opts.heartbeatMs ?? AGENT_HEARTBEAT_MS);
     this.heartbeat.unref();
     this.kick();
@@ -107,6 +111,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.closed = true;
     this.unsubscribe?.();
+    this.unsubscribeFaults?.();
     clearTimeout(this.retryTimer);
     clearInterval(this.heartbeat);
     clearTimeout(this.reportTimer);
@@ -135,7 +140,8 @@ export class Agent {
     for (const b of d?.backends ?? []) {
       let state: BackendReport['state'] = 'up';
       let since = this.firstSeen.get(b.key) ?? this.opts.time.now();
-      let detail: string | null = 'no probe: in rotation while its VM runs';
+      let detail: string | null =
+        'no probe (UDP): in rotation while its VM runs, out while its port is unreachable';
       if (!this.opts.driver.carriesTraffic) {
         state = 'unknown';
         detail = `the ${this.opts.driver.name} driver carries no traffic`;
@@ -144,6 +150,10 @@ export class Agent {
         state = s?.state ?? 'unknown';
         since = s?.since ?? since;
         detail = s?.detail ?? null;
+        if (b.check === 'implicit') {
+          const what = `implicit TCP check of ${b.dip}:${b.localPort} (the endpoint has no probe)`;
+          detail = detail === null ? what : `${what}: ${detail}`;
+        }
       }
       backends.push({
         subscription: b.subscription,
@@ -234,6 +244,22 @@ export class Agent {
       this.lastFailures = failures;
     } catch (e) {
       this.log(`the ${this.opts.driver.name} driver failed to reconcile: ${(e as Error).message}`);
+    }
+  }
+
+  /** Passive health faulted DIP:port: every backend there is down until its check passes again. */
+  private onFault(f: BackendFault): void {
+    if (this.closed) return;
+    for (const b of this.desired?.backends ?? []) {
+      if (b.dip === f.dip && b.localPort === f.port) this.health?.markDown(b.key, f.detail);
+    }
+  }
+
+  /** A workload exited unasked: its backends leave rotation now; the check brings them back. */
+  private onWorkloadExit(key: string, how: string): void {
+    if (this.closed) return;
+    for (const b of this.desired?.backends ?? []) {
+      if (`${b.service}/${b.vm}` === key) this.health?.markDown(b.key, `the workload exited (${how})`);
     }
   }
 

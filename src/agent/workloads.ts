@@ -26,6 +26,11 @@ export interface SupervisorOptions {
   command: (w: DesiredWorkload) => WorkloadCommand;
   /** Called after any change of a workload's status or output. */
   onChange?: () => void;
+  /**
+   * Called when a workload's process exits while it is wanted (a crash, a kill -9), before its
+   * restart is scheduled: its backends must leave rotation now, not when a probe notices.
+   */
+  onExit?: (key: string, how: string) => void;
   now?: () => Date;
   stopGraceMs?: number;
   backoffFirstMs?: number;
@@ -50,7 +55,7 @@ class Proc {
     private readonly opts: Required<
       Pick<SupervisorOptions, 'command' | 'now' | 'stopGraceMs' | 'backoffFirstMs'>
     > &
-      Pick<SupervisorOptions, 'onChange'>,
+      Pick<SupervisorOptions, 'onChange' | 'onExit'>,
   ) {}
 
   start(): void {
@@ -99,6 +104,7 @@ class Proc {
         return;
       }
       this.note(`exited with ${signal ?? `code ${code}`}`);
+      this.opts.onExit?.(this.spec.key, signal ?? `code ${code}`);
       this.crashed();
     });
     this.opts.onChange?.();
@@ -209,6 +215,7 @@ export class WorkloadSupervisor {
       stopGraceMs: opts.stopGraceMs ?? STOP_GRACE_MS,
       backoffFirstMs: opts.backoffFirstMs ?? RESTART_BACKOFF_FIRST_MS,
       ...(opts.onChange ? { onChange: opts.onChange } : {}),
+      ...(opts.onExit ? { onExit: opts.onExit } : {}),
     };
   }
 
