@@ -212,6 +212,15 @@ export class Agent {
     for (const k of this.firstSeen.keys()) if (!keys.has(k)) this.firstSeen.delete(k);
     for (const k of keys) if (!this.firstSeen.has(k)) this.firstSeen.set(k, now);
     this.health?.setTargets(desired.probes);
+    // Draining: a backend whose workload is about to be stopped leaves rotation first. A VM that stops,
+    // deallocates or moves is no longer a backend of `desired` at all; one whose workload restarts in
+    // place (same DIP, new environment) is marked down until its check passes on the new process.
+    for (const key of this.supervisor.restarting(desired.workloads)) {
+      for (const b of desired.backends) {
+        if (`${b.service}/${b.vm}` === key) this.health?.markDown(b.key, 'the workload is restarting');
+      }
+    }
+    // The data plane first, the workloads after: no new flow goes to a process about to be stopped.
     await this.pushDataPlane();
     const run = this.supervisor.reconcile(desired.workloads, desired.knownWorkloads);
     this.workloadRun = run.catch((e: unknown) => this.log(`workloads: ${(e as Error).message}`));

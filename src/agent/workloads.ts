@@ -262,6 +262,19 @@ export class WorkloadSupervisor {
   }
 
   /**
+   * The workloads that reconciling to `desired` would stop and start again (their environment
+   * changed: a new DIP, another command), so that their backends can be drained first.
+   */
+  restarting(desired: readonly DesiredWorkload[]): string[] {
+    const out: string[] = [];
+    for (const d of desired) {
+      const p = this.procs.get(d.key);
+      if (p !== undefined && p.wanted && p.spec.fingerprint !== d.fingerprint) out.push(d.key);
+    }
+    return out;
+  }
+
+  /**
    * Kills a running workload's process group with SIGKILL, as a crash would (chaos does this); the
    * supervisor then restarts it as after any crash. False when it has no live process to kill.
    */
