@@ -18,6 +18,7 @@ const BENCHMARKS: Readonly<Record<string, () => Promise<Benchmark>>> = {
   dns: () => import('./dns.ts'),
   dataplane: () => import('./dataplane.ts'),
   chaos: () => import('./chaos.ts'),
+  faults: () => import('./faults.ts'),
 };
 
 /**
