@@ -39,10 +39,12 @@ export const CONNECT_TIMEOUT_MS = 2000;
 /** Every try of one flow fits in this (wall ms); a later try gets what is left of it. */
 export const CONNECT_BUDGET_MS = 5000;
 /**
- * Client bytes kept until the backend's first byte, to send again to the next backend of a retry. A
- * client that sends more before any answer is not retried (its flow fails as before).
+ * Client bytes kept until the backend's first byte, to send again to the next backend of a retry:
+ * a request's head fits (16 KiB is more than most servers accept for one). A client that sends more
+ * before any answer (an upload) is not retried, and its flow fails as before; the bound also keeps
+ * what thousands of waiting flows hold to a few tens of MB.
  */
-export const REPLAY_MAX_BYTES = 64 * 1024;
+export const REPLAY_MAX_BYTES = 16 * 1024;
 
 interface TcpFlow {
   readonly client: Socket;

@@ -6,6 +6,7 @@
  * Addresses: public pool 127.187.0.0/16, VNet 127.188.0.0/16.
  */
 import assert from 'node:assert/strict';
+import { request, type IncomingMessage } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { startCloud, webVm, whoami, type RunningCloud } from '../support/cloud-up.ts';
 import { eventually } from '../support/net.ts';
@@ -77,6 +78,34 @@ function clientLoop(host: string, port: number, maxMs = 30_000, maxCount = 5000)
   };
 }
 
+/** The `event: health` messages of the event stream, as they come. */
+function healthStream(): { messages: { vm: string; state: string; detail: string | null }[]; close(): void } {
+  const messages: { vm: string; state: string; detail: string | null }[] = [];
+  let buf = '';
+  let res: IncomingMessage | undefined;
+  const req = request(
+    `${c.srv.url}/v1/events/stream`,
+    { headers: { authorization: `Bearer ${c.srv.operatorToken}` } },
+    (r) => {
+      res = r;
+      r.setEncoding('utf8');
+      r.on('data', (d: string) => {
+        buf += d;
+        for (let i = buf.indexOf('\n\n'); i >= 0; i = buf.indexOf('\n\n')) {
+          const lines = buf.slice(0, i).split('\n');
+          buf = buf.slice(i + 2);
+          if (!lines.includes('event: health')) continue;
+          const data = lines.find((l) => l.startsWith('data: '));
+          if (data !== undefined) messages.push(JSON.parse(data.slice(6)) as (typeof messages)[number]);
+        }
+      });
+    },
+  );
+  req.on('error', () => {});
+  req.end();
+  return { messages, close: () => (res?.destroy(), req.destroy()) };
+}
+
 const report = (r: LoopResult) => `${r.failed} failed of ${r.ok + r.failed}: ${r.errors.join('; ')}`;
 
 let c: RunningCloud;
@@ -104,6 +133,7 @@ describe('the data plane rides through faults', () => {
   test('kill -9 of a workload under a client loop: no failed connection, down within 1 s, up after its restart', async () => {
     const { pid, restarts } = await c.logs('shop', 'web1');
     assert.ok(pid !== null);
+    const health = healthStream();
     const loop = clientLoop(shopVip, 8080);
     await eventually('the loop runs', () => loop.result.ok >= 20, 10_000, 10);
     const killedAt = Date.now();
@@ -134,6 +164,13 @@ describe('the data plane rides through faults', () => {
     const r = await loop.stop();
     assert.equal(r.failed, 0, report(r));
     assert.ok(r.ok > 50, `${r.ok} answered`);
+    // The same story on the event stream, with the reason.
+    await eventually('web1 down then up on the stream', () => {
+      const web1 = health.messages.filter((m) => m.vm === 'web1');
+      const down = web1.findIndex((m) => m.state === 'down' && /exited|connects failed/.test(m.detail ?? ''));
+      return down >= 0 && web1.slice(down).some((m) => m.state === 'up');
+    });
+    health.close();
   });
 
   test('a workload that never listens gets no connection and stays out of rotation', async () => {
