@@ -68,6 +68,8 @@ interface Entry {
 export interface LocalDriverOptions {
   time?: TimeSource;
   limits?: Partial<DriverLimits>;
+  /** How long one connect try waits for a backend to accept (wall ms; CONNECT_TIMEOUT_MS by default). */
+  connectTimeoutMs?: number;
 }
 
 export class LocalDriver implements DataPlaneDriver {
@@ -76,6 +78,7 @@ export class LocalDriver implements DataPlaneDriver {
   readonly prober = probe;
   private readonly time: TimeSource;
   private readonly limits: DriverLimits;
+  private readonly connectTimeoutMs: number | undefined;
   private readonly entries = new Map<string, Entry>();
   private snat = new Map<number, string>();
   private snatOf = '';
@@ -91,6 +94,7 @@ export class LocalDriver implements DataPlaneDriver {
   constructor(opts: LocalDriverOptions = {}) {
     this.time = opts.time ?? scaledTime(1);
     this.limits = { ...DEFAULT_DRIVER_LIMITS, ...opts.limits };
+    this.connectTimeoutMs = opts.connectTimeoutMs;
   }
 
   checkAddressPlan(cidr: Cidr, what: string): void {
@@ -281,6 +285,7 @@ export class LocalDriver implements DataPlaneDriver {
       time: this.time,
       passive: this.passive,
       onTripped: (b: PickedBackend, detail: string) => this.tripped(b, detail),
+      ...(this.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: this.connectTimeoutMs }),
     };
     return d.protocol === 'tcp' ? TcpListener.open(opts) : UdpListener.open(opts);
   }

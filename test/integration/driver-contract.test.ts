@@ -5,7 +5,8 @@
  * sockets. A kernel netns driver joins the list when it exists. Addresses: 127.204.0.0/16.
  */
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
+import { spawn } from 'node:child_process';
+import { connect, createServer, type Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { parseCidr } from '../../src/core/index.ts';
 import {
@@ -28,9 +29,11 @@ import {
   type Backend,
 } from '../support/net.ts';
 
+const CONNECT_TRY_MS = 500;
 const DRIVERS: { name: string; make: () => DataPlaneDriver }[] = [
   { name: 'none', make: () => new NoneDriver() },
-  { name: 'local', make: () => new LocalDriver({ time: scaledTime(1) }) },
+  // Connect tries of 500 ms, so that a backend that never accepts costs the tests little time.
+  { name: 'local', make: () => new LocalDriver({ time: scaledTime(1), connectTimeoutMs: CONNECT_TRY_MS }) },
 ];
 
 const cleanup: (() => Promise<void>)[] = [];
@@ -66,6 +69,49 @@ function endpoint(
       healthy,
     })),
     ...over,
+  };
+}
+
+/**
+ * A listening socket that completes no handshake: a child process listening with a backlog of 1,
+ * stopped (SIGSTOP), its accept queue filled, so that the kernel drops every further SYN.
+ */
+async function blackhole(host: string): Promise<{ host: string; port: number; close(): Promise<void> }> {
+  const child = spawn(
+    process.execPath,
+    [
+      '-e',
+      `const s = require('node:net').createServer(() => {});
+       s.listen({ host: ${JSON.stringify(host)}, port: 0, backlog: 1 }, () => console.log(s.address().port));`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+    child.once('exit', (code) => reject(new Error(`the blackhole exited with ${code}`)));
+  });
+  process.kill(child.pid!, 'SIGSTOP');
+  // Fill the accept queue until a connect no longer completes (at most a few).
+  const fillers: Socket[] = [];
+  for (let i = 0; i < 8; i++) {
+    const s = connect({ host, port });
+    s.on('error', () => {});
+    fillers.push(s);
+    const done = await new Promise<boolean>((r) => {
+      const t = setTimeout(() => r(false), 300);
+      s.once('connect', () => (clearTimeout(t), r(true)));
+    });
+    if (!done) break;
+  }
+  return {
+    host,
+    port,
+    close: async () => {
+      for (const s of fillers) s.destroy();
+      const gone = new Promise((r) => child.once('exit', r));
+      process.kill(child.pid!, 'SIGKILL');
+      await gone;
+    },
   };
 }
 
@@ -278,6 +324,35 @@ for (const { name, make } of DRIVERS) {
       }
       // The agent takes them out; when they come back healthy they are tried again.
       await driver.reconcile({ endpoints: [set(false)], snat: [] });
+      off();
+      await driver.reconcile({ endpoints: [], snat: [] });
+    });
+
+    test('a backend that accepts nothing within the connect timeout is skipped for another', async () => {
+      const vip = `${net(9)}.1`;
+      const port = await freePort(vip);
+      const live = await tcpBackend('web2', `${net(9)}.12`);
+      const hole = await blackhole(`${net(9)}.11`);
+      cleanup.push(
+        () => live.close(),
+        () => hole.close(),
+      );
+      const faults: BackendFault[] = [];
+      const off = driver.onBackendFault((f) => faults.push(f));
+      const dead: Backend = { ...live, id: 'web1', host: hole.host, port: hole.port };
+      await driver.reconcile({ endpoints: [endpoint(vip, port, [{ b: dead }, { b: live }])], snat: [] });
+      const t0 = Date.now();
+      const answers = await Promise.all(
+        Array.from({ length: 12 }, async () => {
+          const h = await hello(vip, port, undefined, 10_000);
+          h.socket.destroy();
+          return h.id;
+        }),
+      );
+      assert.deepEqual([...new Set(answers)], ['web2']);
+      assert.ok(Date.now() - t0 < 3 * CONNECT_TRY_MS + 2000, `answered within ${Date.now() - t0} ms`);
+      await eventually('the silent backend faulted', () => faults.length > 0, 5000);
+      assert.match(faults[0]!.detail, /no answer in time/);
       off();
       await driver.reconcile({ endpoints: [], snat: [] });
     });
