@@ -60,6 +60,8 @@ interface TcpFlow {
   readonly started: number;
   /** What the client sent while the backend has said nothing; null once it answered (or too much). */
   replay: Buffer[] | null;
+  /** The backend of the current try has sent a byte: the flow is its for good. */
+  answered: boolean;
   replayBytes: number;
   clientEnded: boolean;
 }
@@ -191,6 +193,7 @@ export class TcpListener {
       tried: [],
       started: Date.now(),
       replay: [],
+      answered: false,
       replayBytes: 0,
       clientEnded: false,
     };
@@ -272,11 +275,16 @@ export class TcpListener {
     upstream.on('connect', () => {
       connected = true;
       clearTimeout(timer);
-      this.opts.passive?.success(backendKey(backend.address, backend.port));
     });
     upstream.on('data', (d: Buffer) => {
       if (!current()) return;
-      flow.replay = null;
+      if (!flow.answered) {
+        // The backend has taken the flow: only now does its run of failures end (a backend that
+        // accepts and resets every connection must still add up to a fault).
+        flow.answered = true;
+        flow.replay = null;
+        this.opts.passive?.success(backendKey(backend.address, backend.port));
+      }
       if (!client.write(d)) upstream.pause();
     });
     upstream.on('drain', () => {
@@ -291,14 +299,19 @@ export class TcpListener {
     upstream.on('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
       if (!current()) return;
-      const beforeAnyByte = flow.replay !== null && (!connected || RESET_CODES.has(e.code ?? ''));
-      if (beforeAnyByte && !client.destroyed) return this.tryFailed(flow, upstream, errorReason(e));
+      // Refused, unreachable, or reset before the backend said a byte: it never took the flow.
+      if (!connected || (!flow.answered && RESET_CODES.has(e.code ?? ''))) {
+        return this.tryFailed(flow, upstream, errorReason(e));
+      }
       this.upstreamErrors++;
       if (!client.destroyed) client.resetAndDestroy();
     });
   }
 
-  /** One try failed before the backend said anything: count it, and try another backend if allowed. */
+  /**
+   * One try failed before the backend said anything: count it against the backend, and try another
+   * backend if a try, time and the client's bytes are left; else reset the client.
+   */
   private tryFailed(flow: TcpFlow, upstream: Socket, reason: string): void {
     upstream.on('error', ignore);
     upstream.destroy();
@@ -309,8 +322,11 @@ export class TcpListener {
       this.opts.onTripped?.(backend, `${passive.threshold} connects failed in a row (${reason})`);
     }
     if (client.destroyed) return;
+    // Another try needs every byte the client sent (kept in `replay`), a try left and time left.
     const next =
-      flow.tried.length < this.connectTries && Date.now() - flow.started < this.connectBudgetMs
+      flow.replay !== null &&
+      flow.tried.length < this.connectTries &&
+      Date.now() - flow.started < this.connectBudgetMs
         ? this.admission.redispatch(flow.srcIp, flow.srcPort, flow.tried)
         : undefined;
     if (next === undefined) {
