@@ -21,7 +21,7 @@ export interface DesiredBackend {
   readonly vm: string;
   readonly dip: string;
   readonly port: number;
-  /** Whether new flows may go to it: the agent's health verdict (true when the endpoint has no probe). */
+  /** Whether new flows may go to it: the agent's health verdict (its probe or implicit check; true for UDP without a probe). */
   readonly healthy: boolean;
 }
 
