@@ -16,6 +16,14 @@ import type { AgentReport, BackendReport } from './report.ts';
 import type { ControlSource } from './source.ts';
 import { WorkloadSupervisor } from './workloads.ts';
 
+/**
+ * Between taking a backend out of rotation and stopping its workload: connections the balancer sent
+ * it just before (connect in flight, request not yet read) finish first, as a Kubernetes preStop sleep
+ * does. Wall milliseconds; only cycles that stop or restart a workload wait, and they do not hold up
+ * the next cycle's data plane.
+ */
+export const DRAIN_MS = 500;
+
 /** Output lines are reported in batches at most this often; state changes go at once. */
 export const REPORT_BATCH_MS = 250;
 const RETRY_FIRST_MS = 250;
@@ -31,6 +39,8 @@ export interface AgentOptions {
   vipdipBin: string;
   heartbeatMs?: number;
   stopGraceMs?: number;
+  /** How long a backend leaving rotation keeps its workload (DRAIN_MS by default). */
+  drainMs?: number;
   /** Where the agent says what went wrong (a listener that cannot bind, a report that failed). */
   log?: (line: string) => void;
 }
@@ -215,15 +225,31 @@ export class Agent {
     // Draining: a backend whose workload is about to be stopped leaves rotation first. A VM that stops,
     // deallocates or moves is no longer a backend of `desired` at all; one whose workload restarts in
     // place (same DIP, new environment) is marked down until its check passes on the new process.
+    const held: string[] = [];
     for (const key of this.supervisor.restarting(desired.workloads)) {
       for (const b of desired.backends) {
-        if (`${b.service}/${b.vm}` === key) this.health?.markDown(b.key, 'the workload is restarting');
+        if (`${b.service}/${b.vm}` !== key) continue;
+        // Held: the old process answers probes until it is stopped, and must not be put back.
+        if (this.health?.markDown(b.key, 'the workload is restarting', { hold: true }) === true)
+          held.push(b.key);
       }
     }
-    // The data plane first, the workloads after: no new flow goes to a process about to be stopped.
+    // The data plane first, the workloads after: no new flow goes to a process about to be stopped,
+    // and the flows sent to it just before get DRAIN_MS to be served.
     await this.pushDataPlane();
-    const run = this.supervisor.reconcile(desired.workloads, desired.knownWorkloads);
-    this.workloadRun = run.catch((e: unknown) => this.log(`workloads: ${(e as Error).message}`));
+    const draining =
+      this.supervisor.stopping(desired.workloads).length > 0 ||
+      this.supervisor.restarting(desired.workloads).length > 0;
+    // Chained, so that workload reconciles keep the order of the cycles whatever each one waits.
+    this.workloadRun = this.workloadRun
+      .then(async () => {
+        if (draining && !this.closed) await new Promise((r) => setTimeout(r, this.opts.drainMs ?? DRAIN_MS));
+        if (this.closed) return;
+        await this.supervisor.reconcile(desired.workloads, desired.knownWorkloads);
+        // The new processes run: their checks decide from now on.
+        for (const k of held) this.health?.release(k);
+      })
+      .catch((e: unknown) => this.log(`workloads: ${(e as Error).message}`));
     this.cycles++;
     this.scheduleReport(0);
   }

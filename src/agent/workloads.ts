@@ -261,6 +261,14 @@ export class WorkloadSupervisor {
     await Promise.all([...stops, ...restarts]);
   }
 
+  /** The workloads running now that reconciling to `desired` would stop (their VM stops, goes or moves away). */
+  stopping(desired: readonly DesiredWorkload[]): string[] {
+    const want = new Set(desired.map((d) => d.key));
+    const out: string[] = [];
+    for (const [key, p] of this.procs) if (p.wanted && !want.has(key)) out.push(key);
+    return out;
+  }
+
   /**
    * The workloads that reconciling to `desired` would stop and start again (their environment
    * changed: a new DIP, another command), so that their backends can be drained first.

@@ -203,4 +203,18 @@ describe('health probes', () => {
     assert.equal(monitor.status('web1')!.state, 'down');
     monitor.close();
   });
+
+  test('a backend held down stays down while its probes pass, until released', async () => {
+    const r = rig();
+    r.answers.set('127.16.1.10', true);
+    r.monitor.setTargets(new Map([['web1', spec()]]));
+    await r.run(10);
+    r.monitor.markDown('web1', 'the workload is restarting', { hold: true });
+    await r.run(5000);
+    assert.equal(r.monitor.status('web1')!.state, 'down', 'passing probes do not end a hold');
+    r.monitor.release('web1');
+    await r.run(UNKNOWN_RETRY_MS + 100);
+    assert.equal(r.monitor.status('web1')!.state, 'up');
+    r.monitor.close();
+  });
 });

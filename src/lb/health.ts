@@ -9,7 +9,8 @@
  * success). A new backend is `unknown` (and receives no flow) until its first answer; while unknown it
  * is probed more often than the interval, so a workload that starts in 100 ms serves in about as much
  * rather than after a whole interval. A backend can also be marked down from outside (passive health,
- * an exited workload): it is out at once, and back after the first probe sent since then passes.
+ * an exited workload): it is out at once, and back after the first probe sent since then passes; or
+ * held down until released (a workload being replaced: the old process answers until it is stopped).
  */
 import type { TimeSource, Timer } from './time.ts';
 
@@ -60,6 +61,8 @@ interface Target {
   generation: number;
   /** Marked down from outside (failed connects, an exited workload): probed often until it is up. */
   forced: boolean;
+  /** Held down whatever its probes say, until released (its workload is being replaced). */
+  held: boolean;
 }
 
 const sameSpec = (a: ProbeSpec, b: ProbeSpec) =>
@@ -109,6 +112,7 @@ export class HealthMonitor {
         live: true,
         generation: 0,
         forced: false,
+        held: false,
       };
       this.targets.set(key, t);
       if (old !== undefined && old.status.state !== 'unknown') this.opts.onChange(key, t.status);
@@ -122,11 +126,12 @@ export class HealthMonitor {
    * and is probed as often as an unknown one meanwhile, so a restarted workload serves again soon.
    * False when the key is not a target.
    */
-  markDown(key: string, detail: string): boolean {
+  markDown(key: string, detail: string, opts: { hold?: boolean } = {}): boolean {
     const t = this.targets.get(key);
     if (t === undefined || this.closed) return false;
     t.generation++;
     t.forced = true;
+    if (opts.hold === true) t.held = true;
     if (t.status.state !== 'down') {
       t.status = { state: 'down', since: this.opts.time.now(), detail };
       this.opts.onChange(key, t.status);
@@ -141,6 +146,18 @@ export class HealthMonitor {
       );
     }
     return true;
+  }
+
+  /**
+   * Ends a hold of markDown(): from now on a passing probe (sent after this call) brings the target
+   * back up. The agent holds a backend down while its workload is replaced, since the old process
+   * still answers probes until it is stopped.
+   */
+  release(key: string): void {
+    const t = this.targets.get(key);
+    if (t === undefined || !t.held || this.closed) return;
+    t.held = false;
+    t.generation++;
   }
 
   status(key: string): HealthStatus | undefined {
@@ -180,8 +197,8 @@ export class HealthMonitor {
     const now = this.opts.time.now();
     const { state } = t.status;
     let next: HealthState = state;
-    if (generation !== t.generation) {
-      // Sent before the target was marked down: its answer says nothing of now.
+    if (generation !== t.generation || t.held) {
+      // Sent before the target was marked down (or released), or held: its answer says nothing of now.
     } else if (r.ok) {
       t.forced = false;
       t.lastOk = now;
