@@ -142,8 +142,8 @@ describe('the desired state of the data plane', () => {
       protocol: 'tcp',
       address: '127.16.3.11',
       port: 8000,
-      intervalMs: 5000,
-      timeoutMs: 10_000,
+      intervalMs: 15_000,
+      timeoutMs: 31_000,
     });
     assert.equal(s.probes.has('api/api1/dns'), false);
     assert.deepEqual(

@@ -89,11 +89,12 @@ export const healthKey = (service: string, vm: string, endpoint: string) => `${s
 
 /**
  * An endpoint without a probe still enters rotation only once its backend accepts: a TCP connect to
- * DIP:localPort, as Azure's default probe is TCP. Model milliseconds; down after two missed intervals
- * (failed connects take it out sooner, through passive health).
+ * DIP:localPort, as Azure's default probe is TCP, at Azure's default rhythm (15 s, down after 31 s;
+ * model milliseconds). A new backend is checked every second until it first answers; a dead one is
+ * taken out much sooner than the timeout by its exit or by failed connects (passive health).
  */
-export const IMPLICIT_CHECK_INTERVAL_MS = 5000;
-export const IMPLICIT_CHECK_TIMEOUT_MS = 10_000;
+export const IMPLICIT_CHECK_INTERVAL_MS = 15_000;
+export const IMPLICIT_CHECK_TIMEOUT_MS = 31_000;
 
 function probeSpec(vm: VmView, e: Endpoint): ProbeSpec | undefined {
   if (vm.dip === null) return undefined;
