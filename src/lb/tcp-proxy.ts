@@ -107,7 +107,7 @@ export class TcpListener {
   idleClosed = 0;
   /** Flows whose upstream failed (refused, reset, unreachable) after every try, or after answering. */
   upstreamErrors = 0;
-  /** Tries that failed before the backend said anything, and tries sent on to another backend. */
+  /** Tries that failed before the backend said anything (or closed without a byte), and tries sent on to another backend. */
   connectFailures = 0;
   redispatched = 0;
 
@@ -290,10 +290,19 @@ export class TcpListener {
     upstream.on('drain', () => {
       if (current()) client.resume();
     });
-    upstream.on('end', () => {
-      if (!current()) return;
+    const passEnd = () => {
       if (client.readableEnded && client.writableLength === 0) client.destroy();
       else client.end();
+    };
+    upstream.on('end', () => {
+      if (!current()) return;
+      // Closed without a byte while the client still talks: a backend that died holding the request
+      // (read, not answered) closes so. Another backend may answer; if none can, the FIN passes on.
+      if (!flow.answered && !flow.clientEnded) {
+        // Not counted against the backend: a server closing a connection left idle closes so too.
+        return this.tryFailed(flow, upstream, 'closed without an answer', passEnd, false);
+      }
+      passEnd();
     });
     upstream.on('close', () => clearTimeout(timer));
     upstream.on('error', (e: NodeJS.ErrnoException) => {
@@ -312,16 +321,24 @@ export class TcpListener {
    * One try failed before the backend said anything: count it against the backend, and try another
    * backend if a try, time and the client's bytes are left; else reset the client.
    */
-  private tryFailed(flow: TcpFlow, upstream: Socket, reason: string): void {
+  private tryFailed(
+    flow: TcpFlow,
+    upstream: Socket,
+    reason: string,
+    giveUp?: () => void,
+    count = true,
+  ): void {
     upstream.on('error', ignore);
-    upstream.destroy();
     const { backend, client } = flow;
     this.connectFailures++;
     const passive = this.opts.passive;
-    if (passive?.failure(backendKey(backend.address, backend.port)) === true) {
+    if (count && passive?.failure(backendKey(backend.address, backend.port)) === true) {
       this.opts.onTripped?.(backend, `${passive.threshold} connects failed in a row (${reason})`);
     }
-    if (client.destroyed) return;
+    if (client.destroyed) {
+      upstream.destroy();
+      return;
+    }
     // Another try needs every byte the client sent (kept in `replay`), a try left and time left.
     const next =
       flow.replay !== null &&
@@ -330,10 +347,13 @@ export class TcpListener {
         ? this.admission.redispatch(flow.srcIp, flow.srcPort, flow.tried)
         : undefined;
     if (next === undefined) {
+      if (giveUp !== undefined) return giveUp();
+      upstream.destroy();
       this.upstreamErrors++;
       client.resetAndDestroy();
       return;
     }
+    upstream.destroy();
     this.redispatched++;
     this.dispatch(flow, next);
     // A write to the failed try may have paused the client; the new try starts with an empty buffer.
