@@ -20,6 +20,7 @@ const BENCHMARKS: Readonly<Record<string, () => Promise<Benchmark>>> = {
   chaos: () => import('./chaos.ts'),
   hostile: () => import('./hostile.ts'),
   cli: () => import('./cli.ts'),
+  faults: () => import('./faults.ts'),
 };
 
 /**

@@ -8,7 +8,7 @@
  * without a snapshot. Reports (health, workloads, listeners) go back to the control plane soon after
  * anything changes, and on a heartbeat so that silence means trouble.
  */
-import type { DataPlaneDriver, DesiredDataPlane, DesiredEndpoint } from '../dataplane/index.ts';
+import type { BackendFault, DataPlaneDriver, DesiredDataPlane, DesiredEndpoint } from '../dataplane/index.ts';
 import { HealthMonitor, type HealthStatus, type TimeSource } from '../lb/index.ts';
 import { desiredState, workloadCommand, type AgentDesired, type AgentScope } from './desired.ts';
 import { AGENT_HEARTBEAT_MS } from './registry.ts';
@@ -16,6 +16,14 @@ import type { AgentReport, BackendReport } from './report.ts';
 import type { ControlSource } from './source.ts';
 import type { SandboxOptions } from './sandbox.ts';
 import { WorkloadSupervisor } from './workloads.ts';
+
+/**
+ * Between taking a backend out of rotation and stopping its workload: connections the balancer sent
+ * it just before (connect in flight, request not yet read) finish first, as a Kubernetes preStop sleep
+ * does. Wall milliseconds; only cycles that stop or restart a workload wait, and they do not hold up
+ * the next cycle's data plane.
+ */
+export const DRAIN_MS = 500;
 
 /** Output lines are reported in batches at most this often; state changes go at once. */
 export const REPORT_BATCH_MS = 250;
@@ -32,6 +40,8 @@ export interface AgentOptions {
   vipdipBin: string;
   heartbeatMs?: number;
   stopGraceMs?: number;
+  /** How long a backend leaving rotation keeps its workload (DRAIN_MS by default). */
+  drainMs?: number;
   /** Where the agent says what went wrong (a listener that cannot bind, a report that failed). */
   log?: (line: string) => void;
   /** Where and how workloads are sandboxed (sandbox.ts). */
@@ -45,6 +55,7 @@ export class Agent {
   /** When each unprobed backend was first seen: its `since`. */
   private readonly firstSeen = new Map<string, number>();
   private unsubscribe: (() => void) | undefined;
+  private unsubscribeFaults: (() => void) | undefined;
   private running = false;
   private dirty = false;
   private closed = false;
@@ -74,6 +85,7 @@ export class Agent {
           workloadCommand(w.launch, opts.vipdipBin),
         ),
       onChange: () => this.scheduleReport(REPORT_BATCH_MS),
+      onExit: (key, how) => this.onWorkloadExit(key, how),
       ...(opts.stopGraceMs !== undefined ? { stopGraceMs: opts.stopGraceMs } : {}),
       ...(opts.sandbox !== undefined ? { sandbox: opts.sandbox } : {}),
     });
@@ -82,6 +94,8 @@ export class Agent {
   /** Subscribes to changes and runs the first cycle; resolves once the data plane matches the state. */
   async start(): Promise<void> {
     this.unsubscribe = this.opts.source.subscribe(() => this.kick());
+    if (this.health !== undefined)
+      this.unsubscribeFaults = this.opts.driver.onBackendFault((f) => this.onFault(f));
     this.heartbeat = setInterval(() => this.scheduleReport(0), this.opts.heartbeatMs ?? AGENT_HEARTBEAT_MS);
     this.heartbeat.unref();
     this.kick();
@@ -111,6 +125,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.closed = true;
     this.unsubscribe?.();
+    this.unsubscribeFaults?.();
     clearTimeout(this.retryTimer);
     clearInterval(this.heartbeat);
     clearTimeout(this.reportTimer);
@@ -139,7 +154,8 @@ export class Agent {
     for (const b of d?.backends ?? []) {
       let state: BackendReport['state'] = 'up';
       let since = this.firstSeen.get(b.key) ?? this.opts.time.now();
-      let detail: string | null = 'no probe: in rotation while its VM runs';
+      let detail: string | null =
+        'no probe (UDP): in rotation while its VM runs, out while its port is unreachable';
       if (!this.opts.driver.carriesTraffic) {
         state = 'unknown';
         detail = `the ${this.opts.driver.name} driver carries no traffic`;
@@ -148,6 +164,10 @@ export class Agent {
         state = s?.state ?? 'unknown';
         since = s?.since ?? since;
         detail = s?.detail ?? null;
+        if (b.check === 'implicit') {
+          const what = `implicit TCP check of ${b.dip}:${b.localPort} (the endpoint has no probe)`;
+          detail = detail === null ? what : `${what}: ${detail}`;
+        }
       }
       backends.push({
         subscription: b.subscription,
@@ -206,9 +226,34 @@ export class Agent {
     for (const k of this.firstSeen.keys()) if (!keys.has(k)) this.firstSeen.delete(k);
     for (const k of keys) if (!this.firstSeen.has(k)) this.firstSeen.set(k, now);
     this.health?.setTargets(desired.probes);
+    // Draining: a backend whose workload is about to be stopped leaves rotation first. A VM that stops,
+    // deallocates or moves is no longer a backend of `desired` at all; one whose workload restarts in
+    // place (same DIP, new environment) is marked down until its check passes on the new process.
+    const held: string[] = [];
+    for (const key of this.supervisor.restarting(desired.workloads)) {
+      for (const b of desired.backends) {
+        if (`${b.service}/${b.vm}` !== key) continue;
+        // Held: the old process answers probes until it is stopped, and must not be put back.
+        if (this.health?.markDown(b.key, 'the workload is restarting', { hold: true }) === true)
+          held.push(b.key);
+      }
+    }
+    // The data plane first, the workloads after: no new flow goes to a process about to be stopped,
+    // and the flows sent to it just before get DRAIN_MS to be served.
     await this.pushDataPlane();
-    const run = this.supervisor.reconcile(desired.workloads, desired.knownWorkloads);
-    this.workloadRun = run.catch((e: unknown) => this.log(`workloads: ${(e as Error).message}`));
+    const draining =
+      this.supervisor.stopping(desired.workloads).length > 0 ||
+      this.supervisor.restarting(desired.workloads).length > 0;
+    // Chained, so that workload reconciles keep the order of the cycles whatever each one waits.
+    this.workloadRun = this.workloadRun
+      .then(async () => {
+        if (draining && !this.closed) await new Promise((r) => setTimeout(r, this.opts.drainMs ?? DRAIN_MS));
+        if (this.closed) return;
+        await this.supervisor.reconcile(desired.workloads, desired.knownWorkloads);
+        // The new processes run: their checks decide from now on.
+        for (const k of held) this.health?.release(k);
+      })
+      .catch((e: unknown) => this.log(`workloads: ${(e as Error).message}`));
     this.cycles++;
     this.scheduleReport(0);
   }
@@ -238,6 +283,22 @@ export class Agent {
       this.lastFailures = failures;
     } catch (e) {
       this.log(`the ${this.opts.driver.name} driver failed to reconcile: ${(e as Error).message}`);
+    }
+  }
+
+  /** Passive health faulted DIP:port: every backend there is down until its check passes again. */
+  private onFault(f: BackendFault): void {
+    if (this.closed) return;
+    for (const b of this.desired?.backends ?? []) {
+      if (b.dip === f.dip && b.localPort === f.port) this.health?.markDown(b.key, f.detail);
+    }
+  }
+
+  /** A workload exited unasked: its backends leave rotation now; the check brings them back. */
+  private onWorkloadExit(key: string, how: string): void {
+    if (this.closed) return;
+    for (const b of this.desired?.backends ?? []) {
+      if (`${b.service}/${b.vm}` === key) this.health?.markDown(b.key, `the workload exited (${how})`);
     }
   }
 

@@ -122,6 +122,41 @@ describe('the desired state of the data plane', () => {
     });
   });
 
+  test('a TCP endpoint without a probe gets an implicit TCP check of DIP:localPort; a UDP one gets none', () => {
+    const s = desiredState(
+      {
+        services: [svc('api', '127.100.0.6')],
+        vms: [
+          vm('api', 'api1', {
+            dip: '127.16.3.11',
+            endpoints: [
+              ep({ name: 'web' }),
+              ep({ name: 'dns', protocol: 'udp', publicPort: 53, localPort: 53 }),
+            ],
+          }),
+        ],
+      },
+      all,
+    );
+    assert.deepEqual(s.probes.get('api/api1/web'), {
+      protocol: 'tcp',
+      address: '127.16.3.11',
+      port: 8000,
+      intervalMs: 15_000,
+      timeoutMs: 31_000,
+    });
+    assert.equal(s.probes.has('api/api1/dns'), false);
+    assert.deepEqual(
+      s.backends.map((b) => [b.endpoint, b.check, b.probed]),
+      [
+        ['web', 'implicit', true],
+        ['dns', 'none', false],
+      ],
+    );
+    const tcp = s.endpoints.find((e) => e.protocol === 'tcp')!;
+    assert.equal(tcp.backends[0]!.probe, 'api/api1/web', 'in rotation only once the check passes');
+  });
+
   test("every allocated DIP leaves from its ILPIP, else its service's VIP (R6)", () => {
     const snat = new Map(d.snat.map((s) => [s.dip, s.source]));
     assert.equal(snat.get('127.16.1.11'), '127.100.0.5');

@@ -37,7 +37,10 @@ export interface BackendTemplate {
   vm: string;
   dip: string;
   port: number;
-  /** The health monitor's key, `service/vm/endpoint`, or null when the endpoint has no probe. */
+  /**
+   * The health monitor's key, `service/vm/endpoint`, or null when nothing checks the backend (a UDP
+   * endpoint without a probe).
+   */
   probe: string | null;
 }
 
@@ -52,7 +55,10 @@ export interface BackendInfo {
   vm: string;
   dip: string;
   localPort: number;
+  /** Checked by the health monitor: by its probe, or by the implicit TCP check. */
   probed: boolean;
+  /** `probe`: the endpoint's own; `implicit`: a TCP connect to DIP:localPort; `none`: UDP without a probe. */
+  check: 'probe' | 'implicit' | 'none';
 }
 
 export interface DesiredWorkload {
@@ -117,8 +123,28 @@ const byName = <T extends { name: string }>(a: T, b: T) => (a.name < b.name ? -1
 
 export const healthKey = (service: string, vm: string, endpoint: string) => `${service}/${vm}/${endpoint}`;
 
+/**
+ * An endpoint without a probe still enters rotation only once its backend accepts: a TCP connect to
+ * DIP:localPort, as Azure's default probe is TCP, at Azure's default rhythm (15 s, down after 31 s;
+ * model milliseconds). A new backend is checked every second until it first answers; a dead one is
+ * taken out much sooner than the timeout by its exit or by failed connects (passive health).
+ */
+export const IMPLICIT_CHECK_INTERVAL_MS = 15_000;
+export const IMPLICIT_CHECK_TIMEOUT_MS = 31_000;
+
 function probeSpec(vm: VmView, e: Endpoint): ProbeSpec | undefined {
-  if (e.probe === undefined || vm.dip === null) return undefined;
+  if (vm.dip === null) return undefined;
+  if (e.probe === undefined) {
+    // UDP cannot be checked by a connect; its backends are judged by ICMP unreachable (passive) only.
+    if (e.protocol !== 'tcp') return undefined;
+    return {
+      protocol: 'tcp',
+      address: vm.dip,
+      port: e.localPort,
+      intervalMs: IMPLICIT_CHECK_INTERVAL_MS,
+      timeoutMs: IMPLICIT_CHECK_TIMEOUT_MS,
+    };
+  }
   return {
     protocol: e.probe.protocol,
     address: vm.dip,
@@ -174,6 +200,7 @@ export function desiredState(snap: ControlSnapshot, scope: AgentScope): AgentDes
             dip: vm.dip!,
             localPort: e.localPort,
             probed: probe !== undefined,
+            check: e.probe !== undefined ? 'probe' : probe !== undefined ? 'implicit' : 'none',
           });
         }
         const backend: BackendTemplate | undefined = serving

@@ -37,6 +37,11 @@ export interface SupervisorOptions {
   command: (w: DesiredWorkload) => WorkloadCommand;
   /** Called after any change of a workload's status or output. */
   onChange?: () => void;
+  /**
+   * Called when a workload's process exits while it is wanted (a crash, a kill -9), before its
+   * restart is scheduled: its backends must leave rotation now, not when a probe notices.
+   */
+  onExit?: (key: string, how: string) => void;
   now?: () => Date;
   stopGraceMs?: number;
   backoffFirstMs?: number;
@@ -45,7 +50,7 @@ export interface SupervisorOptions {
 }
 
 type ProcOptions = Required<Pick<SupervisorOptions, 'command' | 'now' | 'stopGraceMs' | 'backoffFirstMs'>> &
-  Pick<SupervisorOptions, 'onChange'> & {
+  Pick<SupervisorOptions, 'onChange' | 'onExit'> & {
     /** The sandbox, once prepared; an error when it could not be (no workload then starts). */
     sandbox: () => Sandbox | Error;
   };
@@ -119,6 +124,7 @@ class Proc {
         return;
       }
       this.note(`exited with ${signal ?? `code ${code}`}`);
+      this.opts.onExit?.(this.spec.key, signal ?? `code ${code}`);
       this.crashed();
     });
     this.opts.onChange?.();
@@ -247,6 +253,7 @@ export class WorkloadSupervisor {
       backoffFirstMs: opts.backoffFirstMs ?? RESTART_BACKOFF_FIRST_MS,
       ...(opts.onChange ? { onChange: opts.onChange } : {}),
       sandbox: () => this.sandbox ?? new Error('the workload sandbox is not ready'),
+      ...(opts.onExit ? { onExit: opts.onExit } : {}),
     };
     // At start: the sandbox user is made (or the server says workloads run as its own user) before
     // any VM asks for a workload.
@@ -315,6 +322,27 @@ export class WorkloadSupervisor {
       }
     }
     await Promise.all([...stops, ...restarts]);
+  }
+
+  /** The workloads running now that reconciling to `desired` would stop (their VM stops, goes or moves away). */
+  stopping(desired: readonly DesiredWorkload[]): string[] {
+    const want = new Set(desired.map((d) => d.key));
+    const out: string[] = [];
+    for (const [key, p] of this.procs) if (p.wanted && !want.has(key)) out.push(key);
+    return out;
+  }
+
+  /**
+   * The workloads that reconciling to `desired` would stop and start again (their environment
+   * changed: a new DIP, another command), so that their backends can be drained first.
+   */
+  restarting(desired: readonly DesiredWorkload[]): string[] {
+    const out: string[] = [];
+    for (const d of desired) {
+      const p = this.procs.get(d.key);
+      if (p !== undefined && p.wanted && p.spec.fingerprint !== d.fingerprint) out.push(d.key);
+    }
+    return out;
   }
 
   /**

@@ -21,7 +21,7 @@ export interface DesiredBackend {
   readonly vm: string;
   readonly dip: string;
   readonly port: number;
-  /** Whether new flows may go to it: the agent's health verdict (true when the endpoint has no probe). */
+  /** Whether new flows may go to it: the agent's health verdict (its probe or implicit check; true for UDP without a probe). */
   readonly healthy: boolean;
 }
 
@@ -90,6 +90,17 @@ export interface WorkloadCommand {
   args: string[];
 }
 
+/**
+ * Passive health's verdict on a backend: real connections to DIP:port failed often enough in a row
+ * (refused, reset before any byte, no accept in time, ICMP unreachable) that new flows already avoid
+ * it. The agent takes it out of rotation until its probe (or implicit check) passes again.
+ */
+export interface BackendFault {
+  readonly dip: string;
+  readonly port: number;
+  readonly detail: string;
+}
+
 export interface DataPlaneDriver {
   readonly name: DriverName;
   /** False for `none`: no listener, no probe, no workload. */
@@ -102,6 +113,12 @@ export interface DataPlaneDriver {
    */
   reconcile(desired: DesiredDataPlane): Promise<ReconcileResult>;
   status(): DriverStatus;
+  /**
+   * Subscribes to passive-health faults (never called by a driver that carries no traffic); returns
+   * the unsubscribe. A faulted backend stays avoided until a reconcile gives it `healthy: false`
+   * (the agent has taken it out) or it leaves every set.
+   */
+  onBackendFault(listener: (f: BackendFault) => void): () => void;
   /** Sends probes from where this driver's traffic comes from; undefined when it carries none. */
   readonly prober: Prober | undefined;
   /** The command that runs a VM's workload where the VM lives (as is, for local). */

@@ -8,8 +8,11 @@
  */
 import { VipdipError, cidrContainsCidr, formatCidr, parseCidr, parseIpv4, type Cidr } from '../core/index.ts';
 import {
+  PassiveHealth,
   PickerSnapshot,
   TcpListener,
+  backendKey,
+  type PickedBackend,
   UdpListener,
   compileAcl,
   probe,
@@ -20,6 +23,7 @@ import {
 } from '../lb/index.ts';
 import {
   DEFAULT_DRIVER_LIMITS,
+  type BackendFault,
   type DataPlaneDriver,
   type DesiredDataPlane,
   type DesiredEndpoint,
@@ -64,6 +68,8 @@ interface Entry {
 export interface LocalDriverOptions {
   time?: TimeSource;
   limits?: Partial<DriverLimits>;
+  /** How long one connect try waits for a backend to accept (wall ms; CONNECT_TIMEOUT_MS by default). */
+  connectTimeoutMs?: number;
 }
 
 export class LocalDriver implements DataPlaneDriver {
@@ -72,6 +78,7 @@ export class LocalDriver implements DataPlaneDriver {
   readonly prober = probe;
   private readonly time: TimeSource;
   private readonly limits: DriverLimits;
+  private readonly connectTimeoutMs: number | undefined;
   private readonly entries = new Map<string, Entry>();
   private snat = new Map<number, string>();
   private snatOf = '';
@@ -80,10 +87,14 @@ export class LocalDriver implements DataPlaneDriver {
   private last: DesiredDataPlane | undefined;
   private retry: NodeJS.Timeout | undefined;
   private closed = false;
+  /** What failed connects said of each DIP:port, shared by every listener. */
+  readonly passive = new PassiveHealth();
+  private readonly faultListeners = new Set<(f: BackendFault) => void>();
 
   constructor(opts: LocalDriverOptions = {}) {
     this.time = opts.time ?? scaledTime(1);
     this.limits = { ...DEFAULT_DRIVER_LIMITS, ...opts.limits };
+    this.connectTimeoutMs = opts.connectTimeoutMs;
   }
 
   checkAddressPlan(cidr: Cidr, what: string): void {
@@ -122,6 +133,25 @@ export class LocalDriver implements DataPlaneDriver {
     return cmd;
   }
 
+  onBackendFault(listener: (f: BackendFault) => void): () => void {
+    this.faultListeners.add(listener);
+    return () => this.faultListeners.delete(listener);
+  }
+
+  /** Open TCP flows of one endpoint with the backend each finally reached (tests, diagnosis). */
+  flowTable(key: string): { client: string; backend: string; tries: number }[] {
+    const l = this.entries.get(key)?.listener;
+    return l instanceof TcpListener ? l.flowTable() : [];
+  }
+
+  private tripped(b: PickedBackend, detail: string): void {
+    const fault: BackendFault = { dip: b.host, port: b.port, detail };
+    // Outside the flow's own stack: a listener must not run control-path work inside a socket callback.
+    queueMicrotask(() => {
+      for (const l of this.faultListeners) l(fault);
+    });
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.retry);
@@ -142,6 +172,16 @@ export class LocalDriver implements DataPlaneDriver {
       this.snat = new Map(desired.snat.map((s) => [parseIpv4(s.dip), s.source]));
       this.snatOf = snatOf;
     }
+    // A backend the agent has taken out (or that left every set) needs no passive verdict any more.
+    const present = new Set<number>();
+    for (const e of desired.endpoints) {
+      for (const b of e.backends) {
+        const k = backendKey(parseIpv4(b.dip), b.port);
+        if (b.healthy) present.add(k);
+        else this.passive.clear(k);
+      }
+    }
+    this.passive.retain(present);
     const wanted = new Set(desired.endpoints.map((e) => e.key));
     for (const [key, e] of this.entries) {
       if (wanted.has(key)) continue;
@@ -229,6 +269,7 @@ export class LocalDriver implements DataPlaneDriver {
       implicitSource: LOOPBACK_SOURCE,
       maxFlows: this.limits.maxFlowsPerEndpoint,
       maxFlowsPerClient: this.limits.maxFlowsPerClient,
+      passive: this.passive,
     };
   }
 
@@ -242,6 +283,9 @@ export class LocalDriver implements DataPlaneDriver {
       idleMs: d.idleMs,
       proxyProtocol: d.proxyProtocol,
       time: this.time,
+      passive: this.passive,
+      onTripped: (b: PickedBackend, detail: string) => this.tripped(b, detail),
+      ...(this.connectTimeoutMs === undefined ? {} : { connectTimeoutMs: this.connectTimeoutMs }),
     };
     return d.protocol === 'tcp' ? TcpListener.open(opts) : UdpListener.open(opts);
   }

@@ -50,6 +50,10 @@ export class NoneDriver implements DataPlaneDriver {
     };
   }
 
+  onBackendFault(): () => void {
+    return () => {};
+  }
+
   wrapWorkload(_vm: unknown, cmd: WorkloadCommand): WorkloadCommand {
     return cmd;
   }

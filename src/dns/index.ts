@@ -2,6 +2,7 @@ export {
   DEFAULT_DNS_HOST,
   DEFAULT_DNS_PORT,
   DEFAULT_MAX_TCP_CLIENTS,
+  DEFAULT_MAX_TCP_PER_CLIENT,
   DEFAULT_TCP_IDLE_MS,
   startDnsServer,
   type DnsServer,
@@ -20,3 +21,4 @@ export {
   type ZoneConfig,
   type ZoneTable,
 } from './zones.ts';
+export { TcpConnectionLimiter, type TcpAdmission, type TcpLimits } from './tcp-limits.ts';

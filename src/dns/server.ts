@@ -13,6 +13,7 @@ import { streamEncode } from 'dns-packet';
 import { systemClock, type Clock } from '../core/clock.ts';
 import type { EventView } from '../lifecycle/index.ts';
 import { RCODE, answerMessage, encodeForUdp, failureReply, type Reply } from './answer.ts';
+import { TcpConnectionLimiter } from './tcp-limits.ts';
 import {
   DEFAULT_INTERNAL_ZONE,
   DEFAULT_PUBLIC_ZONE,
@@ -30,6 +31,8 @@ export const DEFAULT_DNS_PORT = 5353;
 /** RFC 7766 §6.2.3 asks for idle timeouts of seconds, not minutes, on a server's TCP connections. */
 export const DEFAULT_TCP_IDLE_MS = 10_000;
 export const DEFAULT_MAX_TCP_CLIENTS = 128;
+/** A dozen stub resolvers behind one NAT still fit; one abusive address gets a sixteenth of the total. */
+export const DEFAULT_MAX_TCP_PER_CLIENT = 8;
 /** Queries held while a rebuild runs: beyond these a UDP query is dropped, a TCP one gets SERVFAIL. */
 const MAX_PENDING_QUERIES = 4096;
 const MAX_PENDING_BYTES = 4 * 1024 * 1024;
@@ -65,10 +68,19 @@ export interface DnsServerOptions {
   internalZone?: string;
   /** TTL of every record, and the negative-caching TTL of the SOA. */
   ttlSeconds?: number;
-  /** A TCP connection with nothing to read or write for this long, or a message not received whole within it, is closed. */
+  /*
+   * DNS over TCP limits (RFC 7766 §6.2.2), so that no client can starve the others of answers:
+   * one address holds at most `maxTcpPerClient` connections (its next one is closed at once); past
+   * `maxTcpClients` in all, the connection idle the longest is closed to make room for the new one
+   * (a client holding 128 connections, even from 128 addresses, cannot keep a newcomer out); and a
+   * connection idle for `tcpIdleMs` is closed. UDP has none of this: it holds no state.
+   */
+  /** A TCP connection with nothing to read or write for this long, or a message not received whole within it, is closed. Default 10 s. */
   tcpIdleMs?: number;
-  /** TCP connections beyond this many are closed as soon as they are accepted. */
+  /** TCP connections in all (default 128); a new one beyond them evicts the idlest. */
   maxTcpClients?: number;
+  /** TCP connections one client address may hold at once (default 8). */
+  maxTcpPerClient?: number;
   /** The zone serials follow this clock (at least the Unix time in seconds). */
   clock?: Clock;
   /** Where failures that no client sees go (a failed rebuild); stderr by default. */
@@ -78,6 +90,9 @@ export interface DnsServerOptions {
 export interface DnsServerStats {
   /** TCP connections open right now. */
   tcpClients: number;
+  /** TCP connections closed at accept because their address held its share, and idle ones evicted for a newcomer. */
+  tcpRefused: number;
+  tcpEvicted: number;
   /** Queries waiting for a rebuild to finish. */
   pendingQueries: number;
   /** Messages received, over both transports. */
@@ -407,12 +422,29 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
   // ---------------------------------------------------------------- TCP
 
   const sockets = new Set<Socket>();
-  tcp.maxConnections = options.maxTcpClients ?? DEFAULT_MAX_TCP_CLIENTS;
+  const limiter = new TcpConnectionLimiter<Socket>({
+    total: options.maxTcpClients ?? DEFAULT_MAX_TCP_CLIENTS,
+    perClient: options.maxTcpPerClient ?? DEFAULT_MAX_TCP_PER_CLIENT,
+  });
+  const tcpCounters = { refused: 0, evicted: 0 };
   tcp.on('error', (e) => onError(e));
   tcp.on('connection', (sock) => {
-    sockets.add(sock);
-    sock.on('close', () => sockets.delete(sock));
     sock.on('error', () => sock.destroy());
+    const admission = limiter.admit(sock, sock.remoteAddress ?? '', performance.now());
+    if (!admission.admitted) {
+      tcpCounters.refused++;
+      sock.destroy();
+      return;
+    }
+    if (admission.evict !== undefined) {
+      tcpCounters.evicted++;
+      admission.evict.destroy();
+    }
+    sockets.add(sock);
+    sock.on('close', () => {
+      sockets.delete(sock);
+      limiter.remove(sock);
+    });
     sock.setNoDelay(true);
     // Idle: nothing read or written for tcpIdleMs.
     sock.setTimeout(tcpIdleMs, () => sock.destroy());
@@ -433,6 +465,7 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
         sock.destroy();
         return;
       }
+      limiter.touch(sock, performance.now());
       if (!sock.write(out) && sock.writableLength > MAX_TCP_UNSENT_BYTES) {
         sock.pause();
         sock.once('drain', () => sock.resume());
@@ -446,6 +479,7 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
       if (!queued) send(failureReply(msg, RCODE.SERVFAIL));
     };
     sock.on('data', (chunk: Buffer) => {
+      limiter.touch(sock, performance.now());
       framer.push(chunk, onMessage);
       if (!framer.partial) {
         clearTimeout(deadline);
@@ -464,6 +498,8 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
     table: () => zones.table(),
     stats: () => ({
       tcpClients: sockets.size,
+      tcpRefused: tcpCounters.refused,
+      tcpEvicted: tcpCounters.evicted,
       pendingQueries: zones.pending,
       messages: counters.messages,
       dropped: counters.dropped,

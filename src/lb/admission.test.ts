@@ -11,6 +11,7 @@ import {
   ipv4FromSocket,
   type EndpointPolicy,
 } from './admission.ts';
+import { PassiveHealth, backendKey } from './passive.ts';
 import { PickerSnapshot } from './picker.ts';
 
 const VIP = parseIpv4('127.100.0.1');
@@ -108,4 +109,28 @@ describe('addresses off the socket', () => {
   for (const [text, want] of cases) {
     test(`${JSON.stringify(text)} reads as ${want}`, () => assert.equal(ipv4FromSocket(text), want));
   }
+
+  test('a backend tripped by passive health gets no new flow while another is healthy', () => {
+    const passive = new PassiveHealth({ now: () => 0 });
+    const a = new Admission(VIP, 8080, 6, policy({ passive }));
+    const victim = a.admit(parseIpv4('127.0.0.1'), 40000);
+    assert.ok(typeof victim !== 'number');
+    a.release(parseIpv4('127.0.0.1'));
+    for (let i = 0; i < 3; i++) passive.failure(backendKey(victim.address, victim.port));
+    for (let port = 40000; port < 40200; port++) {
+      const b = a.admit(parseIpv4('127.0.0.1'), port);
+      assert.ok(typeof b !== 'number' && b.id !== victim.id);
+    }
+  });
+
+  test('a failed flow is redispatched to a backend it has not tried, until none is left', () => {
+    const a = new Admission(VIP, 8080, 6, policy());
+    const src = parseIpv4('127.0.0.1');
+    const first = a.admit(src, 41000);
+    assert.ok(typeof first !== 'number');
+    const second = a.redispatch(src, 41000, [first])!;
+    const third = a.redispatch(src, 41000, [first, second])!;
+    assert.equal(new Set([first.id, second.id, third.id]).size, 3);
+    assert.equal(a.redispatch(src, 41000, [first, second, third]), undefined);
+  });
 });

@@ -5,6 +5,7 @@
  * replaces the whole `EndpointPolicy` at once, so a flow never sees half of a change.
  */
 import type { AclCheck } from './acl.ts';
+import { backendKey, type PassiveHealth } from './passive.ts';
 import type { PickedBackend, PickerSnapshot } from './picker.ts';
 
 /** Why a flow was refused: small integers, so the per-flow path allocates nothing to say it. */
@@ -36,6 +37,11 @@ export interface EndpointPolicy {
   /** Flows open at once on this endpoint, and per client address; beyond them new ones are refused. */
   readonly maxFlows: number;
   readonly maxFlowsPerClient: number;
+  /**
+   * What real connections said of the backends (shared by every listener of a driver, and mutable:
+   * it changes between snapshots). New flows avoid a tripped backend while another healthy one is left.
+   */
+  readonly passive?: PassiveHealth;
 }
 
 export interface AdmissionCounters {
@@ -81,7 +87,15 @@ export class Admission {
       this.counters.overLimit++;
       return REFUSE_CLIENT_LIMIT;
     }
-    const b = p.picker.pickTuple(srcIp, srcPort, this.address, this.port, this.protocolNumber);
+    let b = p.picker.pickTuple(srcIp, srcPort, this.address, this.port, this.protocolNumber);
+    const passive = p.passive;
+    if (b !== undefined && passive !== undefined && passive.isOut(backendKey(b.address, b.port))) {
+      // Tripped since the snapshot was built: another healthy backend if one is left, else try it anyway.
+      b =
+        p.picker.pickTupleAvoiding(srcIp, srcPort, this.address, this.port, this.protocolNumber, (x) =>
+          passive.isOut(backendKey(x.address, x.port)),
+        ) ?? b;
+    }
     if (b === undefined) {
       this.counters.noBackend++;
       return REFUSE_NO_BACKEND;
@@ -90,6 +104,26 @@ export class Admission {
     this.counters.active++;
     this.counters.accepted++;
     return b;
+  }
+
+  /**
+   * Where an admitted flow goes when its connect to every backend of `tried` failed: another healthy
+   * backend, preferring those passive health has not tripped; undefined when none is left. The flow
+   * stays admitted (no new limit check: it is the same flow).
+   */
+  redispatch(srcIp: number, srcPort: number, tried: readonly PickedBackend[]): PickedBackend | undefined {
+    const p = this.policy;
+    const passive = p.passive;
+    const triedIt = (x: PickedBackend) => tried.some((t) => t.address === x.address && t.port === x.port);
+    const args = [srcIp, srcPort, this.address, this.port, this.protocolNumber] as const;
+    return (
+      (passive === undefined
+        ? undefined
+        : p.picker.pickTupleAvoiding(
+            ...args,
+            (x) => triedIt(x) || passive.isOut(backendKey(x.address, x.port)),
+          )) ?? p.picker.pickTupleAvoiding(...args, triedIt)
+    );
   }
 
   release(srcIp: number): void {

@@ -155,4 +155,66 @@ describe('health probes', () => {
     assert.equal(r.probes.length, n);
     assert.equal(r.time.pending, 0);
   });
+
+  test('a backend marked down from outside is down at once, probed quickly, and up after a later probe passes', async () => {
+    const r = rig();
+    r.answers.set('127.16.1.10', true);
+    r.monitor.setTargets(new Map([['web1', spec()]]));
+    await r.run(10);
+    assert.equal(r.monitor.status('web1')!.state, 'up');
+    r.answers.set('127.16.1.10', false);
+    assert.equal(r.monitor.markDown('web1', 'the workload exited'), true);
+    assert.deepEqual(r.monitor.status('web1'), {
+      state: 'down',
+      since: r.time.now(),
+      detail: 'the workload exited',
+    });
+    assert.equal(r.monitor.markDown('nobody', 'x'), false);
+    const before = r.probes.length;
+    await r.run(5000);
+    assert.ok(r.probes.length - before >= 4, 'probed at the quick rhythm while marked down');
+    assert.equal(r.monitor.status('web1')!.state, 'down');
+    r.answers.set('127.16.1.10', true);
+    await r.run(UNKNOWN_RETRY_MS + 100);
+    assert.equal(r.monitor.status('web1')!.state, 'up');
+    const settled = r.probes.length;
+    await r.run(10_000);
+    assert.ok(r.probes.length - settled <= 1, 'back to the interval once up');
+    assert.deepEqual(
+      r.changes.map(([, s]) => s.state),
+      ['up', 'down', 'up'],
+    );
+    r.monitor.close();
+  });
+
+  test('a probe sent before a backend was marked down cannot bring it back up', async () => {
+    const time = new ManualTime();
+    let answer: ((ok: boolean) => void) | undefined;
+    const monitor = new HealthMonitor({
+      time,
+      prober: () =>
+        new Promise((res) => (answer = (ok) => res({ ok, detail: ok ? 'connected' : 'refused' }))),
+      onChange: () => {},
+    });
+    monitor.setTargets(new Map([['web1', spec()]]));
+    monitor.markDown('web1', 'connects failed');
+    answer!(true);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(monitor.status('web1')!.state, 'down');
+    monitor.close();
+  });
+
+  test('a backend held down stays down while its probes pass, until released', async () => {
+    const r = rig();
+    r.answers.set('127.16.1.10', true);
+    r.monitor.setTargets(new Map([['web1', spec()]]));
+    await r.run(10);
+    r.monitor.markDown('web1', 'the workload is restarting', { hold: true });
+    await r.run(5000);
+    assert.equal(r.monitor.status('web1')!.state, 'down', 'passing probes do not end a hold');
+    r.monitor.release('web1');
+    await r.run(UNKNOWN_RETRY_MS + 100);
+    assert.equal(r.monitor.status('web1')!.state, 'up');
+    r.monitor.close();
+  });
 });

@@ -8,7 +8,9 @@
  * and down once it has failed to answer for `timeoutMs` (so within interval + timeout of its last
  * success). A new backend is `unknown` (and receives no flow) until its first answer; while unknown it
  * is probed more often than the interval, so a workload that starts in 100 ms serves in about as much
- * rather than after a whole interval.
+ * rather than after a whole interval. A backend can also be marked down from outside (passive health,
+ * an exited workload): it is out at once, and back after the first probe sent since then passes; or
+ * held down until released (a workload being replaced: the old process answers until it is stopped).
  */
 import type { TimeSource, Timer } from './time.ts';
 
@@ -55,6 +57,12 @@ interface Target {
   timer: Timer | undefined;
   /** Replaced or removed targets ignore the results of probes they had in flight. */
   live: boolean;
+  /** Bumped by markDown(): a probe sent before it cannot bring the target back up. */
+  generation: number;
+  /** Marked down from outside (failed connects, an exited workload): probed often until it is up. */
+  forced: boolean;
+  /** Held down whatever its probes say, until released (its workload is being replaced). */
+  held: boolean;
 }
 
 const sameSpec = (a: ProbeSpec, b: ProbeSpec) =>
@@ -102,11 +110,54 @@ export class HealthMonitor {
         everOk: false,
         timer: undefined,
         live: true,
+        generation: 0,
+        forced: false,
+        held: false,
       };
       this.targets.set(key, t);
       if (old !== undefined && old.status.state !== 'unknown') this.opts.onChange(key, t.status);
       this.attempt(key, t);
     }
+  }
+
+  /**
+   * Takes a target down now, on other evidence than its probe (passive health: connects failing in
+   * a row; the agent: its workload exited). It comes back up only on a probe sent after this call,
+   * and is probed as often as an unknown one meanwhile, so a restarted workload serves again soon.
+   * False when the key is not a target.
+   */
+  markDown(key: string, detail: string, opts: { hold?: boolean } = {}): boolean {
+    const t = this.targets.get(key);
+    if (t === undefined || this.closed) return false;
+    t.generation++;
+    t.forced = true;
+    if (opts.hold === true) t.held = true;
+    if (t.status.state !== 'down') {
+      t.status = { state: 'down', since: this.opts.time.now(), detail };
+      this.opts.onChange(key, t.status);
+    } else {
+      t.status = { ...t.status, detail };
+    }
+    // Between probes: the next one comes at the quick rhythm. (A probe in flight reschedules itself.)
+    if (t.timer !== undefined) {
+      t.timer.cancel();
+      t.timer = this.opts.time.after(Math.min(t.spec.intervalMs, UNKNOWN_RETRY_MS), () =>
+        this.attempt(key, t),
+      );
+    }
+    return true;
+  }
+
+  /**
+   * Ends a hold of markDown(): from now on a passing probe (sent after this call) brings the target
+   * back up. The agent holds a backend down while its workload is replaced, since the old process
+   * still answers probes until it is stopped.
+   */
+  release(key: string): void {
+    const t = this.targets.get(key);
+    if (t === undefined || !t.held || this.closed) return;
+    t.held = false;
+    t.generation++;
   }
 
   status(key: string): HealthStatus | undefined {
@@ -132,20 +183,24 @@ export class HealthMonitor {
   private attempt(key: string, t: Target): void {
     t.timer = undefined;
     const started = this.opts.time.now();
-    const { spec } = t;
+    const { spec, generation } = t;
     const deadline = this.opts.time.wallMs(Math.min(spec.intervalMs, spec.timeoutMs));
     void this.opts.prober(spec, deadline).then(
-      (r) => this.settle(key, t, started, r),
-      (e: unknown) => this.settle(key, t, started, { ok: false, detail: `probe failed: ${String(e)}` }),
+      (r) => this.settle(key, t, started, generation, r),
+      (e: unknown) =>
+        this.settle(key, t, started, generation, { ok: false, detail: `probe failed: ${String(e)}` }),
     );
   }
 
-  private settle(key: string, t: Target, started: number, r: ProbeResult): void {
+  private settle(key: string, t: Target, started: number, generation: number, r: ProbeResult): void {
     if (!t.live || this.closed) return;
     const now = this.opts.time.now();
     const { state } = t.status;
     let next: HealthState = state;
-    if (r.ok) {
+    if (generation !== t.generation || t.held) {
+      // Sent before the target was marked down (or released), or held: its answer says nothing of now.
+    } else if (r.ok) {
+      t.forced = false;
       t.lastOk = now;
       t.everOk = true;
       next = 'up';
@@ -158,8 +213,8 @@ export class HealthMonitor {
     } else if (t.status.detail !== r.detail) {
       t.status = { ...t.status, detail: r.detail };
     }
-    const period =
-      t.status.state === 'unknown' ? Math.min(t.spec.intervalMs, UNKNOWN_RETRY_MS) : t.spec.intervalMs;
+    const quick = t.status.state === 'unknown' || (t.forced && t.status.state === 'down');
+    const period = quick ? Math.min(t.spec.intervalMs, UNKNOWN_RETRY_MS) : t.spec.intervalMs;
     t.timer = this.opts.time.after(Math.max(0, started + period - now), () => this.attempt(key, t));
   }
 }

@@ -40,6 +40,13 @@ export {
 } from './health.ts';
 export { probe } from './probe.ts';
 export {
+  PASSIVE_FAILURE_THRESHOLD,
+  PASSIVE_HOLD_MS,
+  PassiveHealth,
+  backendKey,
+  type PassiveHealthOptions,
+} from './passive.ts';
+export {
   PROXY_V2_IPV4_LENGTH,
   PROXY_V2_SIGNATURE,
   parseProxyV2,
@@ -48,6 +55,10 @@ export {
 } from './proxy-protocol.ts';
 export { ManualTime, scaledTime, type TimeSource, type Timer } from './time.ts';
 export {
+  CONNECT_BUDGET_MS,
+  CONNECT_TIMEOUT_MS,
+  CONNECT_TRIES,
+  REPLAY_MAX_BYTES,
   SOCKET_HIGH_WATER_MARK_BYTES,
   TcpListener,
   type TcpListenerOptions,

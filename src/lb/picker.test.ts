@@ -119,4 +119,36 @@ describe('picker snapshots', () => {
     for (let port = 1; port < 200; port++) seen.add(p.pick(flow('127.0.0.1', port))!.id);
     assert.equal(seen.size, 2);
   });
+
+  test('a flow avoiding its backend goes to the next acceptable one, the same one every time', () => {
+    const p = PickerSnapshot.build({ backends: [1, 2, 3].map((i) => backend(i)), mode: 'fiveTuple' });
+    const f = flow('127.0.0.1', 40000);
+    const t = [f.srcIp, f.srcPort, f.dstIp, f.dstPort, 6] as const;
+    const first = p.pick(f)!;
+    assert.equal(
+      p.pickTupleAvoiding(...t, () => false),
+      first,
+      'nothing avoided: the Maglev choice',
+    );
+    const second = p.pickTupleAvoiding(...t, (b) => b.id === first.id)!;
+    assert.notEqual(second.id, first.id);
+    assert.equal(
+      p.pickTupleAvoiding(...t, (b) => b.id === first.id),
+      second,
+    );
+    const third = p.pickTupleAvoiding(...t, (b) => b.id === first.id || b.id === second.id)!;
+    assert.ok(third.id !== first.id && third.id !== second.id);
+    assert.equal(
+      p.pickTupleAvoiding(...t, () => true),
+      undefined,
+    );
+    const spread = new Set<string>();
+    for (let port = 20000; port < 20300; port++) {
+      const g = flow('127.0.0.1', port);
+      if (p.pick(g)!.id !== first.id) continue;
+      const b = p.pickTupleAvoiding(g.srcIp, g.srcPort, g.dstIp, g.dstPort, 6, (x) => x.id === first.id);
+      spread.add(b!.id);
+    }
+    assert.equal(spread.size, 2, "a failed backend's flows spread over both others");
+  });
 });

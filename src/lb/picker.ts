@@ -120,4 +120,36 @@ export class PickerSnapshot {
       table[flowHash(this.mode, srcIp, srcPort, dstIp, dstPort, protocolNumber) % table.length]!
     ];
   }
+
+  /**
+   * The flow's backend among those `avoid` does not reject: the Maglev choice when it is acceptable,
+   * else another acceptable healthy backend drawn from the same hash (so one tuple always redispatches
+   * to the same place, and the flows of a failed backend spread over all the others). Undefined when
+   * every healthy backend is rejected. For the retry path and for backends tripped by passive health;
+   * costs a hash and at most one pass over the healthy backends.
+   */
+  pickTupleAvoiding(
+    srcIp: number,
+    srcPort: number,
+    dstIp: number,
+    dstPort: number,
+    protocolNumber: number,
+    avoid: (b: PickedBackend) => boolean,
+  ): PickedBackend | undefined {
+    const table = this.#table;
+    const n = this.healthy.length;
+    if (n === 0) return undefined;
+    const h = flowHash(this.mode, srcIp, srcPort, dstIp, dstPort, protocolNumber);
+    const first = table[h % table.length]!;
+    const chosen = this.healthy[first]!;
+    if (!avoid(chosen)) return chosen;
+    // The others, from an offset the hash draws, so that a failed backend's flows spread over all of them.
+    const others = n - 1;
+    const offset = others === 0 ? 0 : (h >>> 16) % others;
+    for (let k = 0; k < others; k++) {
+      const b = this.healthy[(first + 1 + ((offset + k) % others)) % n]!;
+      if (!avoid(b)) return b;
+    }
+    return undefined;
+  }
 }

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { decode, encode, streamEncode } from 'dns-packet';
@@ -43,6 +43,12 @@ function section(out: string, name: string): string[][] {
         .map((l) => l.split(/\s+/));
 }
 const vm = (name: string) => ({ service: 'shop', vm: name });
+const eventuallyClosed = (s: Socket) =>
+  new Promise<void>((ok, fail) => {
+    if (s.destroyed) return ok();
+    const timer = setTimeout(() => fail(new Error('still open after 5 s')), 5000);
+    s.once('close', () => (clearTimeout(timer), ok()));
+  });
 
 beforeEach(async () => {
   t = await makeCloud();
@@ -155,6 +161,88 @@ describe('DNS with dig', () => {
         [102, names[2], 0],
       ],
     );
+  });
+
+  /**
+   * Opens `count` TCP connections from the given source addresses (round robin), each asking one
+   * question, and keeps those the server keeps. Bounded: one connect and one answer per connection,
+   * 2 s each at most.
+   */
+  async function hold(sources: string[], count: number): Promise<Set<Socket>> {
+    const held = new Set<Socket>();
+    for (let i = 0; i < count; i++) {
+      const sock = connect({
+        host: '127.0.0.1',
+        port: server.port,
+        localAddress: sources[i % sources.length]!,
+      });
+      sock.on('error', () => {});
+      sock.on('close', () => held.delete(sock));
+      const answered = await new Promise<boolean>((ok) => {
+        const timer = setTimeout(() => ok(false), 2000);
+        sock.once('data', () => (clearTimeout(timer), ok(true)));
+        sock.once('close', () => (clearTimeout(timer), ok(false)));
+        sock.write(
+          streamEncode({
+            type: 'query',
+            id: i,
+            questions: [{ type: 'A', name: 'shop.cloudapp.vipdip.test' }],
+          }),
+        );
+      });
+      if (answered && !sock.destroyed) held.add(sock);
+      else sock.destroy();
+    }
+    return held;
+  }
+
+  test('one client holding 128 TCP connections cannot keep another from an answer over TCP', async () => {
+    const held = await hold(['127.189.0.10'], 128);
+    try {
+      assert.equal(held.size, 8, 'one address holds its share of 8, its other connections are closed');
+      assert.equal(server.stats().tcpRefused, 120);
+      const out = await dig('+tcp', 'shop.cloudapp.vipdip.test', 'A');
+      assert.equal(status(out), 'NOERROR');
+    } finally {
+      for (const s of held) s.destroy();
+    }
+  });
+
+  test('connections spread over many addresses fill the total, and a newcomer evicts the idlest', async () => {
+    const sources = Array.from({ length: 16 }, (_, i) => `127.189.1.${10 + i}`);
+    const held = await hold(sources, 128);
+    try {
+      assert.equal(held.size, 128);
+      // The abuser keeps every connection busy but the first, a query each.
+      for (const [i, s] of [...held].entries()) {
+        if (i > 0)
+          s.write(
+            streamEncode({
+              type: 'query',
+              id: i,
+              questions: [{ type: 'A', name: 'x.cloudapp.vipdip.test' }],
+            }),
+          );
+      }
+      await new Promise((r) => setTimeout(r, 100));
+      const idlest = [...held][0]!;
+      const out = await dig('+tcp', 'shop.cloudapp.vipdip.test', 'A');
+      assert.equal(status(out), 'NOERROR');
+      assert.equal(server.stats().tcpEvicted, 1);
+      await eventuallyClosed(idlest);
+    } finally {
+      for (const s of held) s.destroy();
+    }
+  });
+
+  test('an idle TCP connection is closed after the idle timeout', async () => {
+    await server.close();
+    server = await startDnsServer({ cloud, host: '127.0.0.1', port: 0, tcpIdleMs: 200 });
+    const [sock] = [...(await hold(['127.189.2.10'], 1))];
+    assert.ok(sock !== undefined);
+    const t0 = Date.now();
+    await eventuallyClosed(sock);
+    assert.ok(Date.now() - t0 < 2000);
   });
 
   test('the answer changes with the very next query after a deallocate and after a start', async () => {

@@ -5,22 +5,35 @@
  * sockets. A kernel netns driver joins the list when it exists. Addresses: 127.204.0.0/16.
  */
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
+import { spawn } from 'node:child_process';
+import { connect, createServer, type Socket } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { parseCidr } from '../../src/core/index.ts';
 import {
   LocalDriver,
   NoneDriver,
+  type BackendFault,
   type DataPlaneDriver,
   type DesiredDataPlane,
   type DesiredEndpoint,
 } from '../../src/dataplane/index.ts';
 import { scaledTime } from '../../src/lb/index.ts';
-import { closed, hello, outcome, roundTrip, tcpBackend, udpAsk, type Backend } from '../support/net.ts';
+import {
+  closed,
+  eventually,
+  hello,
+  outcome,
+  roundTrip,
+  tcpBackend,
+  udpAsk,
+  type Backend,
+} from '../support/net.ts';
 
+const CONNECT_TRY_MS = 500;
 const DRIVERS: { name: string; make: () => DataPlaneDriver }[] = [
   { name: 'none', make: () => new NoneDriver() },
-  { name: 'local', make: () => new LocalDriver({ time: scaledTime(1) }) },
+  // Connect tries of 500 ms, so that a backend that never accepts costs the tests little time.
+  { name: 'local', make: () => new LocalDriver({ time: scaledTime(1), connectTimeoutMs: CONNECT_TRY_MS }) },
 ];
 
 const cleanup: (() => Promise<void>)[] = [];
@@ -56,6 +69,49 @@ function endpoint(
       healthy,
     })),
     ...over,
+  };
+}
+
+/**
+ * A listening socket that completes no handshake: a child process listening with a backlog of 1,
+ * stopped (SIGSTOP), its accept queue filled, so that the kernel drops every further SYN.
+ */
+async function blackhole(host: string): Promise<{ host: string; port: number; close(): Promise<void> }> {
+  const child = spawn(
+    process.execPath,
+    [
+      '-e',
+      `const s = require('node:net').createServer(() => {});
+       s.listen({ host: ${JSON.stringify(host)}, port: 0, backlog: 1 }, () => console.log(s.address().port));`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+    child.once('exit', (code) => reject(new Error(`the blackhole exited with ${code}`)));
+  });
+  process.kill(child.pid!, 'SIGSTOP');
+  // Fill the accept queue until a connect no longer completes (at most a few).
+  const fillers: Socket[] = [];
+  for (let i = 0; i < 8; i++) {
+    const s = connect({ host, port });
+    s.on('error', () => {});
+    fillers.push(s);
+    const done = await new Promise<boolean>((r) => {
+      const t = setTimeout(() => r(false), 300);
+      s.once('connect', () => (clearTimeout(t), r(true)));
+    });
+    if (!done) break;
+  }
+  return {
+    host,
+    port,
+    close: async () => {
+      for (const s of fillers) s.destroy();
+      const gone = new Promise((r) => child.once('exit', r));
+      process.kill(child.pid!, 'SIGKILL');
+      await gone;
+    },
   };
 }
 
@@ -213,6 +269,144 @@ for (const { name, make } of DRIVERS) {
       await driver.reconcile({ endpoints: [], snat: [] });
     });
 
+    test('a connect refused by a backend is retried on another: the client sees nothing, and three in a row fault it', async () => {
+      const vip = `${net(6)}.1`;
+      const port = await freePort(vip);
+      const live = await tcpBackend('web2', `${net(6)}.12`);
+      const resets = await tcpBackend('web3', `${net(6)}.13`, 'reset');
+      cleanup.push(
+        () => live.close(),
+        () => resets.close(),
+      );
+      // Nothing listens on web1's DIP:port (refused); web3 accepts and resets before a byte.
+      const dead: Backend = {
+        ...live,
+        id: 'web1',
+        host: `${net(6)}.11`,
+        port: await freePort(`${net(6)}.11`),
+      };
+      const faults: BackendFault[] = [];
+      const off = driver.onBackendFault((f) => faults.push(f));
+      const set = (healthy: boolean) =>
+        endpoint(vip, port, [{ b: dead, healthy }, { b: live }, { b: resets, healthy }]);
+      await driver.reconcile({ endpoints: [set(true)], snat: [] });
+      const seen = new Set<string>();
+      for (let i = 0; i < 60; i++) {
+        const h = await hello(vip, port, undefined, 5000);
+        seen.add(h.id);
+        h.socket.destroy();
+      }
+      assert.deepEqual([...seen], ['web2'], 'every connection answered, by the live backend');
+      await eventually('both failing backends faulted', () => faults.length >= 2, 5000);
+      assert.deepEqual(
+        faults.map((f) => `${f.dip}:${f.port}`).sort(),
+        [`${dead.host}:${dead.port}`, `${resets.host}:${resets.port}`],
+        'each faulted once',
+      );
+      assert.match(
+        faults.find((f) => f.dip === dead.host)!.detail,
+        /3 connects failed in a row \(connection refused\)/,
+      );
+      assert.match(faults.find((f) => f.dip === resets.host)!.detail, /connection reset/);
+      // After the fault no new flow tries them: the live backend saw every one, the reset one at most 3.
+      assert.ok(resets.accepted <= 3, `the resetting backend was tried ${resets.accepted} times`);
+      if (driver instanceof LocalDriver) {
+        const open = await hello(vip, port);
+        const row = driver
+          .flowTable(`tcp/${vip}:${port}`)
+          .find((r) => r.client.endsWith(`:${open.socket.localPort}`));
+        assert.equal(
+          row?.backend,
+          `${live.host}:${live.port}`,
+          'the flow table names the backend finally used',
+        );
+        open.socket.destroy();
+      }
+      // The agent takes them out; when they come back healthy they are tried again.
+      await driver.reconcile({ endpoints: [set(false)], snat: [] });
+      off();
+      await driver.reconcile({ endpoints: [], snat: [] });
+    });
+
+    test('a backend that accepts nothing within the connect timeout is skipped for another', async () => {
+      const vip = `${net(9)}.1`;
+      const port = await freePort(vip);
+      const live = await tcpBackend('web2', `${net(9)}.12`);
+      const hole = await blackhole(`${net(9)}.11`);
+      cleanup.push(
+        () => live.close(),
+        () => hole.close(),
+      );
+      const faults: BackendFault[] = [];
+      const off = driver.onBackendFault((f) => faults.push(f));
+      const dead: Backend = { ...live, id: 'web1', host: hole.host, port: hole.port };
+      await driver.reconcile({ endpoints: [endpoint(vip, port, [{ b: dead }, { b: live }])], snat: [] });
+      const t0 = Date.now();
+      const answers = await Promise.all(
+        Array.from({ length: 12 }, async () => {
+          const h = await hello(vip, port, undefined, 10_000);
+          h.socket.destroy();
+          return h.id;
+        }),
+      );
+      assert.deepEqual([...new Set(answers)], ['web2']);
+      assert.ok(Date.now() - t0 < 3 * CONNECT_TRY_MS + 2000, `answered within ${Date.now() - t0} ms`);
+      await eventually('the silent backend faulted', () => faults.length > 0, 5000);
+      assert.match(faults[0]!.detail, /no answer in time/);
+      off();
+      await driver.reconcile({ endpoints: [], snat: [] });
+    });
+
+    test('when every backend refuses, the client is reset after the tries, not left hanging', async () => {
+      const vip = `${net(7)}.1`;
+      const port = await freePort(vip);
+      const a: Backend = {
+        id: 'web1',
+        host: `${net(7)}.11`,
+        port: await freePort(`${net(7)}.11`),
+      } as Backend;
+      const b: Backend = {
+        id: 'web2',
+        host: `${net(7)}.12`,
+        port: await freePort(`${net(7)}.12`),
+      } as Backend;
+      await driver.reconcile({ endpoints: [endpoint(vip, port, [{ b: a }, { b: b }])], snat: [] });
+      const t0 = Date.now();
+      assert.equal(await outcome(vip, port), 'reset');
+      assert.ok(Date.now() - t0 < 5000);
+      await driver.reconcile({ endpoints: [], snat: [] });
+    });
+
+    test('a UDP backend whose port is unreachable is skipped: the flow goes on to another', async () => {
+      const { createSocket } = await import('node:dgram');
+      const echo = createSocket('udp4');
+      echo.on('message', (m, r) => echo.send(m, r.port, r.address));
+      await new Promise<void>((r) => echo.bind({ address: `${net(8)}.12`, port: 0 }, () => r()));
+      cleanup.push(() => new Promise((r) => echo.close(() => r())));
+      const vip = `${net(8)}.1`;
+      const port = await freePort(vip);
+      const e = endpoint(vip, port, [], { protocol: 'udp', key: `udp/${vip}:${port}` });
+      const backends = [
+        {
+          id: 'contoso/shop/dead',
+          vm: 'dead',
+          dip: `${net(8)}.11`,
+          port: echo.address().port,
+          healthy: true,
+        },
+        {
+          id: 'contoso/shop/echo',
+          vm: 'echo',
+          dip: `${net(8)}.12`,
+          port: echo.address().port,
+          healthy: true,
+        },
+      ];
+      await driver.reconcile({ endpoints: [{ ...e, backends }], snat: [] });
+      for (let i = 0; i < 20; i++) assert.equal((await udpAsk(vip, port, `marco ${i}`))?.text, `marco ${i}`);
+      await driver.reconcile({ endpoints: [], snat: [] });
+    });
+
     test('an endpoint that cannot bind is reported, the others are realized, and it is retried', async () => {
       const vip = `${net(5)}.1`;
       const squatter = createServer();
@@ -228,7 +422,6 @@ for (const { name, make } of DRIVERS) {
       const st = driver.status().listeners;
       assert.deepEqual(st.map((l) => l.state).sort(), ['failed', 'listening']);
       await new Promise<void>((res) => squatter.close(() => res()));
-      const { eventually } = await import('../support/net.ts');
       await eventually('the retry binds the freed port', () =>
         driver.status().listeners.every((l) => l.state === 'listening'),
       );

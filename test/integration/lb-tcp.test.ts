@@ -259,6 +259,47 @@ describe('the TCP balancer', () => {
     assert.ok(l.upstreamErrors >= 1);
   });
 
+  for (const [how, third] of [
+    ['resets', 20],
+    ['closes', 21],
+  ] as const) {
+    test(`a backend that ${how} after reading the client's bytes: the flow goes on to another with the same bytes`, async () => {
+      // Reads the request, then dies without a word (as a process killed mid-request would).
+      const { createServer } = await import('node:net');
+      const dying = createServer((s) => {
+        s.on('error', () => {});
+        s.once('data', () => (how === 'resets' ? s.resetAndDestroy() : s.end()));
+      });
+      await new Promise<void>((r) => dying.listen(0, `127.201.${third}.10`, r));
+      cleanup.push(() => new Promise((r) => dying.close(() => r())));
+      const dead: Backend = {
+        id: 'dying',
+        host: `127.201.${third}.10`,
+        port: (dying.address() as { port: number }).port,
+      } as Backend;
+      const [echo] = await backends(1, third);
+      const l = await listener(policy([dead, echo!]), { host: `127.201.${third}.1` });
+      for (let i = 0; i < 20; i++) {
+        // The client speaks first, at once: its line reaches the dying backend before the reset.
+        const sock = connect({ host: `127.201.${third}.1`, port: l.port });
+        sock.write(`line ${i}\n`);
+        const got = await new Promise<string>((ok, fail) => {
+          let buf = '';
+          setTimeout(() => fail(new Error(`no echo within 5 s, only ${JSON.stringify(buf)}`)), 5000).unref();
+          sock.on('error', fail);
+          sock.on('data', (d: Buffer) => {
+            buf += d.toString();
+            if (buf.split('\n').length > 2) ok(buf);
+          });
+        });
+        sock.destroy();
+        // web1's hello, then the echo of the very line the client sent.
+        assert.deepEqual(got.split('\n').slice(0, 2), [`web1 ${'127.0.0.1'}`, `line ${i}`]);
+      }
+      assert.ok(l.redispatched >= 1, `${l.redispatched} redispatched`);
+    });
+  }
+
   test('a flood beyond the per-client limit is reset while other clients are served', async () => {
     const bs = await backends(2, 12);
     const l = await listener(policy(bs, { maxFlowsPerClient: 20, maxFlows: 100 }), { host: '127.201.12.1' });
