@@ -91,7 +91,9 @@ export class InProcessSource implements ControlSource {
   async snapshot(): Promise<ControlSnapshot> {
     if (this.full || this.nowMs() - this.lastFullMs >= FULL_RESYNC_INTERVAL_MS) await this.readAll();
     else await this.readChanged();
-    return { services: [...this.services.values()], vms: [...this.vms.values()] };
+    // VNets are few and change rarely; read whole, so a driver that makes hosts knows each subnet's CIDR.
+    const vnets = await this.cloud.listVnets();
+    return { services: [...this.services.values()], vms: [...this.vms.values()], vnets };
   }
 
   private async readAll(): Promise<void> {
