@@ -6,6 +6,12 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import type { TestContext } from 'node:test';
+import type {
+  DesiredBackend,
+  DesiredDataPlane,
+  DesiredEndpoint,
+  DesiredVm,
+} from '../../src/dataplane/index.ts';
 
 /** Why this machine cannot run the netns tests, or undefined when it can (Linux, root, ip and nft). */
 export function netnsUnavailable(): string | undefined {
@@ -63,4 +69,90 @@ export function nftIn(ns: string, ruleset: string): void {
     input: ruleset,
     stdio: ['pipe', 'pipe', 'pipe'],
   });
+}
+
+// ---- a sample world for the driver tests ---------------------------------------------------------
+
+export interface SampleVm {
+  subscription: string;
+  service: string;
+  vm: string;
+  dip: string;
+}
+
+/** Two subscriptions: s1 with `web` (VIP .10, two VMs) and `app` (VIP .11, the R6 caller); s2 with `blog`. */
+export const SAMPLE_VMS: SampleVm[] = [
+  { subscription: 's1', service: 'web', vm: 'web1', dip: '10.1.0.4' },
+  { subscription: 's1', service: 'web', vm: 'web2', dip: '10.1.0.5' },
+  { subscription: 's1', service: 'app', vm: 'app1', dip: '10.1.0.6' },
+  { subscription: 's2', service: 'blog', vm: 'blog1', dip: '10.2.0.4' },
+];
+export const SAMPLE_VIPS: Record<string, string> = {
+  web: '198.18.0.10',
+  app: '198.18.0.11',
+  blog: '198.18.0.20',
+};
+const CIDRS: Record<string, string> = { s1: '10.1.0.0/24', s2: '10.2.0.0/24' };
+export const BACKEND_PORT = 8000;
+export const VIP_PORT = 80;
+
+/** The sample's desired state; `healthy(vm)` decides each backend's health (all healthy by default). */
+export function sampleDesired(
+  vms: SampleVm[] = SAMPLE_VMS,
+  healthy: (vm: string) => boolean = () => true,
+): DesiredDataPlane {
+  const endpoints: DesiredEndpoint[] = [];
+  for (const service of new Set(vms.map((v) => v.service))) {
+    const members = vms.filter((v) => v.service === service);
+    const backends: DesiredBackend[] = members.map((v) => ({
+      id: `${v.subscription}/${v.service}/${v.vm}`,
+      vm: v.vm,
+      dip: v.dip,
+      port: BACKEND_PORT,
+      healthy: healthy(v.vm),
+    }));
+    endpoints.push({
+      key: `tcp/${SAMPLE_VIPS[service]}:${VIP_PORT}`,
+      kind: 'vip',
+      subscription: members[0]!.subscription,
+      service,
+      name: 'http',
+      lbSet: null,
+      address: SAMPLE_VIPS[service]!,
+      protocol: 'tcp',
+      port: VIP_PORT,
+      distribution: 'fiveTuple',
+      idleMs: 240_000,
+      acl: [],
+      proxyProtocol: false,
+      backends,
+    });
+  }
+  const dvms: DesiredVm[] = vms.map((v) => ({
+    key: `${v.subscription}/${v.service}/${v.vm}`,
+    subscription: v.subscription,
+    service: v.service,
+    vm: v.vm,
+    vnet: `${v.subscription}/net`,
+    cidr: CIDRS[v.subscription]!,
+    dip: v.dip,
+  }));
+  const subs = [...new Set(vms.map((v) => v.subscription))];
+  return {
+    endpoints,
+    snat: vms.map((v) => ({ dip: v.dip, source: SAMPLE_VIPS[v.service]! })),
+    vms: dvms,
+    vnets: subs.map((s) => ({ key: `${s}/net`, subscription: s, name: 'net', subnets: [CIDRS[s]!] })),
+  };
+}
+
+/** Runs test/fixtures/netns-client.mjs in namespace `ns` with the given request lines; its answers. */
+export function clientIn(ns: string, lines: string[]): string[] {
+  const r = spawnSync('ip', ['netns', 'exec', ns, process.execPath, 'test/fixtures/netns-client.mjs'], {
+    input: lines.join('\n') + '\n',
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+  if (r.status !== 0) throw new Error(`client in ${ns} failed: ${r.stderr}`);
+  return r.stdout.trim().split('\n');
 }

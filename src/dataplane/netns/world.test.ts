@@ -30,22 +30,22 @@ describe('the netns world plan', () => {
   test('names: one prefix per state directory, device names within IFNAMSIZ', () => {
     assert.match(worldPrefix('/var/lib/vipdip'), /^vd[0-9a-z]{6}$/);
     assert.notEqual(worldPrefix('/a'), worldPrefix('/b'));
-    assert.ok(vmNamespace(P, 's1/web/web1').startsWith(`${P}-`));
-    assert.ok(vmNamespace(P, 's1/web/web1').endsWith('-web1'));
-    for (const n of [bridgeName('s1/net'), vethName('s1/web/web1')]) assert.ok(n.length <= 15, n);
+    assert.ok(vmNamespace(P, 'web/web1').startsWith(`${P}-`));
+    assert.ok(vmNamespace(P, 'web/web1').endsWith('-web1'));
+    for (const n of [bridgeName('s1/net'), vethName('web/web1')]) assert.ok(n.length <= 15, n);
   });
 
   test('from nothing: bridges with their gateways, a namespace and veth per VM, VIPs on lo', () => {
     const next = worldSpec(P, [vm('web1', '10.1.0.4')], vnets, ['198.18.0.10']);
     const plan = planWorld(EMPTY_WORLD, next);
     const br = bridgeName('s1/net');
-    assert.deepEqual(plan.addNamespaces, [vmNamespace(P, 's1/web/web1')]);
+    assert.deepEqual(plan.addNamespaces, [vmNamespace(P, 'web/web1')]);
     assert.ok(plan.world.includes(`link add ${br} type bridge`));
     assert.ok(plan.world.includes(`addr add 10.1.0.1/24 dev ${br}`));
     assert.ok(plan.world.includes(`addr add 10.2.0.1/16 dev ${bridgeName('s1/other')}`));
-    assert.ok(plan.world.includes(`link set ${vethName('s1/web/web1')} master ${br}`));
+    assert.ok(plan.world.includes(`link set ${vethName('web/web1')} master ${br}`));
     assert.ok(plan.world.includes('addr add 198.18.0.10/32 dev lo'));
-    assert.deepEqual(plan.vms.get(vmNamespace(P, 's1/web/web1')), [
+    assert.deepEqual(plan.vms.get(vmNamespace(P, 'web/web1')), [
       'link set lo up',
       'link set eth0 up',
       'addr add 10.1.0.4/24 dev eth0',
@@ -69,7 +69,7 @@ describe('the netns world plan', () => {
     const a = worldSpec(P, [vm('web1', '10.1.0.4')], vnets, []);
     const plan = planWorld(a, worldSpec(P, [vm('web1', '10.1.0.9')], vnets, []));
     assert.deepEqual(plan.readdressed, ['s1/web/web1']);
-    assert.deepEqual(plan.vms.get(vmNamespace(P, 's1/web/web1')), [
+    assert.deepEqual(plan.vms.get(vmNamespace(P, 'web/web1')), [
       'addr flush dev eth0',
       'addr add 10.1.0.9/24 dev eth0',
       'route replace default via 10.1.0.1',
@@ -80,14 +80,14 @@ describe('the netns world plan', () => {
   test('a VM moved to another VNet keeps its namespace and changes bridge and address', () => {
     const a = worldSpec(P, [vm('web1', '10.1.0.4')], vnets, []);
     const plan = planWorld(a, worldSpec(P, [vm('web1', '10.2.0.4', 's1/other', '10.2.0.0/16')], vnets, []));
-    assert.ok(plan.world.includes(`link set ${vethName('s1/web/web1')} master ${bridgeName('s1/other')}`));
+    assert.ok(plan.world.includes(`link set ${vethName('web/web1')} master ${bridgeName('s1/other')}`));
     assert.deepEqual(plan.readdressed, ['s1/web/web1']);
   });
 
   test('a VM gone: its veth, then its namespace; a VIP gone leaves lo', () => {
     const a = worldSpec(P, [vm('web1', '10.1.0.4'), vm('web2', '10.1.0.5')], vnets, ['198.18.0.10']);
     const plan = planWorld(a, worldSpec(P, [vm('web1', '10.1.0.4')], vnets, []));
-    assert.deepEqual(plan.deleteNamespaces, [vmNamespace(P, 's1/web/web2')]);
-    assert.deepEqual(plan.world, [`link del ${vethName('s1/web/web2')}`, 'addr del 198.18.0.10/32 dev lo']);
+    assert.deepEqual(plan.deleteNamespaces, [vmNamespace(P, 'web/web2')]);
+    assert.deepEqual(plan.world, [`link del ${vethName('web/web2')}`, 'addr del 198.18.0.10/32 dev lo']);
   });
 });

@@ -37,14 +37,17 @@ export const worldNames = (prefix: string): WorldNames => ({
   internet: `${prefix}-inet`,
 });
 
-/** A VM's namespace: the prefix and a hash of its key, with the VM's name for people reading `ip netns`. */
-export const vmNamespace = (prefix: string, vmKey: string): string =>
-  `${prefix}-${hash(vmKey, 7)}-${(vmKey.split('/')[2] ?? '').replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 40)}`;
+/**
+ * A VM's namespace: the prefix and a hash of `service/vm` (service names are unique in a cloud), with
+ * the VM's name for people reading `ip netns`.
+ */
+export const vmNamespace = (prefix: string, serviceVm: string): string =>
+  `${prefix}-${hash(serviceVm, 7)}-${(serviceVm.split('/')[1] ?? '').replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 40)}`;
 
 /** A VNet's bridge (inside the world; IFNAMSIZ allows 15 characters). */
 export const bridgeName = (vnetKey: string): string => `br${hash(vnetKey, 7)}`;
-/** The world's end of a VM's veth. */
-export const vethName = (vmKey: string): string => `v${hash(vmKey, 7)}`;
+/** The world's end of a VM's veth, from `service/vm`. */
+export const vethName = (serviceVm: string): string => `v${hash(serviceVm, 7)}`;
 
 export interface WorldVm {
   readonly key: string;
@@ -101,8 +104,8 @@ export function worldSpec(
     const g = gatewayOf(vm.cidr);
     out.set(vm.key, {
       key: vm.key,
-      ns: vmNamespace(prefix, vm.key),
-      veth: vethName(vm.key),
+      ns: vmNamespace(prefix, `${vm.service}/${vm.vm}`),
+      veth: vethName(`${vm.service}/${vm.vm}`),
       bridge: bridgeName(vm.vnet),
       address: `${vm.dip}/${g.prefix}`,
       gateway: g.gateway,
@@ -201,6 +204,8 @@ export function run(cmd: string, args: readonly string[], input?: string): Promi
         reject(new Error(`${cmd} ${args.slice(0, 4).join(' ')}: ${why}`));
       } else resolve(stdout);
     });
+    // A command that reads no input may exit before taking it: that is not an error of ours.
+    child.stdin?.on('error', () => {});
     child.stdin?.end(input ?? '');
   });
 }
