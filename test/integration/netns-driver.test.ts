@@ -138,6 +138,23 @@ test('the netns driver on the kernel', async (t) => {
     await driver.reconcile(sampleDesired());
   });
 
+  await t.test(
+    'with no healthy backend a VIP refuses new connections at once, as the local driver does',
+    async () => {
+      await driver.reconcile(sampleDesired(SAMPLE_VMS, (vm) => !vm.startsWith('web')));
+      assert.equal(
+        clientIn(driver.names.internet, [`${SAMPLE_VIPS.web} ${VIP_PORT}`])[0],
+        'error ECONNREFUSED',
+      );
+      assert.equal(
+        clientIn(driver.names.internet, [`${SAMPLE_VIPS.blog} ${VIP_PORT}`])[0],
+        `blog1 ${CLIENT}`,
+      );
+      await driver.reconcile(sampleDesired());
+      assert.match(clientIn(driver.names.internet, [`${SAMPLE_VIPS.web} ${VIP_PORT}`])[0]!, /^web[12] /);
+    },
+  );
+
   await t.test('a DIP change is a real address change of the VM', async () => {
     const moved = SAMPLE_VMS.map((v) => (v.vm === 'web2' ? { ...v, dip: '10.1.0.9' } : v));
     await driver.reconcile(sampleDesired(moved));
