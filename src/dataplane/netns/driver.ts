@@ -199,8 +199,14 @@ export class NetnsDriver implements DataPlaneDriver {
     return { command: 'ip', args: ['netns', 'exec', this.names.internet, ...argv] };
   }
 
-  private probe(cmd: WorkloadCommand, spec: ProbeSpec, deadlineMs: number): Promise<ProbeResult> {
-    if (this.closed) return Promise.resolve({ ok: false, detail: 'the driver is closed' });
+  private async probe(cmd: WorkloadCommand, spec: ProbeSpec, deadlineMs: number): Promise<ProbeResult> {
+    if (this.closed) return { ok: false, detail: 'the driver is closed' };
+    // Probes may start before the first reconcile: the world they run in comes first.
+    try {
+      await this.start();
+    } catch (e) {
+      return { ok: false, detail: `no world to probe from: ${(e as Error).message}` };
+    }
     if (this.helper === undefined || this.helper.dead) {
       this.helper = new ProbeHelper(['netns', 'exec', this.names.world, cmd.command, ...cmd.args]);
     }
@@ -233,6 +239,8 @@ class ProbeHelper {
       this.waiting.clear();
     });
     this.child.on('error', () => (this.dead = true));
+    // A helper that died leaves its pipe closed: the exit handler answers what was waiting.
+    this.child.stdin!.on('error', () => (this.dead = true));
     createInterface({ input: this.child.stdout! }).on('line', (line) => {
       try {
         const r = JSON.parse(line) as { id: number; ok: boolean; detail: string };

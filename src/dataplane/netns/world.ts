@@ -225,9 +225,25 @@ export async function namespacesWithPrefix(prefix: string): Promise<string[]> {
     .filter((n) => n.startsWith(`${prefix}-`));
 }
 
-/** Deletes every namespace of this prefix (a previous run's leftovers, or ours on close). */
+/**
+ * Deletes every namespace of this prefix (a previous run's leftovers, or ours on close). The
+ * processes inside them go first (SIGKILL): workloads and the prober of a run killed with -9 would
+ * otherwise keep an unnamed namespace alive.
+ */
 export async function removeWorld(prefix: string): Promise<number> {
   const names = await namespacesWithPrefix(prefix);
+  for (const n of names) {
+    const pids = await run('ip', ['netns', 'pids', n]).catch(() => '');
+    for (const pid of pids.split('\n').map(Number)) {
+      if (Number.isInteger(pid) && pid > 1 && pid !== process.pid) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone already
+        }
+      }
+    }
+  }
   await ipBatch(
     undefined,
     names.map((n) => `netns del ${n}`),
