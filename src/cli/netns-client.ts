@@ -23,21 +23,19 @@ export function registerNetnsClient(program: Command): void {
     )
     .argument('<command...>', 'the command and its arguments (after --)')
     .action((argv: string[], opts: { state: string }) => {
-      if (process.platform !== 'linux')
-        throw new CliError('vipdip client: the netns driver runs on Linux only');
-      if (process.getuid?.() !== 0)
-        throw new CliError('vipdip client: entering a network namespace needs root');
+      if (process.platform !== 'linux') throw new CliError('the netns driver runs on Linux only');
+      if (process.getuid?.() !== 0) throw new CliError('entering a network namespace needs root');
       const names = worldNames(worldPrefix(resolve(opts.state)));
       const list = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' });
-      if (list.error !== undefined) throw new CliError('vipdip client: ip (iproute2) is missing');
+      if (list.error !== undefined) throw new CliError('ip (iproute2) is missing');
       if (!list.stdout.split('\n').some((l) => l.split(' ')[0] === names.internet)) {
         throw new CliError(
-          `vipdip client: no netns world for state ${resolve(opts.state)}: is \`vipdip up --driver netns\` running on it?`,
+          `no netns world for state ${resolve(opts.state)}: is \`vipdip up --driver netns\` running on it?`,
         );
       }
-      if (argv.length === 0) throw new UsageError('vipdip client: give a command after --');
+      if (argv.length === 0) throw new UsageError('give a command after --');
       const r = spawnSync('ip', ['netns', 'exec', names.internet, ...argv], { stdio: 'inherit' });
-      if (r.error !== undefined) throw new CliError(`vipdip client: ${r.error.message}`);
+      if (r.error !== undefined) throw new CliError(r.error.message);
       process.exitCode = r.status ?? 1;
     });
 }
