@@ -158,6 +158,8 @@ test('the netns driver on the kernel', async (t) => {
   await t.test('a DIP change is a real address change of the VM', async () => {
     const moved = SAMPLE_VMS.map((v) => (v.vm === 'web2' ? { ...v, dip: '10.1.0.9' } : v));
     await driver.reconcile(sampleDesired(moved));
+    // Its slots hold its tag, not its address: one backend element changes, no slot.
+    assert.equal(driver.lastUpdate.elements, 2, 'the backend element of web and its R6 source entry');
     const addrs = spawnSync('ip', ['-n', ns('web', 'web2'), '-4', '-o', 'addr', 'show', 'dev', 'eth0'], {
       encoding: 'utf8',
     }).stdout;

@@ -88,14 +88,30 @@ describe('the netns ruleset', () => {
     assert.equal(renderRuleset(nftState(b)), renderRuleset(nftState(a)));
   });
 
-  test('each VIP slot holds the backend of the same slot of lb/ Maglev table', () => {
+  test('each VIP slot leads, through its backend tag, to the backend of the same slot of lb/ Maglev table', () => {
     const s = nftState(sampleInput(two, 65537));
     const slots = s.collections.get('slots_tcp_198_18_0_10_8080')!.elements;
+    const backends = s.collections.get('backends_tcp_198_18_0_10_8080')!.elements;
     const table = buildMaglevTable(['s1/web/vm1', 's1/web/vm2'], 65537);
     assert.equal(slots.size, 65537);
+    assert.equal(backends.size, 2);
     for (let i = 0; i < 65537; i += 97) {
-      assert.equal(slots.get(String(i)), table[i] === 0 ? '10.1.0.4 . 8000' : '10.1.0.5 . 8000');
+      assert.equal(
+        backends.get(slots.get(String(i))!),
+        table[i] === 0 ? '10.1.0.4 . 8000' : '10.1.0.5 . 8000',
+      );
     }
+  });
+
+  test('a DIP change rewrites one backend element per map that uses it, and no slot', () => {
+    const M = 65537;
+    const u = renderUpdate(
+      nftState(sampleInput(two, M)),
+      nftState(sampleInput([backend('vm1', '10.1.0.4'), backend('vm2', '10.1.0.9')], M)),
+    );
+    assert.equal(u.elementsWritten, 2);
+    assert.doesNotMatch(u.script, /slots_/);
+    assert.match(u.script, /backends_tcp_198_18_0_10_8080 \{ 0x[0-9a-f]{8} : 10\.1\.0\.9 \. 8000 \}/);
   });
 
   test('an unchanged state needs no update at all', () => {

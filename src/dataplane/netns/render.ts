@@ -7,11 +7,14 @@
  *
  * The constructs, and why (docs/designs/2026-12-04-netns-driver.md says more):
  *
- * * VIP DNAT: `meta mark set jhash FIELDS mod M seed S dnat ip to meta mark map @slots_X`. The hash
- *   and its reduction are lb/'s flowHash/flowSlot (the kernel's jhash, reciprocal_scale), and the map
- *   holds lb/'s Maglev table slot by slot, so this driver and `local` send a flow to the same DIP.
- *   A map lookup that misses (no healthy backend: an empty map) leaves the packet to the world's own
- *   VIP address, which refuses it, as `local` does. ILPIP ports lead to one DIP: a plain `dnat`.
+ * * VIP DNAT: `meta mark set jhash FIELDS mod M seed S map @slots_X dnat ip to meta mark map
+ *   @backends_X`. The hash and its reduction are lb/'s flowHash/flowSlot (the kernel's jhash,
+ *   reciprocal_scale), and `slots_X` holds lb/'s Maglev table slot by slot, so this driver and
+ *   `local` send a flow to the same DIP. A slot holds a backend's *tag* (a hash of its stable id),
+ *   not its address: `backends_X` maps tags to `DIP . port`, so a DIP change rewrites one element,
+ *   and a health or membership change only the slots Maglev moved. A lookup that misses (no healthy
+ *   backend: empty maps) leaves the packet to the world's own VIP address, which refuses it, as
+ *   `local` does. ILPIP ports lead to one DIP: a plain `dnat`.
  * * ACLs: a filter chain at priority -150 (before DNAT at -100) jumps per endpoint to a chain of its
  *   rules in `order`; the first matching subnet decides, and an allow-list ends with `drop`.
  * * R6: in postrouting, a flow that was DNATed (to a VIP) or leaves for the internet takes the
@@ -21,7 +24,7 @@
  *   bridge to the internet.
  */
 import { parseIpv4 } from '../../core/index.ts';
-import { FLOW_HASH_SEED, NFT_FLOW_FIELDS, buildMaglevTable } from '../../lb/index.ts';
+import { FLOW_HASH_SEED, NFT_FLOW_FIELDS, buildMaglevTable, murmur3Text } from '../../lb/index.ts';
 import type { DesiredEndpoint, SourceNat } from '../driver.ts';
 
 export const NFT_TABLE = 'vipdip';
@@ -50,8 +53,9 @@ export interface NftChain {
 }
 
 export interface NftCollection {
-  /** `map`: `type mark : ipv4_addr . inet_service;` and so on; `set` for sets. */
+  /** `map` or `set`. */
   readonly kind: 'map' | 'set';
+  /** `mark : ipv4_addr . inet_service`, or a whole `typeof …` declaration. */
   readonly type: string;
   /** Key → value text (`''` for a set's elements). */
   readonly elements: ReadonlyMap<string, string>;
@@ -75,17 +79,48 @@ export function flowHashExpr(
   return `jhash ${fields} mod ${tableSize} seed 0x${FLOW_HASH_SEED.toString(16)}`;
 }
 
-/** Slot → `DIP . port` for an endpoint's healthy backends, lb/'s Maglev table written out. */
+/**
+ * Each healthy backend's tag, the 32-bit mark its slots hold: a hash of its stable id, so the tag
+ * survives DIP changes and other backends coming and going. Tags are made distinct within an
+ * endpoint (the next free value, in id order) in the rare case two ids hash alike.
+ */
+export function backendTags(ep: DesiredEndpoint): Map<string, number> {
+  const tags = new Map<string, number>();
+  const used = new Set<number>();
+  for (const id of ep.backends
+    .filter((b) => b.healthy)
+    .map((b) => b.id)
+    .sort()) {
+    let tag = murmur3Text(id);
+    while (used.has(tag)) tag = (tag + 1) >>> 0;
+    used.add(tag);
+    tags.set(id, tag);
+  }
+  return tags;
+}
+
+const markText = (tag: number) => `0x${tag.toString(16).padStart(8, '0')}`;
+
+/** Slot → backend tag: lb/'s Maglev table over the healthy backends, written out. */
 export function slotElements(ep: DesiredEndpoint, tableSize: number): Map<string, string> {
   const healthy = ep.backends.filter((b) => b.healthy);
   const out = new Map<string, string>();
   if (healthy.length === 0) return out;
+  const tags = backendTags(ep);
   const table = buildMaglevTable(
     healthy.map((b) => b.id),
     tableSize,
   );
-  const values = healthy.map((b) => `${b.dip} . ${b.port}`);
+  const values = healthy.map((b) => markText(tags.get(b.id)!));
   for (let s = 0; s < table.length; s++) out.set(String(s), values[table[s]!]!);
+  return out;
+}
+
+/** Backend tag → `DIP . port`, for the healthy backends. */
+export function backendElements(ep: DesiredEndpoint): Map<string, string> {
+  const tags = backendTags(ep);
+  const out = new Map<string, string>();
+  for (const b of ep.backends) if (b.healthy) out.set(markText(tags.get(b.id)!), `${b.dip} . ${b.port}`);
   return out;
 }
 
@@ -117,13 +152,19 @@ export function nftState(input: NftInput): NftState {
       if (b !== undefined) dnat.push(`${match} dnat ip to ${b.dip}:${b.port}`);
       continue;
     }
+    // nft names no datatype for a hash's integer result: `typeof` borrows numgen's.
     collections.set(`slots_${id}`, {
       kind: 'map',
-      type: 'mark : ipv4_addr . inet_service',
+      type: 'typeof numgen inc mod 2 : meta mark',
       elements: slotElements(ep, input.tableSize),
     });
+    collections.set(`backends_${id}`, {
+      kind: 'map',
+      type: 'mark : ipv4_addr . inet_service',
+      elements: backendElements(ep),
+    });
     dnat.push(
-      `${match} meta mark set ${flowHashExpr(ep, input.tableSize)} dnat ip to meta mark map @slots_${id}`,
+      `${match} meta mark set ${flowHashExpr(ep, input.tableSize)} map @slots_${id} dnat ip to meta mark map @backends_${id}`,
     );
   }
 
@@ -164,6 +205,9 @@ export function nftState(input: NftInput): NftState {
   return { chains, collections };
 }
 
+/** `type mark : …`, or `typeof …` as given. */
+const typeDecl = (type: string) => (type.startsWith('typeof ') ? type : `type ${type}`);
+
 const elementText = (c: NftCollection, keys: Iterable<string>): string =>
   [...keys].map((k) => (c.kind === 'set' ? k : `${k} : ${c.elements.get(k)!}`)).join(', ');
 
@@ -183,7 +227,7 @@ export function renderRuleset(s: NftState): string {
   const out = [`table ip ${NFT_TABLE} {}`, `delete table ip ${NFT_TABLE}`, `table ip ${NFT_TABLE} {`];
   for (const [name, c] of [...s.collections].sort((a, b) => compare(a[0], b[0]))) {
     const elements = c.elements.size > 0 ? ` elements = { ${elementText(c, c.elements.keys())} }` : '';
-    out.push(`  ${c.kind} ${name} { type ${c.type};${elements} }`);
+    out.push(`  ${c.kind} ${name} { ${typeDecl(c.type)};${elements} }`);
   }
   for (const name of chainOrder(s)) {
     const c = s.chains.get(name)!;
@@ -220,7 +264,7 @@ export function renderUpdate(prev: NftState | undefined, next: NftState): NftUpd
     const old = prev.collections.get(name);
     // A collection's name fixes its kind and type (slots_…, src_by_dip, fwd_paths), so an old one is only diffed.
     if (old === undefined) {
-      out.push(`add ${c.kind} ${t} ${name} { type ${c.type}; }`);
+      out.push(`add ${c.kind} ${t} ${name} { ${typeDecl(c.type)}; }`);
       if (c.elements.size > 0) out.push(`add element ${t} ${name} { ${elementText(c, c.elements.keys())} }`);
       written += c.elements.size;
       continue;
