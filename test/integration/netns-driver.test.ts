@@ -139,6 +139,43 @@ test('the netns driver on the kernel', async (t) => {
   });
 
   await t.test(
+    'an open flow stays on its backend when a reconcile takes that backend out (conntrack)',
+    async () => {
+      const hold = spawn(
+        'ip',
+        [
+          'netns',
+          'exec',
+          driver.names.internet,
+          process.execPath,
+          'test/fixtures/netns-hold.mjs',
+          SAMPLE_VIPS.web!,
+          String(VIP_PORT),
+        ],
+        { stdio: ['pipe', 'pipe', 'inherit'] },
+      );
+      t.after(() => {
+        if (hold.exitCode === null) hold.kill('SIGKILL');
+      });
+      const lines = createInterface({ input: hold.stdout })[Symbol.asyncIterator]();
+      const next = async () => String((await lines.next()).value);
+      const first = await next();
+      const vm = first.split(' ')[0]!;
+      assert.match(vm, /^web[12]$/);
+      await driver.reconcile(sampleDesired(SAMPLE_VMS, (v) => v !== vm));
+      hold.stdin.write('still here\n');
+      assert.equal(await next(), 'still here');
+      const fresh = clientIn(
+        driver.names.internet,
+        Array.from({ length: 10 }, (_, i) => `${SAMPLE_VIPS.web} ${VIP_PORT} ${41001 + i * 7}`),
+      );
+      for (const a of fresh) assert.notEqual(a.split(' ')[0], vm);
+      hold.stdin.end();
+      await driver.reconcile(sampleDesired());
+    },
+  );
+
+  await t.test(
     'with no healthy backend a VIP refuses new connections at once, as the local driver does',
     async () => {
       await driver.reconcile(sampleDesired(SAMPLE_VMS, (vm) => !vm.startsWith('web')));
