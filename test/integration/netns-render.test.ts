@@ -7,7 +7,13 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { test } from 'node:test';
 import type { DesiredBackend, DesiredEndpoint } from '../../src/dataplane/index.ts';
-import { nftState, renderRuleset, renderUpdate, type NftInput } from '../../src/dataplane/netns/render.ts';
+import {
+  nftState,
+  renderRuleset,
+  renderUpdate,
+  type NftInput,
+  type NftState,
+} from '../../src/dataplane/netns/render.ts';
 import { makeNamespace, nftIn, requireNetns, testPrefix } from '../support/netns.ts';
 
 const M = 65537;
@@ -95,7 +101,7 @@ test('incremental updates leave exactly the ruleset a full load of the last stat
       ],
     ),
     input([vip('198.18.0.11', 443, [b('d', '10.2.0.9'), b('e', '10.2.0.5')])], [['10.2.0.9', '198.18.0.11']]),
-  ].map(nftState);
+  ].reduce<NftState[]>((acc, x) => [...acc, nftState(x, acc.at(-1))], []);
   nftIn(a, renderRuleset(states[0]!));
   for (let i = 1; i < states.length; i++) {
     const u = renderUpdate(states[i - 1], states[i]!);

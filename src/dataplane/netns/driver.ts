@@ -129,13 +129,16 @@ export class NetnsDriver implements DataPlaneDriver {
       await this.rebuild();
       return result;
     }
-    const nft = nftState({
-      endpoints: desired.endpoints,
-      snat: desired.snat,
-      vnets: [...next.vnets.values()].map((v) => ({ subscription: v.subscription, bridge: v.bridge })),
-      internetIf: INTERNET_IF,
-      tableSize: this.limits.tableSize,
-    });
+    const nft = nftState(
+      {
+        endpoints: desired.endpoints,
+        snat: desired.snat,
+        vnets: [...next.vnets.values()].map((v) => ({ subscription: v.subscription, bridge: v.bridge })),
+        internetIf: INTERNET_IF,
+        tableSize: this.limits.tableSize,
+      },
+      this.nft,
+    );
     const update = renderUpdate(this.nft, nft);
     const t0 = performance.now();
     try {

@@ -114,6 +114,22 @@ describe('the netns ruleset', () => {
     assert.match(u.script, /backends_tcp_198_18_0_10_8080 \{ 0x[0-9a-f]{8} : 10\.1\.0\.9 \. 8000 \}/);
   });
 
+  test('given the previous state, an unchanged slot map is reused as is, and the result renders the same', () => {
+    const M = 65537;
+    const prev = nftState(sampleInput(two, M));
+    const moved = sampleInput([backend('vm1', '10.1.0.4'), backend('vm2', '10.1.0.9')], M);
+    const reused = nftState(moved, prev);
+    const name = 'slots_tcp_198_18_0_10_8080';
+    assert.equal(reused.collections.get(name)!.elements, prev.collections.get(name)!.elements);
+    assert.equal(renderRuleset(reused), renderRuleset(nftState(moved)));
+    const failed = nftState(sampleInput([backend('vm1', '10.1.0.4')], M), prev);
+    assert.notEqual(failed.collections.get(name)!.elements, prev.collections.get(name)!.elements);
+    assert.equal(
+      renderRuleset(failed),
+      renderRuleset(nftState(sampleInput([backend('vm1', '10.1.0.4')], M))),
+    );
+  });
+
   test('an unchanged state needs no update at all', () => {
     const u = renderUpdate(nftState(sampleInput(two, 65537)), nftState(sampleInput(two, 65537)));
     assert.equal(u.script, '');

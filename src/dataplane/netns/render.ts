@@ -59,6 +59,11 @@ export interface NftCollection {
   readonly type: string;
   /** Key → value text (`''` for a set's elements). */
   readonly elements: ReadonlyMap<string, string>;
+  /**
+   * What the elements were computed from, when that is cheaper to compare than they are (a slot
+   * map's healthy backend ids): an equal `source` in the previous state lets its elements be reused.
+   */
+  readonly source?: string;
 }
 
 /** The desired ruleset of the world as data: what both the full text and the diff are made from. */
@@ -127,8 +132,12 @@ export function backendElements(ep: DesiredEndpoint): Map<string, string> {
 const byOrder = <T extends { order: number }>(a: T, b: T) => a.order - b.order;
 const compare = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
-/** Desired state → the world's ruleset as data. Pure; the same input gives the same output. */
-export function nftState(input: NftInput): NftState {
+/**
+ * Desired state → the world's ruleset as data. Pure; the same input gives the same output. Given the
+ * previous state, a slot map whose healthy backends did not change is taken over as it is (the same
+ * object), so a DIP or ACL change costs neither a Maglev table nor a 65,537-element diff.
+ */
+export function nftState(input: NftInput, prev?: NftState): NftState {
   const chains = new Map<string, NftChain>();
   const collections = new Map<string, NftCollection>();
   const acl: string[] = [];
@@ -153,10 +162,17 @@ export function nftState(input: NftInput): NftState {
       continue;
     }
     // nft names no datatype for a hash's integer result: `typeof` borrows numgen's.
+    const source = `${input.tableSize}|${ep.backends
+      .filter((b) => b.healthy)
+      .map((b) => b.id)
+      .sort()
+      .join(',')}`;
+    const before = prev?.collections.get(`slots_${id}`);
     collections.set(`slots_${id}`, {
       kind: 'map',
       type: 'typeof numgen inc mod 2 : meta mark',
-      elements: slotElements(ep, input.tableSize),
+      elements: before?.source === source ? before.elements : slotElements(ep, input.tableSize),
+      source,
     });
     collections.set(`backends_${id}`, {
       kind: 'map',
@@ -263,6 +279,7 @@ export function renderUpdate(prev: NftState | undefined, next: NftState): NftUpd
   for (const [name, c] of next.collections) {
     const old = prev.collections.get(name);
     // A collection's name fixes its kind and type (slots_…, src_by_dip, fwd_paths), so an old one is only diffed.
+    if (old !== undefined && old.elements === c.elements) continue;
     if (old === undefined) {
       out.push(`add ${c.kind} ${t} ${name} { ${typeDecl(c.type)}; }`);
       if (c.elements.size > 0) out.push(`add element ${t} ${name} { ${elementText(c, c.elements.keys())} }`);
