@@ -13,7 +13,7 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { NetnsDriver, type DesiredDataPlane } from '../src/dataplane/index.ts';
@@ -205,6 +205,7 @@ export async function run(args: string[]): Promise<void> {
       }
     }
     const med = (p: Path, m: Metric) => median(samples[p][m]);
+    const loadAfterRounds = loadavg()[0]!;
 
     // DIP change → ruleset in force: the spare VM's DIP moves back and forth; each reconcile moves
     // its address in its namespace and rewrites the slots of the two-backend map that changed.
@@ -235,7 +236,8 @@ export async function run(args: string[]): Promise<void> {
     const body =
       `Measured ${new Date().toISOString().slice(0, 10)} on ${m.cpus} × ${m.cpu}, Node ${process.versions.node}; everything inside the netns driver's world: clients (wrk 1 thread ${o.connections} connections, iperf3) in the internet namespace, backends in their VM namespaces, HAProxy (\`mode tcp\`) in the world. Medians of ${o.rounds} interleaved rounds of ${o.seconds} s. The direct path is routed by the world too (the benchmark adds the internet → bridge path), so the three differ only by what is on the path: nothing, nftables DNAT (jhash into a 65,537-slot Maglev map), or HAProxy.\n\n` +
       `${table}\n\n` +
-      `DIP change to new ruleset in force (one reconcile: the VM's address moved in its namespace and the moved slots of a two-backend 65,537-slot map rewritten in one \`nft -f\`), ${o.changes} changes: p50 **${pct(times, 0.5).toFixed(1)} ms**, p99 **${pct(times, 0.99).toFixed(1)} ms**, max ${Math.max(...times).toFixed(1)} ms; slots rewritten per change: median ${median(slots)} (target p99 ≤ 50 ms).\n\n` +
+      `Load average (1 min) at the end of the rounds: ${loadAfterRounds.toFixed(1)} on ${m.cpus} cores, shared with other work: the paths' figures move by tens of per cent from round to round (the raw rounds are in bench/results/dataplane-netns.json), so a ratio above 1 against direct is noise, not a gain.\n\n` +
+      `DIP change to new ruleset in force (one \`reconcile\`, from the call to its return: the VM's address moved in its namespace, and in one \`nft -f\` the backend's element of a two-backend endpoint rewritten; its 65,537 slots hold the backend's tag and do not move), ${o.changes} changes: p50 **${pct(times, 0.5).toFixed(1)} ms**, p99 **${pct(times, 0.99).toFixed(1)} ms**, max ${Math.max(...times).toFixed(1)} ms; map elements written per change: median ${median(slots)} (target p99 ≤ 50 ms).\n\n` +
       '`npm run bench -- dataplane-netns` (root).';
     console.log(body);
     await saveJson('dataplane-netns', 'latest', { samples, times, slots, options: o });
