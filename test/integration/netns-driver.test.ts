@@ -176,6 +176,30 @@ test('the netns driver on the kernel', async (t) => {
   );
 
   await t.test(
+    'an allow-list ACL is enforced before DNAT: others are refused at once, the listed subnet gets through',
+    async () => {
+      const base = sampleDesired();
+      const acl = [{ order: 1, action: 'permit' as const, remoteSubnet: '10.1.0.0/24' }];
+      await driver.reconcile({
+        ...base,
+        endpoints: base.endpoints.map((e) => (e.service === 'web' ? { ...e, acl } : e)),
+      });
+      // A reset answering the SYN: refused at once (local accepts, then resets), never a timeout.
+      assert.equal(
+        clientIn(driver.names.internet, [`${SAMPLE_VIPS.web} ${VIP_PORT}`])[0],
+        'error ECONNREFUSED',
+      );
+      assert.match(clientIn(ns('app', 'app1'), [`${SAMPLE_VIPS.web} ${VIP_PORT}`])[0]!, /^web[12] /);
+      assert.equal(
+        clientIn(driver.names.internet, [`${SAMPLE_VIPS.blog} ${VIP_PORT}`])[0],
+        `blog1 ${CLIENT}`,
+      );
+      await driver.reconcile(base);
+      assert.match(clientIn(driver.names.internet, [`${SAMPLE_VIPS.web} ${VIP_PORT}`])[0]!, /^web[12] /);
+    },
+  );
+
+  await t.test(
     'with no healthy backend a VIP refuses new connections at once, as the local driver does',
     async () => {
       await driver.reconcile(sampleDesired(SAMPLE_VMS, (vm) => !vm.startsWith('web')));

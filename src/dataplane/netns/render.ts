@@ -16,7 +16,8 @@
  *   backend: empty maps) leaves the packet to the world's own VIP address, which refuses it, as
  *   `local` does. ILPIP ports lead to one DIP: a plain `dnat`.
  * * ACLs: a filter chain at priority -150 (before DNAT at -100) jumps per endpoint to a chain of its
- *   rules in `order`; the first matching subnet decides, and an allow-list ends with `drop`.
+ *   rules in `order`; the first matching subnet decides, and an allow-list ends with a denial (a
+ *   TCP reset, as `local` gives, or a drop for UDP).
  * * R6: in postrouting, a flow that was DNATed (to a VIP) or leaves for the internet takes the
  *   caller's VIP or ILPIP as source, from the `snat` map keyed by DIP.
  * * Isolation: the forward chain drops by default; it passes replies, DNATed flows (VIPs are the
@@ -148,11 +149,13 @@ export function nftState(input: NftInput, prev?: NftState): NftState {
     const id = nftIdent(ep.key);
     const match = `ip daddr ${ep.address} ${ep.protocol} dport ${ep.port}`;
     if (ep.acl.length > 0) {
+      // A denied TCP client gets a reset, as from the local driver; a UDP datagram is dropped.
+      const deny = ep.protocol === 'tcp' ? 'reject with tcp reset' : 'drop';
       const rules = [...ep.acl]
         .sort(byOrder)
-        .map((r) => `ip saddr ${r.remoteSubnet} ${r.action === 'permit' ? 'accept' : 'drop'}`);
+        .map((r) => `ip saddr ${r.remoteSubnet} ${r.action === 'permit' ? 'accept' : deny}`);
       // An allow-list denies whoever it does not name; a deny-list lets them through.
-      if (ep.acl.some((r) => r.action === 'permit')) rules.push('drop');
+      if (ep.acl.some((r) => r.action === 'permit')) rules.push(deny);
       chains.set(`acl_${id}`, { hook: null, rules });
       acl.push(`${match} jump acl_${id}`);
     }
