@@ -94,6 +94,32 @@ test('the netns driver on the kernel', async (t) => {
     assert.equal(byVm.size, 2, 'both backends take flows');
   });
 
+  await t.test('a UDP VIP carries datagrams both ways, to the backend the local picker chooses', async () => {
+    const base = sampleDesired();
+    const web = base.endpoints.find((e) => e.service === 'web')!;
+    const udp = {
+      ...web,
+      key: `udp/${web.address}:53`,
+      protocol: 'udp' as const,
+      port: 53,
+      distribution: 'sourceIP' as const,
+    };
+    await driver.reconcile({ ...base, endpoints: [...base.endpoints, udp] });
+    const picker = PickerSnapshot.build({
+      mode: 'sourceIP',
+      backends: web.backends.map((b) => ({
+        id: b.id,
+        address: parseIpv4(b.dip),
+        port: b.port,
+        healthy: true,
+      })),
+    });
+    const want = picker.pickTuple(parseIpv4(CLIENT), 0, parseIpv4(web.address), 53, 17)!.id.split('/')[2];
+    const answers = clientIn(driver.names.internet, ['udp 198.18.0.10 53', 'udp 198.18.0.10 53']);
+    assert.deepEqual(answers, [`${want} ${CLIENT}`, `${want} ${CLIENT}`]);
+    await driver.reconcile(base);
+  });
+
   await t.test('R6: a VM calling another service VIP is seen with its own service VIP as source', () => {
     const answers = clientIn(ns('app', 'app1'), [
       `${SAMPLE_VIPS.web} ${VIP_PORT}`,
