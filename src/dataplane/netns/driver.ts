@@ -27,6 +27,7 @@ import {
   execWorld,
   planWorld,
   removeWorld,
+  routableVnets,
   run,
   vmNamespace,
   worldNames,
@@ -114,10 +115,12 @@ export class NetnsDriver implements DataPlaneDriver {
       else result.opened++;
     for (const k of before) if (!after.has(k)) result.closed++;
 
+    const routable = routableVnets(desired.vms ?? [], desired.vnets ?? []);
+    result.failed.push(...routable.refused);
     const next = worldSpec(
       this.opts.prefix,
-      desired.vms ?? [],
-      desired.vnets ?? [],
+      routable.vms,
+      routable.vnets,
       desired.endpoints.map((e) => e.address),
     );
     try {

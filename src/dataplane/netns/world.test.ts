@@ -3,6 +3,7 @@ import { describe, test } from 'node:test';
 import type { DesiredVm } from '../driver.ts';
 import {
   EMPTY_WORLD,
+  routableVnets,
   bridgeName,
   planWorld,
   vethName,
@@ -89,5 +90,30 @@ describe('the netns world plan', () => {
     const plan = planWorld(a, worldSpec(P, [vm('web1', '10.1.0.4')], vnets, []));
     assert.deepEqual(plan.deleteNamespaces, [vmNamespace(P, 'web/web2')]);
     assert.deepEqual(plan.world, [`link del ${vethName('web/web2')}`, 'addr del 198.18.0.10/32 dev lo']);
+  });
+
+  test('a VNet overlapping an earlier one (or the internet link) is left out with its VMs, and said why', () => {
+    const r = routableVnets(
+      [vm('web1', '10.1.0.4'), { ...vm('x1', '10.1.0.4', 's2/net'), subscription: 's2', service: 'x' }],
+      [
+        { key: 's2/net', subscription: 's2', name: 'net', subnets: ['10.1.0.0/25'] },
+        { key: 's1/net', subscription: 's1', name: 'net', subnets: ['10.1.0.0/24'] },
+        { key: 's3/net', subscription: 's3', name: 'net', subnets: ['198.18.255.0/24'] },
+      ],
+    );
+    assert.deepEqual(
+      r.vnets.map((v) => v.key),
+      ['s1/net'],
+    );
+    assert.deepEqual(
+      r.vms.map((v) => v.key),
+      ['s1/web/web1'],
+    );
+    assert.deepEqual(
+      r.refused.map((x) => x.key),
+      ['vnet/s2/net', 'vnet/s3/net'],
+    );
+    assert.match(r.refused[0]!.error, /overlaps 10\.1\.0\.0\/24 of s1\/net/);
+    assert.match(r.refused[1]!.error, /the internet link/);
   });
 });

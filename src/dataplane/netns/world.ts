@@ -10,7 +10,7 @@
  * The plan (what to create, change, delete) is pure and tested; `execWorld` runs it with `ip`.
  */
 import { execFile } from 'node:child_process';
-import { formatIpv4, ipv4, parseCidr } from '../../core/index.ts';
+import { cidrsOverlap, formatIpv4, ipv4, parseCidr } from '../../core/index.ts';
 import { murmur3Text } from '../../lb/index.ts';
 import type { DesiredVm, DesiredVnet } from '../driver.ts';
 
@@ -73,6 +73,38 @@ export interface WorldSpec {
   readonly vms: ReadonlyMap<string, WorldVm>;
   /** VIPs and ILPIPs, held as /32s on the world's `lo`. */
   readonly publicAddresses: ReadonlySet<string>;
+}
+
+/**
+ * The VNets the one routing table of the world can hold: a VNet whose subnet overlaps one of a VNet
+ * taken before it (in key order), or the internet link, is left out with the reason, and so are its
+ * VMs. Overlapping address spaces of two subscriptions would need a routing table each (VRFs).
+ */
+export function routableVnets(
+  vms: readonly DesiredVm[],
+  vnets: readonly DesiredVnet[],
+): { vms: DesiredVm[]; vnets: DesiredVnet[]; refused: { key: string; error: string }[] } {
+  const taken: { cidr: string; vnet: string }[] = [{ cidr: '198.18.255.0/30', vnet: 'the internet link' }];
+  const ok: DesiredVnet[] = [];
+  const refused: { key: string; error: string }[] = [];
+  for (const v of [...vnets].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))) {
+    const clash = v.subnets
+      .flatMap((c) =>
+        taken.filter((t) => cidrsOverlap(parseCidr(c), parseCidr(t.cidr))).map((t) => [c, t] as const),
+      )
+      .at(0);
+    if (clash !== undefined) {
+      refused.push({
+        key: `vnet/${v.key}`,
+        error: `virtual network ${v.key}: subnet ${clash[0]} overlaps ${clash[1].cidr} of ${clash[1].vnet}; the netns world has one routing table, so its VMs are left out`,
+      });
+      continue;
+    }
+    ok.push(v);
+    for (const c of v.subnets) taken.push({ cidr: c, vnet: v.key });
+  }
+  const keep = new Set(ok.map((v) => v.key));
+  return { vms: vms.filter((vm) => keep.has(vm.vnet)), vnets: ok, refused };
 }
 
 const gatewayOf = (cidr: string) => {
