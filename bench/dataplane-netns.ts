@@ -8,6 +8,7 @@
  * the moved Maglev slots are rewritten), over many changes.
  *
  *   npm run bench -- dataplane-netns [--rounds N] [--seconds S] [--connections C] [--changes N]
+ *   npm run bench -- dataplane-netns --sizes 16,256,1000   (only the build time of worlds of N VMs)
  *
  * Every namespace it makes carries the prefix `vdbench…` and is removed at the end, also on failure.
  */
@@ -79,10 +80,14 @@ function desired(extraDip = '10.1.0.6'): DesiredDataPlane {
 }
 
 function parseArgs(args: string[]) {
-  const o = { rounds: 3, seconds: 5, connections: 50, changes: 100 };
+  const o = { rounds: 3, seconds: 5, connections: 50, changes: 100, sizes: [] as number[] };
   for (let i = 0; i < args.length; i += 2) {
     const v = Number(args[i + 1]);
-    if (args[i] === '--rounds') o.rounds = v;
+    if (args[i] === '--sizes')
+      o.sizes = String(args[i + 1])
+        .split(',')
+        .map(Number);
+    else if (args[i] === '--rounds') o.rounds = v;
     else if (args[i] === '--seconds') o.seconds = v;
     else if (args[i] === '--connections') o.connections = v;
     else if (args[i] === '--changes') o.changes = v;
@@ -132,10 +137,82 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const pct = (xs: number[], p: number) =>
   [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
 
+/**
+ * The cost that grows with the cloud: a world of N VMs (one VNet, ten VIPs over them, a 65,537-slot
+ * map each) built by one first reconcile, and torn down. Namespaces and veths only: no workload runs.
+ */
+async function sizes(ns: number[]): Promise<void> {
+  const rows: string[] = [];
+  const raw: unknown[] = [];
+  for (const n of ns) {
+    const prefix = `vdbs${n}x${process.pid.toString(36)}`;
+    const d = new NetnsDriver({ prefix });
+    const vms = Array.from({ length: n }, (_, i) => ({
+      key: `s/svc${i % 10}/vm${i}`,
+      subscription: 's',
+      service: `svc${i % 10}`,
+      vm: `vm${i}`,
+      vnet: 's/net',
+      cidr: '10.8.0.0/16',
+      dip: `10.8.${(i + 4) >> 8}.${(i + 4) & 255}`,
+    }));
+    const state: DesiredDataPlane = {
+      endpoints: Array.from({ length: 10 }, (_, s) => ({
+        key: `tcp/198.18.0.${s + 10}:80`,
+        kind: 'vip' as const,
+        subscription: 's',
+        service: `svc${s}`,
+        name: 'http',
+        lbSet: null,
+        address: `198.18.0.${s + 10}`,
+        protocol: 'tcp' as const,
+        port: 80,
+        distribution: 'fiveTuple' as const,
+        idleMs: 60_000,
+        acl: [],
+        proxyProtocol: false,
+        backends: vms
+          .filter((v) => v.service === `svc${s}`)
+          .map((v) => ({ id: v.key, vm: v.vm, dip: v.dip, port: 8000, healthy: true })),
+      })),
+      snat: vms.map((v) => ({ dip: v.dip, source: `198.18.0.${Number(v.service.slice(3)) + 10}` })),
+      vms,
+      vnets: [{ key: 's/net', subscription: 's', name: 'net', subnets: ['10.8.0.0/16'] }],
+    };
+    try {
+      const t0 = performance.now();
+      const r = await d.reconcile(state);
+      const buildMs = performance.now() - t0;
+      if (r.failed.length > 0) throw new Error(JSON.stringify(r.failed.slice(0, 3)));
+      const t1 = performance.now();
+      await d.close();
+      const closeMs = performance.now() - t1;
+      rows.push(`| ${n} | ${(buildMs / 1000).toFixed(1)} s | ${(closeMs / 1000).toFixed(1)} s |`);
+      raw.push({ vms: n, buildMs, closeMs });
+      console.error(`  ${n} VMs: built in ${buildMs.toFixed(0)} ms, removed in ${closeMs.toFixed(0)} ms`);
+    } finally {
+      await d.close();
+      await removeWorld(prefix);
+    }
+  }
+  const body =
+    `Measured ${new Date().toISOString().slice(0, 10)}, load average ${loadavg()[0]!.toFixed(1)} on the shared 2-core machine: one first \`reconcile\` of a world of N VMs in one VNet behind ten VIPs (namespaces, veths, addresses, and a ruleset with ten 65,537-slot maps), no workloads; then \`close\`.\n\n` +
+    `| VMs | build | teardown |\n| ---: | ---: | ---: |\n${rows.join('\n')}\n\n` +
+    'Most of the growth is one `ip -n NAMESPACE -batch` process per VM (four at a time) for its own side of the veth; the fixed part is the ten slot maps. The issue asks for every VIP answering within 10 s of an apply of 1,000 VMs: not met, even before workloads start.\n\n`npm run bench -- dataplane-netns --sizes 16,256,1000` (root).';
+  console.log(body);
+  await saveJson('dataplane-netns', 'sizes', raw);
+  await saveSection(
+    'dataplane-netns-sizes',
+    'Data plane, netns driver: building worlds of 16 to 1,000 VMs',
+    body,
+  );
+}
+
 export async function run(args: string[]): Promise<void> {
   const o = parseArgs(args);
   if (process.getuid?.() !== 0)
     throw new Error('bench dataplane-netns: needs root (network namespaces and nftables)');
+  if (o.sizes.length > 0) return sizes(o.sizes);
   const children: ChildProcess[] = [];
   const cleanups: (() => void)[] = [];
   const driver = new NetnsDriver({ prefix: PREFIX });
