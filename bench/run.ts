@@ -17,6 +17,7 @@ const BENCHMARKS: Readonly<Record<string, () => Promise<Benchmark>>> = {
   },
   dns: () => import('./dns.ts'),
   dataplane: () => import('./dataplane.ts'),
+  'dataplane-netns': () => import('./dataplane-netns.ts'),
   chaos: () => import('./chaos.ts'),
   hostile: () => import('./hostile.ts'),
   cli: () => import('./cli.ts'),

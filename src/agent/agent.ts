@@ -271,7 +271,12 @@ export class Agent {
         healthy: healthy(b.probe),
       })),
     }));
-    return { endpoints, snat: d.snat };
+    return {
+      endpoints,
+      snat: d.snat,
+      ...(d.vms !== undefined ? { vms: d.vms } : {}),
+      ...(d.vnets !== undefined ? { vnets: d.vnets } : {}),
+    };
   }
 
   private async pushDataPlane(): Promise<void> {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { Endpoint, ImageView, ServiceView, VmView } from '../lifecycle/index.ts';
+import type { Endpoint, ImageView, ServiceView, VmView, VnetView } from '../lifecycle/index.ts';
 import { desiredState, envName, resolveWorkload, workloadCommand, type ControlSnapshot } from './desired.ts';
 
 const ep = (over: Partial<Endpoint> = {}): Endpoint => ({
@@ -280,5 +280,57 @@ describe('the desired state of the data plane', () => {
     assert.equal(resolveWorkload('nginx', images), undefined);
     // Before images a bare command line ran through the shell; now it is neither an image nor a command.
     assert.equal(resolveWorkload('sh -c id', images), undefined);
+  });
+});
+
+describe('the hosts of the desired state', () => {
+  const vnet = (subscription: string, name: string, subnets: [string, string][]): VnetView => ({
+    subscription,
+    name,
+    addressSpace: ['10.0.0.0/8'],
+    dipPolicy: 'random',
+    movePolicy: 'keep',
+    subnets: subnets.map(([n, cidr]) => ({ name: n, cidr, usable: 250, bound: 0, free: 250 })),
+  });
+
+  test('every VM holding a DIP is listed with its subnet CIDR, and only the subnets in use per VNet', () => {
+    const d = desiredState(
+      {
+        services: [svc('shop', '198.18.0.5'), svc('blog', '198.18.0.6', 'fabrikam')],
+        vms: [
+          vm('shop', 'web1', { dip: '10.1.0.4' }),
+          vm('shop', 'web2', { dip: '10.1.1.4', subnet: 'back' }),
+          vm('shop', 'stopped', { state: 'deallocated', dip: null }),
+          vm('blog', 'b1', { subscription: 'fabrikam', dip: '10.1.0.4' }),
+        ],
+        vnets: [
+          vnet('contoso', 'net', [
+            ['front', '10.1.0.0/24'],
+            ['back', '10.1.1.0/24'],
+            ['empty', '10.1.2.0/24'],
+          ]),
+          vnet('fabrikam', 'net', [['front', '10.1.0.0/24']]),
+        ],
+      },
+      all,
+    );
+    assert.deepEqual(
+      d.vms?.map((v) => `${v.key} ${v.vnet} ${v.cidr} ${v.dip}`),
+      [
+        'fabrikam/blog/b1 fabrikam/net 10.1.0.0/24 10.1.0.4',
+        'contoso/shop/web1 contoso/net 10.1.0.0/24 10.1.0.4',
+        'contoso/shop/web2 contoso/net 10.1.1.0/24 10.1.1.4',
+      ],
+    );
+    assert.deepEqual(
+      d.vnets?.map((v) => `${v.key} ${v.subnets.join(',')}`),
+      ['contoso/net 10.1.0.0/24,10.1.1.0/24', 'fabrikam/net 10.1.0.0/24'],
+    );
+  });
+
+  test('a snapshot without VNets gives no hosts, as listener-only drivers expect', () => {
+    const d = desiredState({ services: [], vms: [vm('shop', 'web1', { dip: '127.16.1.11' })] }, all);
+    assert.equal(d.vms, undefined);
+    assert.equal(d.vnets, undefined);
   });
 });

@@ -4,7 +4,13 @@
  * each one has and which of them are probed and how, the source NAT of each DIP (R6), and which
  * workloads must run on the hosts this agent serves.
  */
-import type { DesiredEndpoint, SourceNat, WorkloadCommand } from '../dataplane/index.ts';
+import type {
+  DesiredEndpoint,
+  DesiredVm,
+  DesiredVnet,
+  SourceNat,
+  WorkloadCommand,
+} from '../dataplane/index.ts';
 import type { ProbeSpec } from '../lb/index.ts';
 import {
   BUILTIN_IMAGES,
@@ -15,6 +21,7 @@ import {
   type ImageView,
   type ServiceView,
   type VmView,
+  type VnetView,
 } from '../lifecycle/index.ts';
 
 export interface ControlSnapshot {
@@ -22,6 +29,8 @@ export interface ControlSnapshot {
   vms: readonly VmView[];
   /** The registered images (with their commands: an agent holds the operator's token). */
   images?: readonly ImageView[];
+  /** The VNets with their subnets, for drivers that make hosts; a source that lacks them omits it. */
+  vnets?: readonly VnetView[];
 }
 
 export interface AgentScope {
@@ -86,6 +95,9 @@ export interface AgentDesired {
   workloads: DesiredWorkload[];
   /** Every VM with a workload in this agent's scope, running or not: their logs are kept. */
   knownWorkloads: Set<string>;
+  /** Allocated VMs and their VNets (see DesiredDataPlane); undefined when the snapshot has no VNets. */
+  vms?: DesiredVm[];
+  vnets?: DesiredVnet[];
 }
 
 export const BUILTIN_WORKLOADS = BUILTIN_IMAGES;
@@ -264,6 +276,8 @@ export function desiredState(snap: ControlSnapshot, scope: AgentScope): AgentDes
     out.endpoints = [...groups.values()];
   }
 
+  if (snap.vnets !== undefined) Object.assign(out, hosts(vms, snap.vnets));
+
   for (const vm of vms) {
     if (vm.workload === null) continue;
     // A VM on another agent's host is that agent's; a deallocated one (no host) is whoever ran it
@@ -292,6 +306,49 @@ export function desiredState(snap: ControlSnapshot, scope: AgentScope): AgentDes
     });
   }
   return out;
+}
+
+/**
+ * Every VM that holds a DIP, with its subnet's CIDR, and the VNets they sit in (only the subnets
+ * that hold one): what a driver that makes real hosts builds namespaces and bridges from. A VM whose
+ * subnet the snapshot does not know (deleted meanwhile) is left out until the next snapshot.
+ */
+export function hosts(
+  vms: readonly VmView[],
+  vnetViews: readonly VnetView[],
+): { vms: DesiredVm[]; vnets: DesiredVnet[] } {
+  const subnets = new Map<string, string>();
+  for (const v of vnetViews) {
+    for (const s of v.subnets) subnets.set(`${v.subscription}/${v.name}/${s.name}`, s.cidr);
+  }
+  const out: DesiredVm[] = [];
+  const used = new Map<string, { subscription: string; name: string; cidrs: Set<string> }>();
+  for (const vm of vms) {
+    if (vm.dip === null) continue;
+    const cidr = subnets.get(`${vm.subscription}/${vm.vnet}/${vm.subnet}`);
+    if (cidr === undefined) continue;
+    const vnet = `${vm.subscription}/${vm.vnet}`;
+    out.push({
+      key: `${vm.subscription}/${vm.service}/${vm.name}`,
+      subscription: vm.subscription,
+      service: vm.service,
+      vm: vm.name,
+      vnet,
+      cidr,
+      dip: vm.dip,
+    });
+    let u = used.get(vnet);
+    if (u === undefined)
+      used.set(vnet, (u = { subscription: vm.subscription, name: vm.vnet, cidrs: new Set() }));
+    u.cidrs.add(cidr);
+  }
+  const vnets = [...used].map(([key, u]) => ({
+    key,
+    subscription: u.subscription,
+    name: u.name,
+    subnets: [...u.cidrs].sort(),
+  }));
+  return { vms: out, vnets: vnets.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)) };
 }
 
 /** The environment a workload runs with: who it is, where it is, and the ports it serves. */

@@ -3,6 +3,7 @@ import { describe, test } from 'node:test';
 import { isVipdipError } from '../core/errors.ts';
 import {
   DEFAULT_SANDBOX_LIMITS,
+  inNamespace,
   limitedCommand,
   sandboxEnv,
   sandboxLimits,
@@ -80,5 +81,35 @@ describe('the workload sandbox', () => {
         (e) => isVipdipError(e, 'INVALID_ARGUMENT'),
       );
     }
+  });
+});
+
+describe('a launch inside a network namespace', () => {
+  test('enters it as root, then setpriv drops to the sandbox user before the limits and the command', () => {
+    const cmd = { command: '/usr/bin/prlimit', args: ['--nofile=4096', '--', 'node', 'w.js'] };
+    assert.deepEqual(inNamespace('vdabc-vm-shop-web1', cmd, { uid: 999, gid: 998 }), {
+      command: 'ip',
+      args: [
+        'netns',
+        'exec',
+        'vdabc-vm-shop-web1',
+        'setpriv',
+        '--reuid=999',
+        '--regid=998',
+        '--clear-groups',
+        '--',
+        '/usr/bin/prlimit',
+        '--nofile=4096',
+        '--',
+        'node',
+        'w.js',
+      ],
+    });
+  });
+  test('without a sandbox user (not root) it only enters the namespace', () => {
+    assert.deepEqual(inNamespace('ns', { command: 'a', args: ['b'] }, undefined), {
+      command: 'ip',
+      args: ['netns', 'exec', 'ns', 'a', 'b'],
+    });
   });
 });

@@ -129,6 +129,23 @@ export function limitedCommand(
   };
 }
 
+/**
+ * A launch inside a network namespace: `ip netns exec` needs root to enter it, then setpriv(1)
+ * becomes the sandbox user for good (real, effective and saved ids, no supplementary groups, no
+ * capabilities left) before the limits and the command run. Pure.
+ */
+export function inNamespace(
+  netns: string,
+  cmd: WorkloadCommand,
+  user: { uid: number; gid: number } | undefined,
+): WorkloadCommand {
+  const drop =
+    user === undefined
+      ? []
+      : ['setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--'];
+  return { command: 'ip', args: ['netns', 'exec', netns, ...drop, cmd.command, ...cmd.args] };
+}
+
 /** A VM's working directory under the sandbox's root: `service.vm` (DNS labels hold no dot). Pure. */
 export function workDirName(key: string): string {
   return key
@@ -256,17 +273,19 @@ export function launchWorkload(
 ): ChildProcess {
   const cwd = join(sb.root, workDirName(key));
   ownDir(cwd, 0o700, sb.user);
-  const full = limitedCommand(cmd, sb.limits, {
+  const limited = limitedCommand(cmd, sb.limits, {
     prlimit: sb.prlimit,
     nice: sb.nice,
     processes: sb.user !== undefined,
   });
+  const full = cmd.netns === undefined ? limited : inNamespace(cmd.netns, limited, sb.user);
   return spawn(full.command, full.args, {
     cwd,
     env: sandboxEnv(vars, sb.path),
     stdio: ['pipe', 'pipe', 'pipe'],
     detached: true,
-    ...(sb.user !== undefined ? { uid: sb.user.uid, gid: sb.user.gid } : {}),
+    // In a namespace the user is changed by setpriv, after `ip netns exec` has entered it as root.
+    ...(sb.user !== undefined && cmd.netns === undefined ? { uid: sb.user.uid, gid: sb.user.gid } : {}),
   });
 }
 

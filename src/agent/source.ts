@@ -93,8 +93,9 @@ export class InProcessSource implements ControlSource {
     if (this.full || this.nowMs() - this.lastFullMs >= FULL_RESYNC_INTERVAL_MS) await this.readAll();
     else await this.readChanged();
     // Images are few and small: read whole every time, so that a changed one restarts its VMs.
-    const images = await this.cloud.listImages();
-    return { services: [...this.services.values()], vms: [...this.vms.values()], images };
+    // VNets are few and change rarely; read whole, so a driver that makes hosts knows each subnet's CIDR.
+    const [images, vnets] = [await this.cloud.listImages(), await this.cloud.listVnets()];
+    return { services: [...this.services.values()], vms: [...this.vms.values()], images, vnets };
   }
 
   private async readAll(): Promise<void> {

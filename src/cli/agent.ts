@@ -69,6 +69,12 @@ export function registerAgent(program: Command): void {
         throw new UsageError(`--name ${name}: letters, digits, '.', '_', '+' and '-' only`);
       }
       const time = scaledTime(scale);
+      if (opts.driver === 'netns') {
+        // A remote agent's snapshot has no subnets yet (the API's VM view names them only).
+        throw new UsageError(
+          '--driver netns: run it with `vipdip up --driver netns`; a standalone agent supports local and none',
+        );
+      }
       const driver = createDriver(opts.driver, { time });
       const source = new RemoteSource({
         url: conn.url,

@@ -45,6 +45,8 @@ export interface ControlPlaneOptions {
 }
 
 export const DEMO_TOPOLOGY = join(packageRoot(), 'examples/demo.yaml');
+/** The demo for the netns driver: RFC 1918 DIPs and VIPs from 198.18.0.0/24. */
+export const DEMO_TOPOLOGY_NETNS = join(packageRoot(), 'examples/demo-netns.yaml');
 /** Where `npm run build:web` (run by npm ci) puts the dashboard. */
 export const DASHBOARD_DIR = join(packageRoot(), 'dist/web');
 
@@ -60,6 +62,8 @@ export interface ControlPlaneExtras {
   onOpen?: (state: OpenState) => Promise<void>;
   /** How `--listen` names resolve (the system's resolver unless a test gives its own). */
   lookupAll?: LookupAll;
+  /** The topology `--demo` applies (examples/demo.yaml unless the driver needs another plan). */
+  demoTopology?: string;
 }
 
 /** Parses HOST:PORT (IPv6 as [::1]:PORT); port 0 picks a free one. */
@@ -195,9 +199,13 @@ export async function startControlPlane(
       process.stdout.write(`created the operator token in ${tokenFile} (mode 0600)\n`);
     }
     if (opts.demo === true) {
-      const r = await applyTopology(state.cloud, parseTopology(readFileSync(DEMO_TOPOLOGY, 'utf8')), {
-        operator: true,
-      });
+      const r = await applyTopology(
+        state.cloud,
+        parseTopology(readFileSync(extras.demoTopology ?? DEMO_TOPOLOGY, 'utf8')),
+        {
+          operator: true,
+        },
+      );
       process.stdout.write(`demo topology applied: ${r.changes.length} changes\n`);
     }
     const chaos = new ChaosRuns({

@@ -20,6 +20,7 @@ import { registerSubscription } from './subscription.ts';
 import { registerToken } from './token.ts';
 import { registerVm } from './vm.ts';
 import { registerDown } from './down.ts';
+import { registerNetnsClient } from './netns-client.ts';
 import { packageVersion } from './package-root.ts';
 import { registerStatus } from './status.ts';
 
@@ -91,6 +92,7 @@ export async function buildProgram(argv: readonly string[] = []): Promise<Comman
   registerStatus(program);
   registerDown(program);
   registerChaos(program);
+  registerNetnsClient(program);
   return program;
 }
 

@@ -18,8 +18,9 @@ import { parseCidr, systemClock } from '../core/index.ts';
 import { createDriver, type DataPlaneDriver } from '../dataplane/index.ts';
 import { scaledTime } from '../lb/index.ts';
 import type { Cloud } from '../lifecycle/index.ts';
-import { DEFAULT_LOCAL_POOL } from '../main.ts';
+import { DEFAULT_LOCAL_POOL, DEFAULT_STATE_DIR } from '../main.ts';
 import {
+  DEMO_TOPOLOGY_NETNS,
   controlPlaneFlags,
   startControlPlane,
   untilSignal,
@@ -31,9 +32,12 @@ import { parseTimeScale, VIPDIP_BIN } from './up-options.ts';
 
 interface UpOptions extends ControlPlaneOptions {
   driver: string;
-  publicPool: string;
+  publicPool?: string;
   timeScale: string;
 }
+
+/** The netns driver's default public pool: the benchmarking range, which no real network routes. */
+export const DEFAULT_NETNS_POOL = '198.18.0.0/24';
 
 export { VIPDIP_BIN };
 
@@ -51,8 +55,11 @@ async function checkStoredPlan(cloud: Cloud, driver: DataPlaneDriver): Promise<v
   }
 }
 
-/** Lines that tell a person what to try: one curl per TCP endpoint of every service with a VIP. */
-async function tryLines(cloud: Cloud): Promise<string> {
+/**
+ * Lines that tell a person what to try: one curl per TCP endpoint of every service with a VIP; for
+ * the netns driver, run inside the internet namespace by `vipdip client`.
+ */
+async function tryLines(cloud: Cloud, via = ''): Promise<string> {
   const [services, vms] = await Promise.all([cloud.listServices(), cloud.listVms()]);
   const lines: string[] = [];
   for (const s of services) {
@@ -66,7 +73,7 @@ async function tryLines(cloud: Cloud): Promise<string> {
       }
     }
     for (const [port, members] of [...ports].sort((a, b) => a[0] - b[0])) {
-      lines.push(`  try: curl http://${s.vip}:${port}/   (${s.name}: ${members.join(', ')})\n`);
+      lines.push(`  try: ${via}curl http://${s.vip}:${port}/   (${s.name}: ${members.join(', ')})\n`);
     }
   }
   return lines.join('');
@@ -111,7 +118,10 @@ export function registerUp(program: Command): void {
       .command('up')
       .description('run the whole cloud in one process until SIGINT or SIGTERM')
       .option('--driver <name>', 'data-plane driver: none, local or netns', 'local')
-      .option('--public-pool <cidr>', 'public pool to create when the state has none', DEFAULT_LOCAL_POOL)
+      .option(
+        '--public-pool <cidr>',
+        `public pool to create when the state has none (default ${DEFAULT_LOCAL_POOL}, ${DEFAULT_NETNS_POOL} for netns)`,
+      )
       .option(
         '--time-scale <factor>',
         'run probe intervals, probe and idle timeouts this many times real time (tests and demos; 1 = real)',
@@ -122,8 +132,15 @@ export function registerUp(program: Command): void {
     const timeScale = parseTimeScale(opts.timeScale);
     const time = scaledTime(timeScale);
     // The driver first: an unknown or unavailable one (netns) fails before anything is opened.
-    const driver = createDriver(opts.driver, { time });
-    parseCidr(opts.publicPool);
+    const netns = opts.driver === 'netns';
+    const driver = createDriver(opts.driver, {
+      time,
+      stateDir: resolve(opts.state ?? DEFAULT_STATE_DIR),
+      // The prober runs inside the netns world: the built-in prober of this same vipdip.
+      proberCommand: { command: process.execPath, args: [VIPDIP_BIN, 'workload', 'netns-prober'] },
+    });
+    const publicPool = opts.publicPool ?? (netns ? DEFAULT_NETNS_POOL : DEFAULT_LOCAL_POOL);
+    parseCidr(publicPool);
     // Listening from the start: a SIGTERM (vipdip down) while starting stops it as soon as it is up.
     const stop = untilSignal();
     const lock = lockState(opts.state);
@@ -132,7 +149,8 @@ export function registerUp(program: Command): void {
     let cp: Awaited<ReturnType<typeof startControlPlane>>;
     try {
       cp = await startControlPlane(opts, {
-        defaultPublicPools: [opts.publicPool],
+        defaultPublicPools: [publicPool],
+        ...(netns ? { demoTopology: DEMO_TOPOLOGY_NETNS } : {}),
         checkAddressPlan: (cidr, what) => driver.checkAddressPlan(cidr, what),
         registry,
         onOpen: (state) => checkStoredPlan(state.cloud, driver),
@@ -181,10 +199,14 @@ export function registerUp(program: Command): void {
       `vipdip is up: API and dashboard on ${cp.url}, state ${cp.state.location}, seed ${cp.state.seed}\n` +
         (await cp.banner()) +
         (driver.carriesTraffic
-          ? `  driver ${driver.name}: ${driver.status().listeners.length} listeners on loopback` +
+          ? `  driver ${driver.name}: ${driver.status().listeners.length} ` +
+            (netns ? 'VIP endpoints in the world namespace (nftables)' : 'listeners on loopback') +
             (timeScale !== 1 ? `, time at ${timeScale} × real` : '') +
             '\n' +
-            (await tryLines(cp.state.cloud))
+            (await tryLines(
+              cp.state.cloud,
+              netns ? `vipdip client${opts.state !== undefined ? ` --state ${opts.state}` : ''} -- ` : '',
+            ))
           : `  driver ${driver.name}: control plane only, addresses carry no traffic\n`) +
         '  Ctrl-C stops it\n',
     );

@@ -1,13 +1,19 @@
 /** Chooses a driver by name: the one place that knows which drivers this build has. */
 import { VipdipError } from '../core/index.ts';
 import type { TimeSource } from '../lb/index.ts';
-import type { DataPlaneDriver, DriverLimits, DriverName } from './driver.ts';
+import type { DataPlaneDriver, DriverLimits, DriverName, WorkloadCommand } from './driver.ts';
 import { LocalDriver } from './local.ts';
+import { NetnsDriver } from './netns/driver.ts';
+import { worldPrefix } from './netns/world.ts';
 import { NoneDriver } from './none.ts';
 
 export interface DriverOptions {
   time?: TimeSource;
   limits?: Partial<DriverLimits>;
+  /** The state directory (absolute): the netns driver names its namespaces after it. */
+  stateDir?: string;
+  /** How the netns driver starts its prober inside the world. */
+  proberCommand?: WorkloadCommand;
 }
 
 export function createDriver(name: string, opts: DriverOptions = {}): DataPlaneDriver {
@@ -17,10 +23,11 @@ export function createDriver(name: string, opts: DriverOptions = {}): DataPlaneD
     case 'local':
       return new LocalDriver(opts);
     case 'netns':
-      throw new VipdipError(
-        'DRIVER_UNSUPPORTED',
-        'the netns driver (network namespaces and nftables, Linux as root) is not available in this build; use --driver local (addresses in 127.0.0.0/8) or --driver none',
-      );
+      return new NetnsDriver({
+        prefix: worldPrefix(opts.stateDir ?? process.cwd()),
+        ...(opts.limits !== undefined ? { limits: opts.limits } : {}),
+        ...(opts.proberCommand !== undefined ? { proberCommand: opts.proberCommand } : {}),
+      });
     default:
       throw new VipdipError('INVALID_ARGUMENT', `--driver ${name}: must be none, local or netns`);
   }

@@ -52,9 +52,39 @@ export interface SourceNat {
   readonly source: string;
 }
 
+/** An allocated VM as a driver that makes hosts (netns) needs it: where it sits and its address. */
+export interface DesiredVm {
+  /** `subscription/service/vm`. */
+  readonly key: string;
+  readonly subscription: string;
+  readonly service: string;
+  readonly vm: string;
+  /** `subscription/vnet`: the VNet's key in `vnets`. */
+  readonly vnet: string;
+  /** The subnet's CIDR (`10.1.0.0/24`): its prefix length and, as its first address, the gateway. */
+  readonly cidr: string;
+  readonly dip: string;
+}
+
+/** A VNet with a VM in it. */
+export interface DesiredVnet {
+  /** `subscription/vnet`. */
+  readonly key: string;
+  readonly subscription: string;
+  readonly name: string;
+  /** The CIDRs of its subnets that hold a VM. */
+  readonly subnets: readonly string[];
+}
+
 export interface DesiredDataPlane {
   readonly endpoints: readonly DesiredEndpoint[];
   readonly snat: readonly SourceNat[];
+  /**
+   * Every allocated VM and the VNets they sit in, for drivers that make real hosts (netns); absent
+   * when the control source does not give subnets (listener-only drivers never need them).
+   */
+  readonly vms?: readonly DesiredVm[];
+  readonly vnets?: readonly DesiredVnet[];
 }
 
 export interface ListenerStatus {
@@ -88,6 +118,11 @@ export interface ReconcileResult {
 export interface WorkloadCommand {
   command: string;
   args: string[];
+  /**
+   * The network namespace the workload runs in (the netns driver's VM). Entering one needs root, so
+   * the sandbox enters it first and drops to its user after (see agent/sandbox.ts).
+   */
+  netns?: string;
 }
 
 /**

@@ -3,6 +3,7 @@ import { describe, test } from 'node:test';
 import { isVipdipError, parseCidr } from '../core/index.ts';
 import { checkLoopbackPlan } from './local.ts';
 import { createDriver } from './create.ts';
+import { netnsUnsupported } from './netns/driver.ts';
 
 describe('the local driver address plan', () => {
   test('blocks inside 127.0.0.0/8 are accepted, up to the whole of it', () => {
@@ -24,8 +25,16 @@ describe('the local driver address plan', () => {
     }
   });
 
-  test('the netns driver is refused as not available in this build, an unknown one as invalid', () => {
-    assert.throws(() => createDriver('netns'), /not available in this build/);
+  test('the netns driver is refused with its reason where it cannot run (not Linux, not root), an unknown one as invalid', () => {
+    const why = netnsUnsupported();
+    if (why === undefined)
+      assert.equal(createDriver('netns', { stateDir: '/nonexistent-test-dir' }).name, 'netns');
+    else {
+      assert.throws(
+        () => createDriver('netns'),
+        (e: unknown) => isVipdipError(e, 'DRIVER_UNSUPPORTED') && e.message.includes(why),
+      );
+    }
     assert.throws(
       () => createDriver('ebpf'),
       (e: unknown) => isVipdipError(e, 'INVALID_ARGUMENT'),

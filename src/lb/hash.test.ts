@@ -1,15 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { parseIpv4 } from '../core/index.ts';
-import {
-  FLOW_HASH_SEED,
-  PROTOCOL_NUMBER,
-  flowHash,
-  flowKey,
-  murmur3,
-  murmur3Text,
-  type Flow,
-} from './hash.ts';
+import { PROTOCOL_NUMBER, flowHash, flowKey, flowSlot, murmur3Text, type Flow } from './hash.ts';
 
 describe('MurmurHash3 x86_32', () => {
   // Published vectors of the reference implementation (SMHasher's MurmurHash3_x86_32).
@@ -50,20 +42,33 @@ describe('the flow hash', () => {
     dstPort: 8080,
     protocol: 'tcp',
   };
-  const le = (...words: number[]) => {
-    const b = new Uint8Array(words.length * 4);
-    const v = new DataView(b.buffer);
-    words.forEach((w, i) => v.setUint32(i * 4, w >>> 0, true));
-    return b;
-  };
 
-  test('is MurmurHash3 of the documented little-endian words, so another implementation agrees', () => {
-    assert.equal(flowKey('sourceIP', flow), murmur3(le(flow.srcIp, flow.dstIp), FLOW_HASH_SEED));
-    assert.equal(flowKey('sourceIPProtocol', flow), murmur3(le(flow.srcIp, flow.dstIp, 6), FLOW_HASH_SEED));
-    assert.equal(
-      flowKey('fiveTuple', flow),
-      murmur3(le(flow.srcIp, flow.dstIp, (flow.srcPort << 16) | flow.dstPort, 6), FLOW_HASH_SEED),
-    );
+  // Slots observed from the kernel (6.18, x86-64, nftables 1.0.6) inside a throwaway namespace: the rule
+  // `meta mark set jhash FIELDS mod 65537 seed 0x76697064 dnat to meta mark map @slots`, with every slot
+  // mapped to its own local address, and a server reporting which address each connection reached.
+  // test/integration/netns-hash.test.ts repeats the observation live on many tuples when run as root.
+  const observed: [Flow['srcIp'], number, 'fiveTuple' | 'sourceIP' | 'sourceIPProtocol', number][] = [
+    [parseIpv4('10.9.0.1'), 20000, 'fiveTuple', 39213],
+    [parseIpv4('10.1.2.3'), 65535, 'fiveTuple', 48327],
+    [parseIpv4('10.200.7.9'), 1024, 'fiveTuple', 62716],
+    [parseIpv4('10.0.0.2'), 443, 'fiveTuple', 42493],
+    [parseIpv4('10.9.0.1'), 20000, 'sourceIP', 50797],
+    [parseIpv4('10.1.2.3'), 65535, 'sourceIP', 51413],
+    [parseIpv4('10.9.0.1'), 20000, 'sourceIPProtocol', 5998],
+    [parseIpv4('10.1.2.3'), 65535, 'sourceIPProtocol', 43314],
+  ];
+  for (const [srcIp, srcPort, mode, slot] of observed) {
+    test(`picks the slot the kernel's nft jhash picked for ${mode} from port ${srcPort} (${slot})`, () => {
+      const h = flowHash(mode, srcIp, srcPort, parseIpv4('10.255.0.1'), 80, 6);
+      assert.equal(flowSlot(h, 65537), slot);
+    });
+  }
+
+  test('reduces a hash to a slot as reciprocal_scale does, (h × M) >> 32, not h mod M', () => {
+    assert.equal(flowSlot(0, 65537), 0);
+    assert.equal(flowSlot(0xffffffff, 65537), 65536);
+    assert.equal(flowSlot(0x80000000, 7), 3);
+    assert.equal(flowSlot(0x12345678, 65537), Number((0x12345678n * 65537n) >> 32n));
   });
 
   test('the numeric form gives the same value as the Flow form in every mode', () => {
@@ -104,7 +109,7 @@ describe('the flow hash', () => {
     const buckets = new Uint32Array(16);
     const n = 160_000;
     for (let p = 0; p < n; p++) {
-      const h = flowHash('fiveTuple', flow.srcIp, (1024 + p) & 0xffff, flow.dstIp, 8080, 6) % M;
+      const h = flowSlot(flowHash('fiveTuple', flow.srcIp, (1024 + p) & 0xffff, flow.dstIp, 8080, 6), M);
       buckets[h % 16]!++;
     }
     for (const b of buckets) assert.ok(Math.abs(b - n / 16) < (n / 16) * 0.05, `bucket ${b} of ${n / 16}`);

@@ -1,8 +1,14 @@
 /**
- * Hashing for the load balancer: MurmurHash3 x86_32 (Austin Appleby, public domain), written out here
- * so that its output is fixed by a published algorithm and its test vectors rather than by a library
- * version. Every balancer that hashes the same flow with the same seed picks the same table slot, so
- * several balancers (one per host) agree on a flow's backend without talking to each other.
+ * Hashing for the load balancer, both written out here so that their output is fixed by a published
+ * algorithm rather than by a library version:
+ *
+ * * the **flow hash** is the Linux kernel's `jhash()` (Bob Jenkins' lookup3, as include/linux/jhash.h
+ *   has it) over the words nftables' `jhash` expression feeds it, reduced to a table slot the way
+ *   `nft_jhash_eval` does (`reciprocal_scale`). The userspace balancer of the `local` driver and the
+ *   kernel rules of the `netns` driver therefore send the same flow to the same Maglev slot, so both
+ *   drivers agree on a flow's backend (proved against the kernel in test/integration/netns-hash.test.ts);
+ * * backend names are hashed (for the Maglev permutations) with MurmurHash3 x86_32 (Austin Appleby,
+ *   public domain): that runs on the control path only, in userspace for both drivers.
  *
  * The flow hash runs once per new flow. It takes the tuple as numbers and feeds them to the hash as
  * 32-bit words: no string, buffer or array is built, so it allocates nothing.
@@ -19,8 +25,9 @@ export interface Flow {
 }
 
 /**
- * The seed of the flow hash. A constant, never drawn per process: it is part of the contract between
- * balancers, like the hash itself. Changing it moves every flow of every deployment.
+ * The seed of the flow hash (the `seed` of the nft `jhash` expression). A constant, never drawn per
+ * process: it is part of the contract between balancers and drivers, like the hash itself. Changing it
+ * moves every flow of every deployment.
  */
 export const FLOW_HASH_SEED = 0x76697064; // "vipd"
 
@@ -81,22 +88,111 @@ export function murmur3Text(text: string, seed = 0): number {
 export const PROTOCOL_NUMBER = { tcp: 6, udp: 17 } as const;
 
 /**
+ * The kernel's `jhash()` of `length` bytes given as the 32-bit words it reads from them, with
+ * `initval`. The kernel reads each word in the CPU's byte order (`__get_unaligned_cpu32`); the caller
+ * passes the words as a little-endian CPU reads them, which is what every machine this runs on is
+ * (x86-64, arm64). Only lengths that are a multiple of 4 occur (nft registers are 32-bit words), so the
+ * byte-wise tail of the reference reduces to whole words here. Allocates nothing for up to 5 words.
+ */
+export function jhash(
+  w0: number,
+  w1: number,
+  w2: number,
+  w3: number,
+  w4: number,
+  words: 2 | 3 | 5,
+  initval: number,
+): number {
+  let a = (JHASH_INITVAL + words * 4 + initval) | 0;
+  let b = a;
+  let c = a;
+  let t0 = w0;
+  let t1 = w1;
+  if (words === 5) {
+    a = (a + w0) | 0;
+    b = (b + w1) | 0;
+    c = (c + w2) | 0;
+    // __jhash_mix
+    a = (a - c) | 0;
+    a ^= rol(c, 4);
+    c = (c + b) | 0;
+    b = (b - a) | 0;
+    b ^= rol(a, 6);
+    a = (a + c) | 0;
+    c = (c - b) | 0;
+    c ^= rol(b, 8);
+    b = (b + a) | 0;
+    a = (a - c) | 0;
+    a ^= rol(c, 16);
+    c = (c + b) | 0;
+    b = (b - a) | 0;
+    b ^= rol(a, 19);
+    a = (a + c) | 0;
+    c = (c - b) | 0;
+    c ^= rol(b, 4);
+    b = (b + a) | 0;
+    t0 = w3;
+    t1 = w4;
+  } else if (words === 3) {
+    c = (c + w2) | 0;
+  }
+  b = (b + t1) | 0;
+  a = (a + t0) | 0;
+  // __jhash_final
+  c ^= b;
+  c = (c - rol(b, 14)) | 0;
+  a ^= c;
+  a = (a - rol(c, 11)) | 0;
+  b ^= a;
+  b = (b - rol(a, 25)) | 0;
+  c ^= b;
+  c = (c - rol(b, 16)) | 0;
+  a ^= c;
+  a = (a - rol(c, 4)) | 0;
+  b ^= a;
+  b = (b - rol(a, 14)) | 0;
+  c ^= b;
+  c = (c - rol(b, 24)) | 0;
+  return c >>> 0;
+}
+
+const JHASH_INITVAL = 0xdeadbeef | 0;
+const rol = (x: number, k: number): number => (x << k) | (x >>> (32 - k));
+
+/** An IPv4 address (an unsigned number) as a little-endian CPU reads its four wire bytes. */
+const addrWord = (ip: number): number =>
+  ((ip & 0xff) << 24) | (((ip >>> 8) & 0xff) << 16) | (((ip >>> 16) & 0xff) << 8) | (ip >>> 24);
+/** A port's two wire bytes followed by the two zero bytes that pad its nft register, read the same way. */
+const portWord = (port: number): number => ((port & 0xff) << 8) | ((port >>> 8) & 0xff);
+
+/**
  * The hash of a flow's distribution tuple, an unsigned 32-bit number. Azure's modes, whose tuples all
  * include the destination (the VIP) so that two endpoints do not map a client alike:
  *
- * * `fiveTuple`: source IP, destination IP, source port, destination port, protocol;
+ * * `fiveTuple`: source IP, source port, destination IP, destination port, protocol;
  * * `sourceIPProtocol` (3-tuple): source IP, destination IP, protocol;
  * * `sourceIP` (2-tuple): source IP, destination IP. One client lands on one backend whatever its
  *   ports, so several connections of one session (iperf3's, say) meet on one server.
  *
- * Defined as MurmurHash3 x86_32 with {@link FLOW_HASH_SEED} of these little-endian 32-bit words:
- * `srcIp, dstIp` then, for 3-tuples, `protocol number`, and for 5-tuples
- * `srcPort << 16 | dstPort, protocol number`. Any implementation of MurmurHash3 over those bytes
- * (another process, another language) gets the same value.
+ * Defined as the kernel's `jhash` with {@link FLOW_HASH_SEED} of exactly what the nft expression
+ * `jhash ip saddr . tcp sport . ip daddr . tcp dport . meta l4proto` (and its 2- and 3-field
+ * forms, see {@link NFT_FLOW_FIELDS}) puts in its registers: each field in wire byte order, padded
+ * with zero bytes to a 32-bit register (a port is 2 bytes + 2 zero bytes, the protocol 1 + 3).
  */
 export function flowKey(mode: Distribution, f: Flow): number {
   return flowHash(mode, f.srcIp, f.srcPort, f.dstIp, f.dstPort, PROTOCOL_NUMBER[f.protocol]);
 }
+
+/**
+ * The fields of the nft concatenation each mode hashes, in order, with `PROTO` standing for the
+ * endpoint's `tcp` or `udp`: the netns driver renders its rules from this, so the two definitions
+ * cannot drift apart.
+ */
+export const NFT_FLOW_FIELDS: Readonly<Record<Distribution, readonly string[]>> = {
+  fiveTuple: ['ip saddr', 'PROTO sport', 'ip daddr', 'PROTO dport', 'meta l4proto'],
+  sourceIPProtocol: ['ip saddr', 'ip daddr', 'meta l4proto'],
+  sourceIP: ['ip saddr', 'ip daddr'],
+};
 
 /**
  * {@link flowKey} on the tuple's numbers, for the per-flow path: a listener knows its own address,
@@ -110,15 +206,28 @@ export function flowHash(
   dstPort: number,
   protocolNumber: number,
 ): number {
-  let h = mixBlock(FLOW_HASH_SEED, srcIp | 0);
-  h = mixBlock(h, dstIp | 0);
   switch (mode) {
     case 'sourceIP':
-      return finish(h, 8);
+      return jhash(addrWord(srcIp), addrWord(dstIp), 0, 0, 0, 2, FLOW_HASH_SEED);
     case 'sourceIPProtocol':
-      return finish(mixBlock(h, protocolNumber), 12);
+      return jhash(addrWord(srcIp), addrWord(dstIp), protocolNumber & 0xff, 0, 0, 3, FLOW_HASH_SEED);
     case 'fiveTuple':
-      h = mixBlock(h, ((srcPort & 0xffff) << 16) | (dstPort & 0xffff));
-      return finish(mixBlock(h, protocolNumber), 16);
+      return jhash(
+        addrWord(srcIp),
+        portWord(srcPort),
+        addrWord(dstIp),
+        portWord(dstPort),
+        protocolNumber & 0xff,
+        5,
+        FLOW_HASH_SEED,
+      );
   }
+}
+
+/**
+ * The table slot of a 32-bit hash, as the kernel's `reciprocal_scale(hash, size)` computes it for
+ * `jhash … mod size`: `(hash × size) >> 32`, not `hash % size`. Exact in doubles for sizes below 2^21.
+ */
+export function flowSlot(hash: number, size: number): number {
+  return Math.floor((hash * size) / 4294967296);
 }

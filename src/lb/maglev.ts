@@ -35,6 +35,8 @@ export function isPrime(n: number): boolean {
  */
 export function checkTableSize(size: number, backends: number): void {
   if (!isPrime(size)) throw new RangeError(`Maglev table size ${size} is not a prime number`);
+  // The flow slot is (hash × size) >> 32 computed in doubles (see flowSlot): exact only below 2^21.
+  if (size >= 2 ** 21) throw new RangeError(`Maglev table size ${size} is not below 2^21`);
   if (size < backends) {
     throw new RangeError(`Maglev table size ${size} is smaller than the number of backends (${backends})`);
   }

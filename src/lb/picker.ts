@@ -7,7 +7,7 @@
  */
 import { formatIpv4, type Ipv4 } from '../core/index.ts';
 import type { Distribution } from '../lifecycle/index.ts';
-import { PROTOCOL_NUMBER, flowHash, type Flow } from './hash.ts';
+import { PROTOCOL_NUMBER, flowHash, flowSlot, type Flow } from './hash.ts';
 import { MAGLEV_TABLE_SIZE_DEFAULT, buildMaglevTable, checkTableSize } from './maglev.ts';
 
 /** One member of an endpoint's load-balanced set. */
@@ -116,8 +116,9 @@ export class PickerSnapshot {
   ): PickedBackend | undefined {
     const table = this.#table;
     if (table.length === 0) return undefined;
+    // reciprocal_scale, as the kernel reduces `jhash … mod M`: the netns driver's rules pick this slot too.
     return this.healthy[
-      table[flowHash(this.mode, srcIp, srcPort, dstIp, dstPort, protocolNumber) % table.length]!
+      table[flowSlot(flowHash(this.mode, srcIp, srcPort, dstIp, dstPort, protocolNumber), table.length)]!
     ];
   }
 

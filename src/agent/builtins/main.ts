@@ -7,6 +7,9 @@ export async function runBuiltin(args: readonly string[]): Promise<number> {
   try {
     if (name === 'whoami') await runWhoami();
     else if (name === 'echo') await runEcho();
+    // Not a tenant's workload: the netns driver's prober, which it starts inside its world.
+    else if (name === 'netns-prober')
+      await (await import('../../dataplane/netns/probe-helper.ts')).runProbeHelper();
     else {
       process.stderr.write(
         `vipdip workload: unknown built-in ${JSON.stringify(name)} (known: whoami, echo)\n`,

@@ -1,0 +1,181 @@
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { buildMaglevTable } from '../../lb/index.ts';
+import type { DesiredBackend, DesiredEndpoint } from '../driver.ts';
+import { nftState, renderRuleset, renderUpdate, type NftInput } from './render.ts';
+
+const GOLDEN = fileURLToPath(new URL('./testdata/ruleset.golden.nft', import.meta.url));
+
+const backend = (vm: string, dip: string, healthy = true): DesiredBackend => ({
+  id: `s1/web/${vm}`,
+  vm,
+  dip,
+  port: 8000,
+  healthy,
+});
+
+const endpoint = (over: Partial<DesiredEndpoint>): DesiredEndpoint => ({
+  key: 'tcp/198.18.0.10:8080',
+  kind: 'vip',
+  subscription: 's1',
+  service: 'web',
+  name: 'http',
+  lbSet: null,
+  address: '198.18.0.10',
+  protocol: 'tcp',
+  port: 8080,
+  distribution: 'fiveTuple',
+  idleMs: 240_000,
+  acl: [],
+  proxyProtocol: false,
+  backends: [],
+  ...over,
+});
+
+/** A small world: a web VIP with an allow-list, a UDP VIP by source IP, an ILPIP, two subscriptions. */
+function sampleInput(backends: DesiredBackend[], tableSize = 7): NftInput {
+  return {
+    endpoints: [
+      endpoint({
+        backends,
+        acl: [
+          { order: 2, action: 'deny', remoteSubnet: '198.18.255.0/30' },
+          { order: 1, action: 'permit', remoteSubnet: '10.0.0.0/8' },
+        ],
+      }),
+      endpoint({ key: 'udp/198.18.0.10:53', protocol: 'udp', port: 53, distribution: 'sourceIP', backends }),
+      endpoint({
+        key: 'tcp/198.18.0.20:8000',
+        kind: 'ilpip',
+        address: '198.18.0.20',
+        port: 8000,
+        backends: [backend('vm1', '10.1.0.4')],
+      }),
+    ],
+    snat: [
+      { dip: '10.1.0.5', source: '198.18.0.10' },
+      { dip: '10.1.0.4', source: '198.18.0.20' },
+    ],
+    vnets: [
+      { subscription: 's1', bridge: 'vdx-b1' },
+      { subscription: 's2', bridge: 'vdx-b3' },
+      { subscription: 's1', bridge: 'vdx-b2' },
+    ],
+    internetIf: 'vdx-inet',
+    tableSize,
+  };
+}
+
+const two = [backend('vm1', '10.1.0.4'), backend('vm2', '10.1.0.5')];
+
+describe('the netns ruleset', () => {
+  test('renders the sample world as the golden file says', () => {
+    const text = renderRuleset(nftState(sampleInput(two)));
+    if (process.env.UPDATE_GOLDEN) writeFileSync(GOLDEN, text);
+    assert.equal(text, readFileSync(GOLDEN, 'utf8'));
+  });
+
+  test('the same desired state in any order renders the same text', () => {
+    const a = sampleInput(two);
+    const b = {
+      ...a,
+      endpoints: [...a.endpoints].reverse(),
+      snat: [...a.snat].reverse(),
+      vnets: [...a.vnets].reverse(),
+    };
+    assert.equal(renderRuleset(nftState(b)), renderRuleset(nftState(a)));
+  });
+
+  test('each VIP slot leads, through its backend tag, to the backend of the same slot of lb/ Maglev table', () => {
+    const s = nftState(sampleInput(two, 65537));
+    const slots = s.collections.get('slots_tcp_198_18_0_10_8080')!.elements;
+    const backends = s.collections.get('backends_tcp_198_18_0_10_8080')!.elements;
+    const table = buildMaglevTable(['s1/web/vm1', 's1/web/vm2'], 65537);
+    assert.equal(slots.size, 65537);
+    assert.equal(backends.size, 2);
+    for (let i = 0; i < 65537; i += 97) {
+      assert.equal(
+        backends.get(slots.get(String(i))!),
+        table[i] === 0 ? '10.1.0.4 . 8000' : '10.1.0.5 . 8000',
+      );
+    }
+  });
+
+  test('a DIP change rewrites one backend element per map that uses it, and no slot', () => {
+    const M = 65537;
+    const u = renderUpdate(
+      nftState(sampleInput(two, M)),
+      nftState(sampleInput([backend('vm1', '10.1.0.4'), backend('vm2', '10.1.0.9')], M)),
+    );
+    assert.equal(u.elementsWritten, 2);
+    assert.doesNotMatch(u.script, /slots_/);
+    assert.match(u.script, /backends_tcp_198_18_0_10_8080 \{ 0x[0-9a-f]{8} : 10\.1\.0\.9 \. 8000 \}/);
+  });
+
+  test('given the previous state, an unchanged slot map is reused as is, and the result renders the same', () => {
+    const M = 65537;
+    const prev = nftState(sampleInput(two, M));
+    const moved = sampleInput([backend('vm1', '10.1.0.4'), backend('vm2', '10.1.0.9')], M);
+    const reused = nftState(moved, prev);
+    const name = 'slots_tcp_198_18_0_10_8080';
+    assert.equal(reused.collections.get(name)!.elements, prev.collections.get(name)!.elements);
+    assert.equal(renderRuleset(reused), renderRuleset(nftState(moved)));
+    const failed = nftState(sampleInput([backend('vm1', '10.1.0.4')], M), prev);
+    assert.notEqual(failed.collections.get(name)!.elements, prev.collections.get(name)!.elements);
+    assert.equal(
+      renderRuleset(failed),
+      renderRuleset(nftState(sampleInput([backend('vm1', '10.1.0.4')], M))),
+    );
+  });
+
+  test('an unchanged state needs no update at all', () => {
+    const u = renderUpdate(nftState(sampleInput(two, 65537)), nftState(sampleInput(two, 65537)));
+    assert.equal(u.script, '');
+    assert.equal(u.elementsWritten, 0);
+  });
+
+  test('a backend failing rewrites only the slots it held, in both maps that use it', () => {
+    const M = 65537;
+    const prev = nftState(sampleInput(two, M));
+    const next = nftState(sampleInput([backend('vm1', '10.1.0.4'), backend('vm2', '10.1.0.5', false)], M));
+    const u = renderUpdate(prev, next);
+    const held = buildMaglevTable(['s1/web/vm1', 's1/web/vm2'], M).filter((x) => x === 1).length;
+    assert.ok(held > 30_000 && held < 35_000, String(held));
+    assert.equal(u.elementsWritten, 2 * held);
+    assert.doesNotMatch(u.script, /flush|chain/);
+  });
+
+  test('a third backend joining moves about a third of the slots, not all of them', () => {
+    const M = 65537;
+    const u = renderUpdate(
+      nftState(sampleInput(two, M)),
+      nftState(sampleInput([...two, backend('vm3', '10.1.0.6')], M)),
+    );
+    const perMap = u.elementsWritten / 2;
+    assert.ok(perMap > M / 3 - 2000 && perMap < M / 3 + 2000, String(perMap));
+  });
+
+  test('removing an endpoint with an ACL drops its rules, then its chain and its map', () => {
+    const prev = nftState(sampleInput(two));
+    const input = sampleInput(two);
+    const next = nftState({ ...input, endpoints: input.endpoints.slice(1) });
+    const { script } = renderUpdate(prev, next);
+    const lines = script.trim().split('\n');
+    const flushDnat = lines.indexOf('flush chain ip vipdip dnat_hook');
+    const flushAcl = lines.indexOf('flush chain ip vipdip acl_hook');
+    const delChain = lines.indexOf('delete chain ip vipdip acl_tcp_198_18_0_10_8080');
+    const delMap = lines.indexOf('delete map ip vipdip slots_tcp_198_18_0_10_8080');
+    assert.ok(flushDnat >= 0 && flushAcl >= 0 && delChain > flushAcl && delMap > flushDnat, script);
+  });
+
+  test('bridges of one subscription reach each other and the internet; other subscriptions only through VIPs', () => {
+    const paths = nftState(sampleInput(two)).collections.get('fwd_paths')!.elements;
+    assert.ok(paths.has('"vdx-b1" . "vdx-b2"'));
+    assert.ok(paths.has('"vdx-b3" . "vdx-inet"'));
+    assert.ok(!paths.has('"vdx-b1" . "vdx-b3"'));
+    assert.ok(!paths.has('"vdx-b3" . "vdx-b1"'));
+    assert.ok(!paths.has('"vdx-inet" . "vdx-b1"'));
+  });
+});

@@ -1,0 +1,334 @@
+/**
+ * The netns driver's nftables, rendered purely: the desired state of the world's rules as data
+ * (chains with their rules, maps and sets with their elements), the whole ruleset as one `nft -f`
+ * text, and the update from one state to the next as one `nft -f` transaction that touches only what
+ * changed — above all, only the Maglev slots that moved (a 65,537-slot map loads in ~0.3 s, its
+ * moved slots in milliseconds).
+ *
+ * The constructs, and why (docs/designs/2026-12-04-netns-driver.md says more):
+ *
+ * * VIP DNAT: `meta mark set jhash FIELDS mod M seed S map @slots_X dnat ip to meta mark map
+ *   @backends_X`. The hash and its reduction are lb/'s flowHash/flowSlot (the kernel's jhash,
+ *   reciprocal_scale), and `slots_X` holds lb/'s Maglev table slot by slot, so this driver and
+ *   `local` send a flow to the same DIP. A slot holds a backend's *tag* (a hash of its stable id),
+ *   not its address: `backends_X` maps tags to `DIP . port`, so a DIP change rewrites one element,
+ *   and a health or membership change only the slots Maglev moved. A lookup that misses (no healthy
+ *   backend: empty maps) leaves the packet to the world's own VIP address, which refuses it, as
+ *   `local` does. ILPIP ports lead to one DIP: a plain `dnat`.
+ * * ACLs: a filter chain at priority -150 (before DNAT at -100) jumps per endpoint to a chain of its
+ *   rules in `order`; the first matching subnet decides, and an allow-list ends with a denial (a
+ *   TCP reset, as `local` gives, or a drop for UDP).
+ * * R6: in postrouting, a flow that was DNATed (to a VIP) or leaves for the internet takes the
+ *   caller's VIP or ILPIP as source, from the `snat` map keyed by DIP.
+ * * Isolation: the forward chain drops by default; it passes replies, DNATed flows (VIPs are the
+ *   only way between subscriptions), and routed traffic between bridges of one subscription or from a
+ *   bridge to the internet.
+ */
+import { parseIpv4 } from '../../core/index.ts';
+import { FLOW_HASH_SEED, NFT_FLOW_FIELDS, buildMaglevTable, murmur3Text } from '../../lb/index.ts';
+import type { DesiredEndpoint, SourceNat } from '../driver.ts';
+
+export const NFT_TABLE = 'vipdip';
+
+/** One VNet as the world holds it: a bridge, and the subscription that owns it. */
+export interface NftVnet {
+  readonly subscription: string;
+  readonly bridge: string;
+}
+
+/** What the world's rules are made from. */
+export interface NftInput {
+  readonly endpoints: readonly DesiredEndpoint[];
+  readonly snat: readonly SourceNat[];
+  readonly vnets: readonly NftVnet[];
+  /** The world's end of the veth to the internet namespace. */
+  readonly internetIf: string;
+  /** Maglev table size, a prime (65537 by default). */
+  readonly tableSize: number;
+}
+
+export interface NftChain {
+  /** `type nat hook prerouting priority -100; policy accept;`, or null for a regular chain. */
+  readonly hook: string | null;
+  readonly rules: readonly string[];
+}
+
+export interface NftCollection {
+  /** `map` or `set`. */
+  readonly kind: 'map' | 'set';
+  /** `mark : ipv4_addr . inet_service`, or a whole `typeof …` declaration. */
+  readonly type: string;
+  /** Key → value text (`''` for a set's elements). */
+  readonly elements: ReadonlyMap<string, string>;
+  /**
+   * What the elements were computed from, when that is cheaper to compare than they are (a slot
+   * map's healthy backend ids): an equal `source` in the previous state lets its elements be reused.
+   */
+  readonly source?: string;
+}
+
+/** The desired ruleset of the world as data: what both the full text and the diff are made from. */
+export interface NftState {
+  readonly chains: ReadonlyMap<string, NftChain>;
+  readonly collections: ReadonlyMap<string, NftCollection>;
+}
+
+/** An endpoint key (`tcp/198.18.0.10:8080`) as an nft identifier: `tcp_198_18_0_10_8080`. */
+export const nftIdent = (key: string): string => key.replace(/[^A-Za-z0-9]/g, '_');
+
+/** The nft expression that hashes a flow as lb/'s flowHash does for `mode`. */
+export function flowHashExpr(
+  ep: Pick<DesiredEndpoint, 'distribution' | 'protocol'>,
+  tableSize: number,
+): string {
+  const fields = NFT_FLOW_FIELDS[ep.distribution].map((f) => f.replace('PROTO', ep.protocol)).join(' . ');
+  return `jhash ${fields} mod ${tableSize} seed 0x${FLOW_HASH_SEED.toString(16)}`;
+}
+
+/**
+ * Each healthy backend's tag, the 32-bit mark its slots hold: a hash of its stable id, so the tag
+ * survives DIP changes and other backends coming and going. Tags are made distinct within an
+ * endpoint (the next free value, in id order) in the rare case two ids hash alike.
+ */
+export function backendTags(ep: DesiredEndpoint): Map<string, number> {
+  const tags = new Map<string, number>();
+  const used = new Set<number>();
+  for (const id of ep.backends
+    .filter((b) => b.healthy)
+    .map((b) => b.id)
+    .sort()) {
+    let tag = murmur3Text(id);
+    while (used.has(tag)) tag = (tag + 1) >>> 0;
+    used.add(tag);
+    tags.set(id, tag);
+  }
+  return tags;
+}
+
+const markText = (tag: number) => `0x${tag.toString(16).padStart(8, '0')}`;
+
+/** Slot → backend tag: lb/'s Maglev table over the healthy backends, written out. */
+export function slotElements(ep: DesiredEndpoint, tableSize: number): Map<string, string> {
+  const healthy = ep.backends.filter((b) => b.healthy);
+  const out = new Map<string, string>();
+  if (healthy.length === 0) return out;
+  const tags = backendTags(ep);
+  const table = buildMaglevTable(
+    healthy.map((b) => b.id),
+    tableSize,
+  );
+  const values = healthy.map((b) => markText(tags.get(b.id)!));
+  for (let s = 0; s < table.length; s++) out.set(String(s), values[table[s]!]!);
+  return out;
+}
+
+/** Backend tag → `DIP . port`, for the healthy backends. */
+export function backendElements(ep: DesiredEndpoint): Map<string, string> {
+  const tags = backendTags(ep);
+  const out = new Map<string, string>();
+  for (const b of ep.backends) if (b.healthy) out.set(markText(tags.get(b.id)!), `${b.dip} . ${b.port}`);
+  return out;
+}
+
+const byOrder = <T extends { order: number }>(a: T, b: T) => a.order - b.order;
+const compare = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/**
+ * Desired state → the world's ruleset as data. Pure; the same input gives the same output. Given the
+ * previous state, a slot map whose healthy backends did not change is taken over as it is (the same
+ * object), so a DIP or ACL change costs neither a Maglev table nor a 65,537-element diff.
+ */
+export function nftState(input: NftInput, prev?: NftState): NftState {
+  const chains = new Map<string, NftChain>();
+  const collections = new Map<string, NftCollection>();
+  const acl: string[] = [];
+  const dnat: string[] = [];
+  const endpoints = [...input.endpoints].sort((a, b) => compare(a.key, b.key));
+
+  for (const ep of endpoints) {
+    const id = nftIdent(ep.key);
+    const match = `ip daddr ${ep.address} ${ep.protocol} dport ${ep.port}`;
+    if (ep.acl.length > 0) {
+      // A denied TCP client gets a reset, as from the local driver; a UDP datagram is dropped.
+      const deny = ep.protocol === 'tcp' ? 'reject with tcp reset' : 'drop';
+      const rules = [...ep.acl]
+        .sort(byOrder)
+        .map((r) => `ip saddr ${r.remoteSubnet} ${r.action === 'permit' ? 'accept' : deny}`);
+      // An allow-list denies whoever it does not name; a deny-list lets them through.
+      if (ep.acl.some((r) => r.action === 'permit')) rules.push(deny);
+      chains.set(`acl_${id}`, { hook: null, rules });
+      acl.push(`${match} jump acl_${id}`);
+    }
+    if (ep.kind === 'ilpip') {
+      const b = ep.backends.find((x) => x.healthy);
+      if (b !== undefined) dnat.push(`${match} dnat ip to ${b.dip}:${b.port}`);
+      continue;
+    }
+    // nft names no datatype for a hash's integer result: `typeof` borrows numgen's.
+    const source = `${input.tableSize}|${ep.backends
+      .filter((b) => b.healthy)
+      .map((b) => b.id)
+      .sort()
+      .join(',')}`;
+    const before = prev?.collections.get(`slots_${id}`);
+    collections.set(`slots_${id}`, {
+      kind: 'map',
+      type: 'typeof numgen inc mod 2 : meta mark',
+      elements: before?.source === source ? before.elements : slotElements(ep, input.tableSize),
+      source,
+    });
+    collections.set(`backends_${id}`, {
+      kind: 'map',
+      type: 'mark : ipv4_addr . inet_service',
+      elements: backendElements(ep),
+    });
+    dnat.push(
+      `${match} meta mark set ${flowHashExpr(ep, input.tableSize)} map @slots_${id} dnat ip to meta mark map @backends_${id}`,
+    );
+  }
+
+  chains.set('acl_hook', { hook: 'type filter hook prerouting priority -150; policy accept;', rules: acl });
+  chains.set('dnat_hook', { hook: 'type nat hook prerouting priority -100; policy accept;', rules: dnat });
+
+  const snat = [...input.snat].sort((a, b) => parseIpv4(a.dip) - parseIpv4(b.dip));
+  collections.set('src_by_dip', {
+    kind: 'map',
+    type: 'ipv4_addr : ipv4_addr',
+    elements: new Map(snat.map((s) => [s.dip, s.source])),
+  });
+  chains.set('snat_hook', {
+    hook: 'type nat hook postrouting priority 100; policy accept;',
+    rules: [
+      'ct status dnat snat ip to ip saddr map @src_by_dip',
+      `oifname "${input.internetIf}" snat ip to ip saddr map @src_by_dip`,
+    ],
+  });
+
+  const pairs = new Map<string, string>();
+  const vnets = [...input.vnets].sort((a, b) => compare(a.bridge, b.bridge));
+  for (const from of vnets) {
+    for (const to of vnets) {
+      if (from.subscription === to.subscription) pairs.set(`"${from.bridge}" . "${to.bridge}"`, '');
+    }
+    pairs.set(`"${from.bridge}" . "${input.internetIf}"`, '');
+  }
+  collections.set('fwd_paths', { kind: 'set', type: 'ifname . ifname', elements: pairs });
+  chains.set('fwd_hook', {
+    hook: 'type filter hook forward priority 0; policy drop;',
+    rules: [
+      'ct state established,related accept',
+      'ct status dnat accept',
+      'iifname . oifname @fwd_paths accept',
+    ],
+  });
+  return { chains, collections };
+}
+
+/** `type mark : …`, or `typeof …` as given. */
+const typeDecl = (type: string) => (type.startsWith('typeof ') ? type : `type ${type}`);
+
+const elementText = (c: NftCollection, keys: Iterable<string>): string =>
+  [...keys].map((k) => (c.kind === 'set' ? k : `${k} : ${c.elements.get(k)!}`)).join(', ');
+
+/** Regular chains first: a base chain's `jump` needs its target declared before it. */
+const chainOrder = (s: NftState): string[] =>
+  [...s.chains.keys()].sort((a, b) => {
+    const ha = s.chains.get(a)!.hook === null ? 0 : 1;
+    const hb = s.chains.get(b)!.hook === null ? 0 : 1;
+    return ha - hb || compare(a, b);
+  });
+
+/**
+ * The whole ruleset as one `nft -f` text that replaces any previous table of ours atomically (the
+ * `table … {}` line makes the `delete` valid when there is none).
+ */
+export function renderRuleset(s: NftState): string {
+  const out = [`table ip ${NFT_TABLE} {}`, `delete table ip ${NFT_TABLE}`, `table ip ${NFT_TABLE} {`];
+  for (const [name, c] of [...s.collections].sort((a, b) => compare(a[0], b[0]))) {
+    const elements = c.elements.size > 0 ? ` elements = { ${elementText(c, c.elements.keys())} }` : '';
+    out.push(`  ${c.kind} ${name} { ${typeDecl(c.type)};${elements} }`);
+  }
+  for (const name of chainOrder(s)) {
+    const c = s.chains.get(name)!;
+    out.push(`  chain ${name} {`);
+    if (c.hook !== null) out.push(`    ${c.hook}`);
+    for (const r of c.rules) out.push(`    ${r}`);
+    out.push('  }');
+  }
+  out.push('}');
+  return out.join('\n') + '\n';
+}
+
+/** How many map elements an update writes: the measure of "only the moved slots". */
+export interface NftUpdate {
+  readonly script: string;
+  readonly elementsWritten: number;
+}
+
+/**
+ * The `nft -f` transaction from `prev` to `next`: new maps and chains added, changed chains flushed
+ * and refilled, only the changed elements of a map deleted and added, then what is gone deleted.
+ * Empty script when nothing changed. With no `prev`, the whole ruleset.
+ */
+export function renderUpdate(prev: NftState | undefined, next: NftState): NftUpdate {
+  if (prev === undefined) {
+    let n = 0;
+    for (const c of next.collections.values()) n += c.elements.size;
+    return { script: renderRuleset(next), elementsWritten: n };
+  }
+  const t = `ip ${NFT_TABLE}`;
+  const out: string[] = [];
+  let written = 0;
+  for (const [name, c] of next.collections) {
+    const old = prev.collections.get(name);
+    // A collection's name fixes its kind and type (slots_…, src_by_dip, fwd_paths), so an old one is only diffed.
+    if (old !== undefined && old.elements === c.elements) continue;
+    if (old === undefined) {
+      out.push(`add ${c.kind} ${t} ${name} { ${typeDecl(c.type)}; }`);
+      if (c.elements.size > 0) out.push(`add element ${t} ${name} { ${elementText(c, c.elements.keys())} }`);
+      written += c.elements.size;
+      continue;
+    }
+    const gone: string[] = [];
+    const set: string[] = [];
+    for (const [k, v] of old.elements) {
+      const nv = c.elements.get(k);
+      if (nv === undefined) gone.push(k);
+      else if (nv !== v) {
+        gone.push(k);
+        set.push(k);
+      }
+    }
+    for (const k of c.elements.keys()) if (!old.elements.has(k)) set.push(k);
+    if (gone.length > 0) out.push(`delete element ${t} ${name} { ${gone.join(', ')} }`);
+    if (set.length > 0) out.push(`add element ${t} ${name} { ${elementText(c, set)} }`);
+    written += set.length;
+  }
+  const order = chainOrder(next);
+  for (const name of order) {
+    const c = next.chains.get(name)!;
+    const old = prev.chains.get(name);
+    if (old === undefined) out.push(`add chain ${t} ${name}${c.hook !== null ? ` { ${c.hook} }` : ''}`);
+  }
+  for (const name of [...order].reverse()) {
+    const c = next.chains.get(name)!;
+    const old = prev.chains.get(name);
+    if (old !== undefined && old.hook === c.hook && sameRules(old.rules, c.rules)) continue;
+    if (old !== undefined) out.push(`flush chain ${t} ${name}`);
+    for (const r of c.rules) out.push(`add rule ${t} ${name} ${r}`);
+  }
+  for (const name of prev.chains.keys()) {
+    if (!next.chains.has(name)) out.push(`flush chain ${t} ${name}`);
+  }
+  for (const name of prev.chains.keys()) {
+    if (!next.chains.has(name)) out.push(`delete chain ${t} ${name}`);
+  }
+  for (const [name, old] of prev.collections) {
+    const c = next.collections.get(name);
+    if (c === undefined) out.push(`delete ${old.kind} ${t} ${name}`);
+  }
+  return { script: out.length > 0 ? out.join('\n') + '\n' : '', elementsWritten: written };
+}
+
+const sameRules = (a: readonly string[], b: readonly string[]) =>
+  a.length === b.length && a.every((r, i) => r === b[i]);
