@@ -8,12 +8,12 @@
  * Bounded: the weather lasts --duration (default 2m), the probes send 10 requests/s each to
  * loopback only, and the child is stopped by its PID (SIGINT, then SIGKILL).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseDuration, runProbe, type ChaosRunView, type ProbeReport } from '../src/chaos/index.ts';
-import { machine, ROOT, saveJson, saveSection } from './report.ts';
+import { machine, saveJson, saveSection } from './report.ts';
+import { api, startUp, stopProc } from './up.ts';
 
 const SEED = 20261203;
 const RATES = { maintenance: 2, redeploy: 6, deallocate: 4, vip: 2, crash: 4 };
@@ -21,80 +21,7 @@ const PAUSE_MS = 5000;
 const PROBE_RATE_PER_S = 10;
 /** Probe intervals and timeouts at a tenth of real time, as in a demo. */
 const TIME_SCALE = 0.1;
-const UP_TIMEOUT_MS = 60_000;
 const HEALTH_POLL_MS = 50;
-
-interface Up {
-  proc: ChildProcess;
-  url: string;
-  dns: string;
-  token: string;
-  dir: string;
-}
-
-async function startUp(dir: string): Promise<Up> {
-  const proc = spawn(
-    process.execPath,
-    [
-      join(ROOT, 'bin/vipdip.js'),
-      'up',
-      '--demo',
-      '--seed',
-      String(SEED),
-      '--state',
-      dir,
-      '--listen',
-      '127.0.0.1:0',
-      '--dns',
-      '127.0.0.1:0',
-      '--time-scale',
-      String(TIME_SCALE),
-    ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  let out = '';
-  proc.stdout.setEncoding('utf8');
-  const ready = await new Promise<{ url: string; dns: string }>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`vipdip up did not start within ${UP_TIMEOUT_MS} ms`)),
-      UP_TIMEOUT_MS,
-    );
-    proc.stdout.on('data', (d: string) => {
-      out += d;
-      const url = /API and dashboard on (\S+),/.exec(out)?.[1];
-      const dns = /DNS on (\S+) \(UDP/.exec(out)?.[1];
-      if (url !== undefined && dns !== undefined && out.includes('Ctrl-C stops it')) {
-        clearTimeout(timer);
-        resolve({ url, dns });
-      }
-    });
-    proc.once('exit', (code) => reject(new Error(`vipdip up exited with ${code}: ${out}`)));
-  });
-  const token = readFileSync(join(dir, 'operator.token'), 'utf8').trim();
-  return { proc, ...ready, token, dir };
-}
-
-async function stopUp(up: Up): Promise<void> {
-  if (up.proc.exitCode !== null) return;
-  const gone = new Promise((r) => up.proc.once('exit', r));
-  up.proc.kill('SIGINT');
-  const kill = setTimeout(() => up.proc.kill('SIGKILL'), 20_000);
-  await gone;
-  clearTimeout(kill);
-}
-
-async function api<T>(up: Up, method: string, path: string, body?: unknown): Promise<T> {
-  const res = await fetch(`${up.url}${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${up.token}`,
-      ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-    },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-  });
-  if (!res.ok) throw new Error(`${method} ${path}: HTTP ${res.status} ${await res.text()}`);
-  return (await res.json()) as T;
-}
 
 const pct = (x: number) => `${(x * 100).toFixed(2)} %`;
 
@@ -102,7 +29,7 @@ export async function run(args: string[]): Promise<void> {
   const i = args.indexOf('--duration');
   const weatherMs = parseDuration(i >= 0 ? (args[i + 1] ?? '2m') : '2m', '--duration');
   const dir = mkdtempSync(join(tmpdir(), 'vipdip-bench-chaos-'));
-  const up = await startUp(dir);
+  const up = await startUp(dir, ['--demo', '--seed', String(SEED), '--time-scale', String(TIME_SCALE)]);
   try {
     const shop = await api<{ vip: string }>(up, 'GET', '/v1/services/shop');
     const web1 = await api<{ dip: string }>(up, 'GET', '/v1/services/shop/vms/web1');
@@ -206,7 +133,7 @@ export async function run(args: string[]): Promise<void> {
     await saveSection('chaos', 'Chaos: what a client sees through the VIP, DNS and a cached DIP', body);
     console.log(body);
   } finally {
-    await stopUp(up);
+    await stopProc(up.proc, 'SIGINT');
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -21,12 +21,13 @@
  * its scenario (at most SCENARIO_MAX_MS); vipdip and HAProxy are stopped by their PIDs.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { ROOT, machine, median, saveJson, saveSection } from './report.ts';
+import { machine, median, saveJson, saveSection } from './report.ts';
+import { api, startUp, stopProc, type Up } from './up.ts';
 
 const exec = promisify(execFile);
 
@@ -35,7 +36,6 @@ const POOL = '127.190.0.0/16';
 const VNET = '127.191.0.0/16';
 const HAPROXY = { shop: '127.192.0.1', api: '127.192.0.2' } as const;
 const PORT = 8080;
-const UP_TIMEOUT_MS = 60_000;
 const SCENARIO_MAX_MS = 120_000;
 /** How long a loop runs before the fault, and after everything is back up. */
 const BEFORE_MS = 2000;
@@ -81,74 +81,6 @@ const topology = {
   ],
 };
 const VMS: Record<Service, string[]> = { shop: ['web1', 'web2', 'web3'], api: ['api1', 'api2'] };
-
-interface Up {
-  proc: ChildProcess;
-  url: string;
-  dns: string;
-  token: string;
-}
-
-async function startUp(dir: string): Promise<Up> {
-  const proc = spawn(
-    process.execPath,
-    [
-      join(ROOT, 'bin/vipdip.js'),
-      'up',
-      '--state',
-      dir,
-      '--listen',
-      '127.0.0.1:0',
-      '--dns',
-      '127.0.0.1:0',
-      '--public-pool',
-      POOL,
-    ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  let out = '';
-  proc.stdout.setEncoding('utf8');
-  const ready = await new Promise<{ url: string; dns: string }>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`vipdip up did not start within ${UP_TIMEOUT_MS} ms`)),
-      UP_TIMEOUT_MS,
-    );
-    proc.stdout.on('data', (d: string) => {
-      out += d;
-      const url = /API and dashboard on (\S+),/.exec(out)?.[1];
-      const dns = /DNS on (\S+) \(UDP/.exec(out)?.[1];
-      if (url !== undefined && dns !== undefined && out.includes('Ctrl-C stops it')) {
-        clearTimeout(timer);
-        resolve({ url, dns });
-      }
-    });
-    proc.once('exit', (code) => reject(new Error(`vipdip up exited with ${code}: ${out}`)));
-  });
-  const token = readFileSync(join(dir, 'operator.token'), 'utf8').trim();
-  return { proc, ...ready, token };
-}
-
-async function stopProc(proc: ChildProcess, signal: NodeJS.Signals): Promise<void> {
-  if (proc.exitCode !== null || proc.signalCode !== null) return;
-  const gone = new Promise((r) => proc.once('exit', r));
-  proc.kill(signal);
-  const kill = setTimeout(() => proc.kill('SIGKILL'), 20_000);
-  await gone;
-  clearTimeout(kill);
-}
-
-async function api<T>(up: Up, method: string, path: string, body?: unknown): Promise<T> {
-  const res = await fetch(`${up.url}${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${up.token}`,
-      ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-    },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-  });
-  if (!res.ok) throw new Error(`${method} ${path}: HTTP ${res.status} ${await res.text()}`);
-  return (res.status === 204 ? undefined : await res.json()) as T;
-}
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -306,7 +238,7 @@ export async function run(args: string[]): Promise<void> {
   });
   const haproxyVersion = /version (\S+)/.exec(hv)?.[1] ?? 'unknown';
   const dir = mkdtempSync(join(tmpdir(), 'vipdip-bench-faults-'));
-  const up = await startUp(join(dir, 'state'));
+  const up = await startUp(join(dir, 'state'), ['--public-pool', POOL]);
   let haproxy: ChildProcess | undefined;
   try {
     await api(up, 'POST', '/v1/apply', topology);

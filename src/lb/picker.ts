@@ -141,7 +141,8 @@ export class PickerSnapshot {
     const n = this.healthy.length;
     if (n === 0) return undefined;
     const h = flowHash(this.mode, srcIp, srcPort, dstIp, dstPort, protocolNumber);
-    const first = table[h % table.length]!;
+    // The same slot as pickTuple (reciprocal_scale), so that "nothing avoided" is the Maglev choice.
+    const first = table[flowSlot(h, table.length)]!;
     const chosen = this.healthy[first]!;
     if (!avoid(chosen)) return chosen;
     // The others, from an offset the hash draws, so that a failed backend's flows spread over all of them.
