@@ -5,7 +5,7 @@
  * (remote-source.ts). The agent reacts to the push, never to a polling interval.
  */
 import { isVipdipError } from '../core/errors.ts';
-import type { Cloud, EventView, ServiceView, VmView } from '../lifecycle/index.ts';
+import type { Cloud, EventView, ImageView, ServiceView, VmView, VnetView } from '../lifecycle/index.ts';
 import type { ControlSnapshot } from './desired.ts';
 import type { StatusRegistry } from './registry.ts';
 import type { AgentReport } from './report.ts';
@@ -65,6 +65,11 @@ export class InProcessSource implements ControlSource {
   private vms = new Map<string, VmView>();
   private dirtyServices = new Set<string>();
   private dirtyVms = new Set<string>();
+  /** Images and VNets are read whole, but only after an event changed them (or on a full read). */
+  private images: readonly ImageView[] = [];
+  private vnets: readonly VnetView[] = [];
+  private imagesDirty = true;
+  private vnetsDirty = true;
   private full = true;
   private lastFullMs = 0;
   private lastSeq: number;
@@ -83,6 +88,8 @@ export class InProcessSource implements ControlSource {
     for (const e of events) {
       if (e.seq !== this.lastSeq + 1) this.full = true; // a change may have been missed
       this.lastSeq = Math.max(this.lastSeq, e.seq);
+      if (e.type.startsWith('image.')) this.imagesDirty = true;
+      if (e.type.startsWith('vnet.') || e.type.startsWith('subnet.')) this.vnetsDirty = true;
       const t = touchedBy(e);
       for (const v of t.vms) this.dirtyVms.add(v);
       for (const s of t.services) this.dirtyServices.add(s);
@@ -92,15 +99,30 @@ export class InProcessSource implements ControlSource {
   async snapshot(): Promise<ControlSnapshot> {
     if (this.full || this.nowMs() - this.lastFullMs >= FULL_RESYNC_INTERVAL_MS) await this.readAll();
     else await this.readChanged();
-    // Images are few and small: read whole every time, so that a changed one restarts its VMs.
-    // VNets are few and change rarely; read whole, so a driver that makes hosts knows each subnet's CIDR.
-    const [images, vnets] = [await this.cloud.listImages(), await this.cloud.listVnets()];
-    return { services: [...this.services.values()], vms: [...this.vms.values()], images, vnets };
+    // Images (a changed one restarts its VMs) and VNets (a driver that makes hosts needs each subnet's
+    // CIDR) are read whole, but only when an event changed them: a VM's change costs no listing.
+    // An event that lands during a read marks them again, to be read next time.
+    if (this.imagesDirty) {
+      this.imagesDirty = false;
+      this.images = await this.cloud.listImages();
+    }
+    if (this.vnetsDirty) {
+      this.vnetsDirty = false;
+      this.vnets = await this.cloud.listVnets();
+    }
+    return {
+      services: [...this.services.values()],
+      vms: [...this.vms.values()],
+      images: this.images,
+      vnets: this.vnets,
+    };
   }
 
   private async readAll(): Promise<void> {
     // Events published while reading mark their resources again: read again next time.
     this.full = false;
+    this.imagesDirty = true;
+    this.vnetsDirty = true;
     this.dirtyServices = new Set();
     this.dirtyVms = new Set();
     this.lastFullMs = this.nowMs();

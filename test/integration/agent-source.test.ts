@@ -17,16 +17,35 @@ afterEach(async () => {
 });
 
 const full = async (cloud: Cloud) => {
-  const [services, vms] = await Promise.all([cloud.listServices(), cloud.listVms()]);
-  return canonical({ services, vms });
+  const [services, vms, images, vnets] = await Promise.all([
+    cloud.listServices(),
+    cloud.listVms(),
+    cloud.listImages(),
+    cloud.listVnets(),
+  ]);
+  return canonical({ services, vms, images, vnets });
 };
+/** The snapshot as the data plane reads it: VNets by their subnets' CIDRs (not their usage counts). */
 const canonical = (s: {
   services: readonly { name: string }[];
   vms: readonly { service: string; name: string }[];
+  images?: readonly { name: string }[];
+  vnets?: readonly {
+    subscription: string;
+    name: string;
+    subnets: readonly { name: string; cidr: string }[];
+  }[];
 }) =>
   JSON.stringify({
     services: [...s.services].sort((a, b) => a.name.localeCompare(b.name)),
     vms: [...s.vms].sort((a, b) => `${a.service}/${a.name}`.localeCompare(`${b.service}/${b.name}`)),
+    images: [...(s.images ?? [])].sort((a, b) => a.name.localeCompare(b.name)),
+    vnets: [...(s.vnets ?? [])]
+      .map((v) => ({
+        vnet: `${v.subscription}/${v.name}`,
+        subnets: v.subnets.map((n) => `${n.name}=${n.cidr}`).sort(),
+      }))
+      .sort((a, b) => a.vnet.localeCompare(b.vnet)),
   });
 
 test('the in-process source’s snapshot, kept per change, always equals a full read of the cloud', async () => {
@@ -52,6 +71,12 @@ test('the in-process source’s snapshot, kept per change, always equals a full 
       () => cloud.vmOperation({ service: 'shop', vm: 'a' }, 'start'),
       () => cloud.vmOperation({ service: 'blog', vm: 'a' }, 'delete'),
       () => cloud.deleteService('blog'),
+      // Images and VNets are kept between changes too, and read again only when one of theirs comes.
+      () => cloud.createImage('web', { command: 'exec true', env: { A: '1' } }),
+      () => cloud.updateImage('web', { command: 'exec false' }),
+      () => cloud.addSubnet('contoso', 'shop-net', { name: 'extra', cidr: '127.16.9.0/24' }),
+      () => cloud.createVm('shop', { name: 'c', subnet: 'extra' }),
+      () => cloud.deleteImage('web'),
     ];
     assert.equal(canonical(await source.snapshot()), await full(cloud));
     for (const [i, s] of steps.entries()) {
