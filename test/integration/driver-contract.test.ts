@@ -349,8 +349,10 @@ for (const { name, make } of DRIVERS) {
       const dead: Backend = { ...live, id: 'web1', host: hole.host, port: hole.port };
       await driver.reconcile({ endpoints: [endpoint(vip, port, [{ b: dead }, { b: live }])], snat: [] });
       const t0 = Date.now();
+      // 24 flows, so that the 3 consecutive failures passive health needs land on the silent backend
+      // whatever the ports hash to (with 12, fewer than 3 reached it about one run in fifty).
       const answers = await Promise.all(
-        Array.from({ length: 12 }, async () => {
+        Array.from({ length: 24 }, async () => {
           const h = await hello(vip, port, undefined, 10_000);
           h.socket.destroy();
           return h.id;
