@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Clock } from '../core/index.ts';
 import { StatusRegistry } from './registry.ts';
-import type { AgentReport, BackendReport, HealthEvent } from './report.ts';
+import type { AgentReport, BackendReport, HealthChange } from './report.ts';
 
 class FakeClock implements Clock {
   t = Date.UTC(2026, 0, 1);
@@ -38,7 +38,7 @@ describe('the status registry', () => {
   test('health messages go out on changes only, with the subscription for filtering', () => {
     const clock = new FakeClock();
     const r = new StatusRegistry(clock, 15_000);
-    const got: [HealthEvent, string][] = [];
+    const got: [HealthChange, string][] = [];
     r.onHealth((e, sub) => got.push([e, sub]));
     r.accept(report('a', [backend('web1', 'unknown')]));
     r.accept(report('a', [backend('web1', 'unknown')]));
@@ -65,7 +65,7 @@ describe('the status registry', () => {
   test("an agent's backends read unknown once its report is stale, and a message says so", () => {
     const clock = new FakeClock();
     const r = new StatusRegistry(clock, 15_000);
-    const got: HealthEvent[] = [];
+    const got: HealthChange[] = [];
     r.onHealth((e) => got.push(e));
     r.accept(report('a', [backend('web1', 'up')]));
     clock.t += 10_000;
@@ -85,7 +85,7 @@ describe('the status registry', () => {
 
   test('a backend that leaves every report is announced down', () => {
     const r = new StatusRegistry(new FakeClock(), 15_000);
-    const got: HealthEvent[] = [];
+    const got: HealthChange[] = [];
     r.onHealth((e) => got.push(e));
     r.accept(report('a', [backend('web1', 'up'), backend('web2', 'up')]));
     r.accept(report('a', [backend('web2', 'up')]));

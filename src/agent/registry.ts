@@ -5,7 +5,7 @@
  */
 import type { Clock } from '../core/index.ts';
 import type { ListenerStatus } from '../dataplane/index.ts';
-import type { AgentReport, BackendReport, HealthEvent, WorkloadReport } from './report.ts';
+import type { AgentReport, BackendReport, HealthChange, WorkloadReport } from './report.ts';
 
 /** Agents report at least every few seconds (AGENT_HEARTBEAT_MS); three missed ones make a report stale. */
 export const AGENT_HEARTBEAT_MS = 5000;
@@ -27,7 +27,7 @@ export interface WorkloadEntry extends WorkloadReport {
   reportedAt: string;
 }
 
-export type HealthListener = (e: HealthEvent, subscription: string) => void;
+export type HealthListener = (e: HealthChange, subscription: string) => void;
 
 const backendKey = (service: string, vm: string, endpoint: string) => `${service}/${vm}/${endpoint}`;
 
@@ -152,7 +152,7 @@ export class StatusRegistry {
   /** Sends a health message for every backend whose state (or DIP) differs from the last one sent. */
   private announce(): void {
     const next = new Map<string, { state: string; dip: string | null; subscription: string }>();
-    const events: [HealthEvent, string][] = [];
+    const events: [HealthChange, string][] = [];
     for (const e of this.allBackends()) {
       const key = backendKey(e.service, e.vm, e.endpoint);
       next.set(key, { state: e.state, dip: e.dip, subscription: e.subscription });

@@ -1,67 +1,16 @@
 /**
  * What an agent tells the control plane: the health of the backends it balances and the status and
- * last output of the workloads it runs. These are also the shapes of the API's health and logs
- * routes (the dashboard reads them), so they change only compatibly.
+ * last output of the workloads it runs. The shapes are the API's (core/api-shapes.ts: the report
+ * route validates them, and the health and logs routes show them), so they change only compatibly.
  */
-import type { ListenerStatus } from '../dataplane/index.ts';
-
-export type BackendState = 'up' | 'down' | 'unknown';
-export type WorkloadStatusName = 'none' | 'starting' | 'running' | 'stopped' | 'crashed';
-
-export interface BackendReport {
-  subscription: string;
-  service: string;
-  /** The endpoint's name on this VM. */
-  endpoint: string;
-  vm: string;
-  dip: string | null;
-  localPort: number;
-  state: BackendState;
-  /** ISO time of the last change of `state`, when known. */
-  since: string | null;
-  detail: string | null;
-}
-
-export interface LogLine {
-  time: string;
-  stream: 'stdout' | 'stderr';
-  text: string;
-}
-
-export interface WorkloadReport {
-  subscription: string;
-  service: string;
-  vm: string;
-  workload: string;
-  status: Exclude<WorkloadStatusName, 'none'>;
-  pid: number | null;
-  restarts: number;
-  lines: LogLine[];
-}
-
-export interface AgentReport {
-  /** The agent's name, unique among the agents of one control plane. */
-  agent: string;
-  /** The hosts whose VMs it runs, or null for all of them. */
-  hosts: string[] | null;
-  /** Whether it runs the load balancer (listeners and probes). */
-  lb: boolean;
-  driver: string;
-  backends: BackendReport[];
-  workloads: WorkloadReport[];
-  listeners: ListenerStatus[];
-}
-
-/** The live health message of the event stream (`event: health`, no id: not part of the log). */
-export interface HealthEvent {
-  service: string;
-  endpoint: string;
-  vm: string;
-  dip: string | null;
-  state: BackendState;
-  since: string | null;
-  detail: string | null;
-}
+export type {
+  AgentReport,
+  BackendReport,
+  BackendState,
+  HealthChange,
+  LogLine,
+  WorkloadReport,
+} from '../core/api-shapes.ts';
 
 /** Workloads keep this many of their last output lines. */
 export const LOG_LINES_KEPT = 200;

@@ -2,6 +2,7 @@
  * The one place where error codes become HTTP statuses, and errors become RFC 9457
  * `application/problem+json` bodies with the stable code in a `code` member.
  */
+import type { Problem } from '../core/api-shapes.ts';
 import type { ErrorCode } from '../core/errors.ts';
 
 export const STATUS: Readonly<Record<ErrorCode | ApiErrorCode, number>> = {
@@ -56,20 +57,22 @@ export class ApiError extends Error {
   constructor(
     readonly code: ApiErrorCode,
     readonly detail: string,
-    readonly extra: Record<string, unknown> = {},
+    readonly extra: ProblemExtra = {},
   ) {
     super(`${API_TITLES[code]}: ${detail}`);
   }
 }
 
-export interface Problem {
-  type: string;
-  title: string;
-  status: number;
-  detail: string;
-  code: string;
-  instance?: string;
-  [k: string]: unknown;
+export type { Problem } from '../core/api-shapes.ts';
+
+/**
+ * What a problem may carry beyond its code and texts: only members of the Problem schema, since the
+ * serializer sends no others. `errors` is checked when the problem is made (a domain error's data is
+ * untyped): a list of `{ path, message }`.
+ */
+export interface ProblemExtra {
+  errors?: unknown;
+  errorsTotal?: number;
 }
 
 /** No problem lists more than this many errors; `errorsTotal` says how many there were. */
@@ -90,7 +93,7 @@ export function problem(
   title: string,
   detail: string,
   instance?: string,
-  extra: Record<string, unknown> = {},
+  extra: ProblemExtra = {},
 ): Problem {
   const { errors, ...rest } = extra;
   const capped = Array.isArray(errors)

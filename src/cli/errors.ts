@@ -2,6 +2,7 @@
  * The failures a client verb reports. Each carries a one-line message (main.ts prints it after
  * `vipdip: `) and the exit code it means: 2 for a command line that cannot be right, 1 for the rest.
  */
+import type { Problem } from '../core/api-shapes.ts';
 
 /** A failure worth one line on stderr and exit 1. */
 export class CliError extends Error {
@@ -13,15 +14,11 @@ export class UsageError extends CliError {
   override readonly exitCode = 2;
 }
 
-/** The problem+json member the CLI reads; the rest of the body is kept for --debug. */
-export interface ProblemBody {
-  title: string;
-  detail: string;
-  status: number;
-  code?: string;
-  errors?: { path: string; message: string }[];
-  [k: string]: unknown;
-}
+/**
+ * An API problem as the CLI receives it: the title and detail it prints are checked (client.ts); the
+ * rest may be missing from a body that a proxy, not vipdip, sent. The whole body is kept for --debug.
+ */
+export type ProblemBody = Pick<Problem, 'title' | 'detail'> & Partial<Problem>;
 
 /** The API refused or failed a request (RFC 9457 problem); prints as `<title>: <detail>`. */
 export class ApiProblemError extends CliError {

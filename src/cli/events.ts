@@ -5,7 +5,7 @@
  * nothing is lost and nothing printed twice.
  */
 import type { Command } from 'commander';
-import type { EventView } from '../lifecycle/index.ts';
+import type { Event as ApiEvent } from '../core/api-shapes.ts';
 import { connect, stateOption, type Client } from './client.ts';
 import { CliError, UnreachableError, UsageError } from './errors.ts';
 import { cell, outputOption, progress, type Progress } from './output.ts';
@@ -26,7 +26,7 @@ interface EventsOptions {
 }
 
 /** What changed, as `key old→new` pairs; a creation (no old) as `key=value`. */
-export function describeChange(e: Pick<EventView, 'old' | 'new'>): string {
+export function describeChange(e: Pick<ApiEvent, 'old' | 'new'>): string {
   const text = (v: unknown) => cell(v);
   if (e.old === null && e.new === null) return '';
   if (e.old === null) {
@@ -39,7 +39,7 @@ export function describeChange(e: Pick<EventView, 'old' | 'new'>): string {
 }
 
 /** `seq time type resource reason: old→new`, the first columns padded so that lines line up. */
-export function eventLine(e: EventView): string {
+export function eventLine(e: ApiEvent): string {
   const change = describeChange(e);
   return `${String(e.seq).padStart(6)} ${e.time} ${e.type.padEnd(25)} ${e.resource.padEnd(28)} ${e.reason}${change === '' ? '' : `: ${change}`}`;
 }
@@ -50,11 +50,11 @@ function parseSince(text: string | undefined): number {
   return Number(text);
 }
 
-async function page(c: Client, since: number, print: (e: EventView) => void, p: Progress): Promise<void> {
+async function page(c: Client, since: number, print: (e: ApiEvent) => void, p: Progress): Promise<void> {
   let next = since;
   let count = 0;
   for (;;) {
-    const body = await c.get<{ events: EventView[]; next: number }>('/v1/events', {
+    const body = await c.get<{ events: ApiEvent[]; next: number }>('/v1/events', {
       since: String(next),
       limit: String(PAGE),
     });
@@ -69,7 +69,7 @@ async function page(c: Client, since: number, print: (e: EventView) => void, p: 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Follows the SSE stream for ever, reconnecting from the last event printed. */
-async function follow(c: Client, since: number, print: (e: EventView) => void, p: Progress): Promise<never> {
+async function follow(c: Client, since: number, print: (e: ApiEvent) => void, p: Progress): Promise<never> {
   let last = since;
   let connected = false;
   let retryMs = RETRY_FIRST_MS;
@@ -97,9 +97,9 @@ async function follow(c: Client, since: number, print: (e: EventView) => void, p
         for (const m of parser.push(decoder.decode(value, { stream: true }))) {
           // Live messages (event: health) are not part of the log: they are for the dashboard.
           if (m.event === 'health') continue;
-          let e: EventView;
+          let e: ApiEvent;
           try {
-            e = JSON.parse(m.data) as EventView;
+            e = JSON.parse(m.data) as ApiEvent;
           } catch {
             throw new CliError(`the event stream sent data that is not JSON (event id ${m.id ?? '?'})`);
           }
@@ -133,8 +133,8 @@ export function registerEvents(program: Command): void {
       const c = connect(opts);
       const print =
         opts.output === 'json'
-          ? (e: EventView) => process.stdout.write(`${JSON.stringify(e)}\n`)
-          : (e: EventView) => process.stdout.write(`${eventLine(e)}\n`);
+          ? (e: ApiEvent) => process.stdout.write(`${JSON.stringify(e)}\n`)
+          : (e: ApiEvent) => process.stdout.write(`${eventLine(e)}\n`);
       const p = progress();
       try {
         if (opts.follow === true) {

@@ -4,15 +4,7 @@
  * is for people and adds what they look for next to it, such as the VIP of each VM's service.
  */
 import type { Command } from 'commander';
-import type {
-  HostView,
-  PoolView,
-  ReservedIpView,
-  ServiceView,
-  SubscriptionView,
-  VmView,
-  VnetView,
-} from '../lifecycle/index.ts';
+import type { Host, Pool, ReservedIp, Service, Subscription, Vm, Vnet } from '../core/api-shapes.ts';
 import { connect, path, stateOption, type Client } from './client.ts';
 import { CliError, UsageError } from './errors.ts';
 import { parseVmName } from './names.ts';
@@ -69,14 +61,14 @@ const subscriptions: Kind = {
     }
     const one = name ?? sub;
     return one === undefined
-      ? c.get<SubscriptionView[]>('/v1/subscriptions')
-      : c.get<SubscriptionView>(path`/v1/subscriptions/${one}`);
+      ? c.get<Subscription[]>('/v1/subscriptions')
+      : c.get<Subscription>(path`/v1/subscriptions/${one}`);
   },
   table: (_c, data) =>
     Promise.resolve(
       table(
         ['NAME', 'CREATED'],
-        asList<SubscriptionView>(data).map((s) => [s.name, s.createdAt]),
+        asList<Subscription>(data).map((s) => [s.name, s.createdAt]),
       ),
     ),
 };
@@ -87,14 +79,14 @@ const vnets: Kind = {
   fetch: async (c, name, sub) => {
     if (sub !== undefined) {
       return name === undefined
-        ? c.get<VnetView[]>(path`/v1/subscriptions/${sub}/vnets`)
-        : c.get<VnetView>(path`/v1/subscriptions/${sub}/vnets/${name}`);
+        ? c.get<Vnet[]>(path`/v1/subscriptions/${sub}/vnets`)
+        : c.get<Vnet>(path`/v1/subscriptions/${sub}/vnets/${name}`);
     }
-    const all = await c.get<VnetView[]>('/v1/vnets');
+    const all = await c.get<Vnet[]>('/v1/vnets');
     return name === undefined ? all : pickOne(all, name, 'virtual network');
   },
   table: (_c, data) => {
-    const list = asList<VnetView>(data);
+    const list = asList<Vnet>(data);
     let text = table(
       ['SUBSCRIPTION', 'NAME', 'ADDRESS-SPACE', 'DIP-POLICY', 'MOVE-POLICY', 'SUBNETS'],
       list.map((v) => [
@@ -124,11 +116,9 @@ const services: Kind = {
   scoped: true,
   fetch: async (c, name, sub) => {
     if (name === undefined) {
-      return c.get<ServiceView[]>(
-        sub === undefined ? '/v1/services' : path`/v1/subscriptions/${sub}/services`,
-      );
+      return c.get<Service[]>(sub === undefined ? '/v1/services' : path`/v1/subscriptions/${sub}/services`);
     }
-    const svc = await c.get<ServiceView>(path`/v1/services/${name}`);
+    const svc = await c.get<Service>(path`/v1/services/${name}`);
     checkSubscription('cloud service', name, svc.subscription, sub);
     return svc;
   },
@@ -136,7 +126,7 @@ const services: Kind = {
     Promise.resolve(
       table(
         ['NAME', 'SUBSCRIPTION', 'VIP', 'RESERVED-IP', 'DNS', 'VMS'],
-        asList<ServiceView>(data).map((s) => [
+        asList<Service>(data).map((s) => [
           s.name,
           s.subscription,
           s.vip,
@@ -155,31 +145,31 @@ const vms: Kind = {
     if (name === undefined) {
       // There is no per-subscription VM listing; asking for the subscription first makes an unknown
       // one a not-found error rather than an empty list.
-      if (sub !== undefined) await c.get<SubscriptionView>(path`/v1/subscriptions/${sub}`);
-      const all = await c.get<VmView[]>('/v1/vms');
+      if (sub !== undefined) await c.get<Subscription>(path`/v1/subscriptions/${sub}`);
+      const all = await c.get<Vm[]>('/v1/vms');
       return sub === undefined ? all : all.filter((v) => v.subscription === sub);
     }
     const ref = parseVmName(name);
     if (ref.vm === undefined) {
-      const list = await c.get<VmView[]>(path`/v1/services/${ref.service}/vms`);
+      const list = await c.get<Vm[]>(path`/v1/services/${ref.service}/vms`);
       if (sub !== undefined) {
-        const svc = await c.get<ServiceView>(path`/v1/services/${ref.service}`);
+        const svc = await c.get<Service>(path`/v1/services/${ref.service}`);
         checkSubscription('cloud service', ref.service, svc.subscription, sub);
       }
       return list;
     }
-    const vm = await c.get<VmView>(path`/v1/services/${ref.service}/vms/${ref.vm}`);
+    const vm = await c.get<Vm>(path`/v1/services/${ref.service}/vms/${ref.vm}`);
     checkSubscription('VM', name, vm.subscription, sub);
     return vm;
   },
   table: async (c, data, sub) => {
-    const list = asList<VmView>(data);
+    const list = asList<Vm>(data);
     const names = new Set(list.map((v) => v.service));
-    let svcs: ServiceView[];
-    if (names.size === 1) svcs = [await c.get<ServiceView>(path`/v1/services/${[...names][0]!}`)];
+    let svcs: Service[];
+    if (names.size === 1) svcs = [await c.get<Service>(path`/v1/services/${[...names][0]!}`)];
     else if (names.size === 0) svcs = [];
     else
-      svcs = await c.get<ServiceView[]>(
+      svcs = await c.get<Service[]>(
         sub === undefined ? '/v1/services' : path`/v1/subscriptions/${sub}/services`,
       );
     const vip = new Map(svcs.map((s) => [s.name, s.vip]));
@@ -205,17 +195,17 @@ const reservedIps: Kind = {
   fetch: async (c, name, sub) => {
     if (sub !== undefined) {
       return name === undefined
-        ? c.get<ReservedIpView[]>(path`/v1/subscriptions/${sub}/reserved-ips`)
-        : c.get<ReservedIpView>(path`/v1/subscriptions/${sub}/reserved-ips/${name}`);
+        ? c.get<ReservedIp[]>(path`/v1/subscriptions/${sub}/reserved-ips`)
+        : c.get<ReservedIp>(path`/v1/subscriptions/${sub}/reserved-ips/${name}`);
     }
-    const all = await c.get<ReservedIpView[]>('/v1/reserved-ips');
+    const all = await c.get<ReservedIp[]>('/v1/reserved-ips');
     return name === undefined ? all : pickOne(all, name, 'reserved IP');
   },
   table: (_c, data) =>
     Promise.resolve(
       table(
         ['SUBSCRIPTION', 'NAME', 'ADDRESS', 'SERVICE'],
-        asList<ReservedIpView>(data).map((r) => [r.subscription, r.name, r.address, r.service]),
+        asList<ReservedIp>(data).map((r) => [r.subscription, r.name, r.address, r.service]),
       ),
     ),
 };
@@ -224,14 +214,14 @@ const hosts: Kind = {
   noun: 'host',
   scoped: false,
   fetch: async (c, name) => {
-    const all = await c.get<HostView[]>('/v1/hosts');
+    const all = await c.get<Host[]>('/v1/hosts');
     return name === undefined ? all : pickOne(all, name, 'host');
   },
   table: (_c, data) =>
     Promise.resolve(
       table(
         ['NAME', 'RACK', 'VMS'],
-        asList<HostView>(data).map((h) => [h.name, h.rack, h.vms]),
+        asList<Host>(data).map((h) => [h.name, h.rack, h.vms]),
       ),
     ),
 };
@@ -240,7 +230,7 @@ const pools: Kind = {
   noun: 'public pool',
   scoped: false,
   fetch: async (c, name) => {
-    const all = await c.get<PoolView[]>('/v1/pools');
+    const all = await c.get<Pool[]>('/v1/pools');
     if (name === undefined) return all;
     const hit = all.find((p) => p.cidr === name);
     if (hit === undefined) throw new CliError(`not found: public pool ${name} does not exist`);
@@ -250,7 +240,7 @@ const pools: Kind = {
     Promise.resolve(
       table(
         ['CIDR', 'USABLE', 'BOUND', 'FREE'],
-        asList<PoolView>(data).map((p) => [p.cidr, p.usable, p.bound, p.free]),
+        asList<Pool>(data).map((p) => [p.cidr, p.usable, p.bound, p.free]),
       ),
     ),
 };

@@ -3,7 +3,7 @@
  * (or rack) moves elsewhere, and the table shows each one's old → new host and DIP.
  */
 import type { Command } from 'commander';
-import type { VmView } from '../lifecycle/index.ts';
+import type { Vm } from '../core/api-shapes.ts';
 import { connect, path, stateOption } from './client.ts';
 import { UsageError } from './errors.ts';
 import { arrow, outputOption, print, progress, table } from './output.ts';
@@ -29,11 +29,11 @@ export function registerHost(program: Command): void {
       const what = name !== undefined ? `host ${name}` : `rack ${opts.rack}`;
       // The answer holds the VMs as they are after the move; the listing before holds where they were.
       const before =
-        opts.output === 'table' ? new Map((await c.get<VmView[]>('/v1/vms')).map((v) => [key(v), v])) : null;
+        opts.output === 'table' ? new Map((await c.get<Vm[]>('/v1/vms')).map((v) => [key(v), v])) : null;
       const p = progress();
       p.update(`maintenance of ${what}…`);
       const moved = await c
-        .post<VmView[]>(
+        .post<Vm[]>(
           name !== undefined
             ? path`/v1/hosts/${name}/maintenance`
             : path`/v1/racks/${opts.rack!}/maintenance`,
@@ -57,4 +57,4 @@ export function registerHost(program: Command): void {
     });
 }
 
-const key = (v: VmView) => `${v.service}/${v.name}`;
+const key = (v: Vm) => `${v.service}/${v.name}`;

@@ -4,7 +4,7 @@
  * a tenant's token lists the names it may choose from.
  */
 import type { Command } from 'commander';
-import type { ImageView } from '../lifecycle/index.ts';
+import type { Image } from '../core/api-shapes.ts';
 import { connect, path, stateOption } from './client.ts';
 import { UsageError } from './errors.ts';
 import { outputOption, print, table } from './output.ts';
@@ -55,8 +55,8 @@ export function registerImage(program: Command): void {
       const body = { command: opts.command, env };
       const made =
         opts.replace === true
-          ? await c.request<ImageView>('PUT', path`/v1/images/${name}`, { json: body })
-          : await c.post<ImageView>('/v1/images', { name, ...body });
+          ? await c.request<Image>('PUT', path`/v1/images/${name}`, { json: body })
+          : await c.post<Image>('/v1/images', { name, ...body });
       await print(
         opts.output,
         made,
@@ -68,7 +68,7 @@ export function registerImage(program: Command): void {
     .description('the images a VM may name: the built-ins and the operator’s')
     .addOption(outputOption())
     .action(async (opts: ImageOptions) => {
-      const all = await connect(opts).get<ImageView[]>('/v1/images');
+      const all = await connect(opts).get<Image[]>('/v1/images');
       await print(opts.output, all, () =>
         table(
           ['NAME', 'KIND', 'COMMAND', 'ENV'],

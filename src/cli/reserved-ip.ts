@@ -3,7 +3,7 @@
  * addresses that survive deallocation and deletion of the service they serve.
  */
 import type { Command } from 'commander';
-import type { ReservedIpView, ServiceView } from '../lifecycle/index.ts';
+import type { ReservedIp, Service } from '../core/api-shapes.ts';
 import { connect, path, stateOption } from './client.ts';
 import { cell, outputOption, print } from './output.ts';
 
@@ -28,7 +28,7 @@ export function registerReservedIp(program: Command): void {
   verb('create', 'reserve a public address under a name')
     .argument('<name>', 'its name')
     .action(async (name: string, opts: RipOptions) => {
-      const made = await connect(opts).post<ReservedIpView>(
+      const made = await connect(opts).post<ReservedIp>(
         path`/v1/subscriptions/${opts.subscription}/reserved-ips`,
         { name },
       );
@@ -47,7 +47,7 @@ export function registerReservedIp(program: Command): void {
     .argument('<name>', 'the reserved IP')
     .argument('<service>', 'the cloud service')
     .action(async (name: string, service: string, opts: RipOptions) => {
-      const svc = await connect(opts).post<ServiceView>(`${ripPath(opts.subscription, name)}/associate`, {
+      const svc = await connect(opts).post<Service>(`${ripPath(opts.subscription, name)}/associate`, {
         service,
       });
       await print(
@@ -62,14 +62,12 @@ export function registerReservedIp(program: Command): void {
     .action(async (name: string, opts: RipOptions) => {
       const c = connect(opts);
       const service =
-        opts.output === 'table'
-          ? (await c.get<ReservedIpView>(ripPath(opts.subscription, name))).service
-          : null;
-      const after = await c.post<ReservedIpView>(`${ripPath(opts.subscription, name)}/disassociate`);
+        opts.output === 'table' ? (await c.get<ReservedIp>(ripPath(opts.subscription, name))).service : null;
+      const after = await c.post<ReservedIp>(`${ripPath(opts.subscription, name)}/disassociate`);
       await print(opts.output, after, async () => {
         const line = `reserved IP ${after.subscription}/${after.name} (${after.address}) disassociated`;
         if (service === null) return `${line}\n`;
-        const svc = await c.get<ServiceView>(path`/v1/services/${service}`);
+        const svc = await c.get<Service>(path`/v1/services/${service}`);
         return `${line} from ${service}; ${service} vip now ${cell(svc.vip)}\n`;
       });
     });
@@ -81,7 +79,7 @@ export function registerReservedIp(program: Command): void {
     .argument('<name>', 'the name of the new reserved IP')
     .addOption(outputOption())
     .action(async (service: string, name: string, opts: Omit<RipOptions, 'subscription'>) => {
-      const made = await connect(opts).post<ReservedIpView>(path`/v1/services/${service}/reserve-vip`, {
+      const made = await connect(opts).post<ReservedIp>(path`/v1/services/${service}/reserve-vip`, {
         name,
       });
       await print(

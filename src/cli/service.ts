@@ -3,7 +3,7 @@
  * to the pool, unless it is a reserved IP, which survives for the next service.
  */
 import type { Command } from 'commander';
-import type { ServiceView } from '../lifecycle/index.ts';
+import type { Service } from '../core/api-shapes.ts';
 import { connect, path, stateOption } from './client.ts';
 import { CliError } from './errors.ts';
 
@@ -21,7 +21,7 @@ export function registerService(program: Command): void {
     .option('-s, --subscription <name>', 'the subscription it must belong to')
     .action(async (name: string, opts: ServiceOptions) => {
       const c = connect(opts);
-      const svc = await c.get<ServiceView>(path`/v1/services/${name}`);
+      const svc = await c.get<Service>(path`/v1/services/${name}`);
       if (opts.subscription !== undefined && svc.subscription !== opts.subscription) {
         throw new CliError(
           `not found: cloud service ${name} does not exist in subscription ${opts.subscription}`,

@@ -1,6 +1,6 @@
 /** `vipdip subscription create|delete NAME`: tenants, made and removed by the operator. */
 import type { Command } from 'commander';
-import type { SubscriptionView } from '../lifecycle/index.ts';
+import type { Subscription } from '../core/api-shapes.ts';
 import { connect, path, stateOption } from './client.ts';
 import { outputOption, print } from './output.ts';
 
@@ -17,7 +17,7 @@ export function registerSubscription(program: Command): void {
     .argument('<name>', 'its name')
     .addOption(outputOption())
     .action(async (name: string, opts: SubscriptionOptions) => {
-      const made = await connect(opts).post<SubscriptionView>('/v1/subscriptions', { name });
+      const made = await connect(opts).post<Subscription>('/v1/subscriptions', { name });
       await print(opts.output, made, () => `subscription ${made.name} created\n`);
     });
 

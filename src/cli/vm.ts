@@ -4,7 +4,7 @@
  * `shop/web1 running dip 127.16.1.9 vip 127.100.3.4 host rack1-host2`.
  */
 import type { Command } from 'commander';
-import type { ServiceView, VmView } from '../lifecycle/index.ts';
+import type { Service, Vm } from '../core/api-shapes.ts';
 import { connect, path, stateOption, type Client } from './client.ts';
 import { CliError } from './errors.ts';
 import { parseVmRef } from './names.ts';
@@ -30,7 +30,7 @@ interface VmOptions {
 }
 
 /** `shop/web1 running dip … vip … host …` (and the ILPIP when there is one). */
-export function vmLine(vm: VmView, vip: string | null | undefined): string {
+export function vmLine(vm: Vm, vip: string | null | undefined): string {
   return (
     `${vm.service}/${vm.name} ${vm.state} dip ${cell(vm.dip)} vip ${cell(vip)} host ${cell(vm.host)}` +
     (vm.ilpip !== null ? ` ilpip ${vm.ilpip}` : '')
@@ -40,24 +40,20 @@ export function vmLine(vm: VmView, vip: string | null | undefined): string {
 /** With -s, the service must belong to that subscription, checked before anything changes. */
 async function checkService(c: Client, service: string, sub: string | undefined): Promise<void> {
   if (sub === undefined) return;
-  const svc = await c.get<ServiceView>(path`/v1/services/${service}`);
+  const svc = await c.get<Service>(path`/v1/services/${service}`);
   if (svc.subscription !== sub) {
     throw new CliError(`not found: cloud service ${service} does not exist in subscription ${sub}`);
   }
 }
 
 /** One operation on one VM; returns the VM afterwards, or null once deleted. */
-async function operate(
-  c: Client,
-  verb: VmVerb,
-  ref: { service: string; vm: string },
-): Promise<VmView | null> {
+async function operate(c: Client, verb: VmVerb, ref: { service: string; vm: string }): Promise<Vm | null> {
   const vmPath = path`/v1/services/${ref.service}/vms/${ref.vm}`;
   if (verb === 'delete') {
     await c.delete(vmPath);
     return null;
   }
-  return c.post<VmView>(`${vmPath}/${verb}`);
+  return c.post<Vm>(`${vmPath}/${verb}`);
 }
 
 /**
@@ -71,13 +67,13 @@ async function run(verb: VmVerb, targets: string[], opts: VmOptions): Promise<vo
   for (const service of new Set(refs.map((r) => r.service))) {
     await checkService(c, service, opts.subscription);
   }
-  const results: VmView[] = [];
+  const results: Vm[] = [];
   for (const ref of refs) {
     const vm = await operate(c, verb, ref);
     if (vm !== null) results.push(vm);
     if (opts.output !== 'table') continue;
     // The VIP is the service's, and the operation may just have drawn or released it.
-    const svc = await c.get<ServiceView>(path`/v1/services/${ref.service}`);
+    const svc = await c.get<Service>(path`/v1/services/${ref.service}`);
     process.stdout.write(
       vm === null
         ? `${ref.service}/${ref.vm} deleted; ${ref.service} vip ${cell(svc.vip)}\n`

@@ -9,7 +9,7 @@
  */
 import type { Cidr } from '../core/index.ts';
 import type { Prober } from '../lb/index.ts';
-import type { AclRule, Distribution, Protocol } from '../lifecycle/index.ts';
+import type { AclRule, Distribution, ListenerReport, Protocol } from '../core/api-shapes.ts';
 
 export type DriverName = 'none' | 'local' | 'netns';
 export const DRIVER_NAMES: readonly DriverName[] = ['none', 'local', 'netns'];
@@ -87,20 +87,8 @@ export interface DesiredDataPlane {
   readonly vnets?: readonly DesiredVnet[];
 }
 
-export interface ListenerStatus {
-  readonly key: string;
-  readonly address: string;
-  readonly protocol: Protocol;
-  readonly port: number;
-  readonly state: 'listening' | 'failed' | 'recorded';
-  /** Why it is not listening (a bind error, say). */
-  readonly error: string | null;
-  readonly activeFlows: number;
-  readonly accepted: number;
-  readonly deniedAcl: number;
-  readonly noBackend: number;
-  readonly overLimit: number;
-}
+/** A listener's status: the shape an agent reports (the report route refuses any other field). */
+export type ListenerStatus = Readonly<ListenerReport>;
 
 export interface DriverStatus {
   readonly driver: DriverName;

@@ -3,11 +3,13 @@
  * canonical and a declarative apply can compare it), and the per-service rule that a public port is
  * unique per protocol on the VIP except among the members of one load-balanced set.
  */
+import type { AclRule, Endpoint, Probe } from '../core/api-shapes.ts';
 import { VipdipError } from '../core/errors.ts';
 import { formatCidr, parseCidr } from '../core/ip.ts';
 
-export type Protocol = 'tcp' | 'udp';
-export type Distribution = 'fiveTuple' | 'sourceIP' | 'sourceIPProtocol';
+// The vocabulary is core's (the balancer shares it and depends on core alone); re-exported here so
+// that the lifecycle's importers keep one place to take it from.
+export type { AclRule, Distribution, Endpoint, Probe, Protocol } from '../core/api-shapes.ts';
 
 /** Azure's defaults: probe every 15 s, down after 31 s; idle timeout 4 to 30 minutes. */
 export const PROBE_INTERVAL_DEFAULT_S = 15;
@@ -15,34 +17,6 @@ export const PROBE_TIMEOUT_DEFAULT_S = 31;
 export const PROBE_INTERVAL_MIN_S = 5;
 export const IDLE_TIMEOUT_MIN_MIN = 4;
 export const IDLE_TIMEOUT_MAX_MIN = 30;
-
-export interface Probe {
-  protocol: 'tcp' | 'http';
-  port: number;
-  path?: string;
-  intervalSeconds: number;
-  timeoutSeconds: number;
-}
-
-export interface AclRule {
-  order: number;
-  action: 'permit' | 'deny';
-  remoteSubnet: string;
-  description?: string;
-}
-
-export interface Endpoint {
-  name: string;
-  protocol: Protocol;
-  publicPort: number;
-  localPort: number;
-  lbSet?: string;
-  probe?: Probe;
-  distribution: Distribution;
-  idleTimeoutMinutes: number;
-  acl: AclRule[];
-  proxyProtocol: boolean;
-}
 
 type Problem = (detail: string) => never;
 

@@ -18,23 +18,6 @@ const Str = Type.String({ maxLength: 64 });
  */
 const REPORT_BODY_LIMIT_BYTES = 64 << 20;
 
-type Health = { service: string; endpoints: HealthEndpoint[] };
-type HealthEndpoint = {
-  name: string;
-  protocol: 'tcp' | 'udp';
-  publicPort: number;
-  lbSet: string | null;
-  vip: string | null;
-  backends: {
-    vm: string;
-    dip: string | null;
-    localPort: number;
-    state: 'up' | 'down' | 'unknown';
-    since: string | null;
-    detail: string | null;
-  }[];
-};
-
 export function registerDataPlaneRoutes(app: Api, ctx: ApiContext): void {
   const { cloud, registry } = ctx;
 
@@ -48,11 +31,11 @@ export function registerDataPlaneRoutes(app: Api, ctx: ApiContext): void {
         response: { 200: S.ServiceHealth, ...errors },
       },
     },
-    async (req): Promise<Health> => {
+    async (req): Promise<S.ServiceHealth> => {
       const svc = await cloud.getService(req.params.service, visible(req));
       const vms = await cloud.listVms({ service: svc.name, subscription: svc.subscription });
       const reported = registry.backends(svc.name);
-      const groups = new Map<string, HealthEndpoint>();
+      const groups = new Map<string, S.EndpointHealth>();
       for (const vm of [...vms].sort((a, b) => (a.name < b.name ? -1 : 1))) {
         for (const e of vm.endpoints) {
           // Members of a load-balanced set share one public endpoint; any other endpoint is its own.
@@ -70,7 +53,7 @@ export function registerDataPlaneRoutes(app: Api, ctx: ApiContext): void {
             groups.set(key, g);
           }
           const r = reported.get(`${vm.name}/${e.name}`);
-          let state: 'up' | 'down' | 'unknown' = 'unknown';
+          let state: S.BackendState = 'unknown';
           let since: string | null = null;
           let detail: string | null;
           if (vm.state !== 'running') {
@@ -133,7 +116,7 @@ export function registerDataPlaneRoutes(app: Api, ctx: ApiContext): void {
         tags: ['data plane'],
         description: 'a standalone agent reports backend health, workloads and listeners (operator token)',
         params: Type.Object({ agent: Str }),
-        body: S.AgentReportBody,
+        body: S.AgentReport,
         response: { ...errors },
       },
     },

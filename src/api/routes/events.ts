@@ -35,10 +35,7 @@ export function registerEventRoutes(app: Api, { cloud, registry }: ApiContext): 
         tags: ['events'],
         querystring: S.EventsQuery,
         response: {
-          200: Type.Object({
-            events: Type.Array(S.Event),
-            next: Type.Integer({ description: 'the cursor of the following page' }),
-          }),
+          200: S.EventPage,
           '4xx': { $ref: 'Problem#' },
         },
       },

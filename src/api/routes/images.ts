@@ -15,6 +15,7 @@ import { COMMAND_PREFIX } from '../../lifecycle/index.ts';
 import type { FastifyRequest } from 'fastify';
 import { requireOperator, sendResource, type Api, type ApiContext } from '../context.ts';
 import { ApiError } from '../problem.ts';
+import * as S from '../schemas.ts';
 
 const errors = { '4xx': { $ref: 'Problem#' } } as const;
 
@@ -27,18 +28,6 @@ const Env = Type.Record(
   {
     maxProperties: IMAGE_ENV_MAX_VARS,
   },
-);
-
-export const Image = Type.Object(
-  {
-    name: Type.String(),
-    builtin: Type.Boolean(),
-    /** Absent for tenants; null for the built-ins. */
-    command: Type.Optional(Type.Union([Type.String(), Type.Null()])),
-    env: Type.Optional(Type.Record(Type.String(), Type.String())),
-    createdAt: Type.Union([Type.String(), Type.Null()]),
-  },
-  { description: 'a workload image' },
 );
 
 const ImageBody = Type.Object(
@@ -60,7 +49,7 @@ const CreateImage = Type.Object(
 type ImageBodyT = Static<typeof ImageBody>;
 
 /** What a caller may see of an image: a tenant its name, whether it is built in, and when it came. */
-export function imageFor(operator: boolean, img: ImageView): Static<typeof Image> {
+export function imageFor(operator: boolean, img: ImageView): S.Image {
   if (operator) return img;
   return { name: img.name, builtin: img.builtin, createdAt: img.createdAt };
 }
@@ -86,7 +75,7 @@ export function registerImageRoutes(app: Api, { cloud }: ApiContext): void {
     '/v1/images',
     {
       config: { scope: 'tenant' },
-      schema: { tags: ['images'], response: { 200: Type.Array(Image), ...errors } },
+      schema: { tags: ['images'], response: { 200: Type.Array(S.Image), ...errors } },
     },
     async (req) => {
       const op = req.principal.kind === 'operator';
@@ -97,7 +86,7 @@ export function registerImageRoutes(app: Api, { cloud }: ApiContext): void {
     '/v1/images/:name',
     {
       config: { scope: 'tenant' },
-      schema: { tags: ['images'], params: NameParam, response: { 200: Image, ...errors } },
+      schema: { tags: ['images'], params: NameParam, response: { 200: S.Image, ...errors } },
     },
     async (req, reply) =>
       sendResource(
@@ -114,7 +103,7 @@ export function registerImageRoutes(app: Api, { cloud }: ApiContext): void {
         tags: ['images'],
         description: 'registers a workload image: a command line run by /bin/sh, with its environment',
         body: CreateImage,
-        response: { 201: Image, ...errors },
+        response: { 201: S.Image, ...errors },
       },
     },
     async (req, reply) => {
@@ -131,7 +120,7 @@ export function registerImageRoutes(app: Api, { cloud }: ApiContext): void {
         description: "changes an image's command or environment; the VMs running it restart",
         params: NameParam,
         body: ImageBody,
-        response: { 200: Image, ...errors },
+        response: { 200: S.Image, ...errors },
       },
     },
     async (req, reply) => {

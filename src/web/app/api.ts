@@ -3,7 +3,7 @@
  * (never in a URL), and every failure becomes an ApiProblem with the problem's title and detail,
  * so that no error is lost on the way to the screen.
  */
-import type { Problem } from '../lib/api-types.ts';
+import type { Problem } from '../../core/api-shapes.ts';
 
 export class ApiProblem extends Error {
   constructor(readonly problem: Problem) {

@@ -1,6 +1,6 @@
 /** The dashboard's shell: sign-in, the signed-in session with its live stream, navigation, pages. */
 import { useCallback, useEffect, useMemo, useRef, useState, type FormEvent } from 'react';
-import type { EventPage, Whoami } from '../lib/api-types.ts';
+import type { EventPage, Whoami } from '../../core/api-shapes.ts';
 import { paths } from '../lib/paths.ts';
 import { refreshFor, refreshForHealth } from '../lib/refresh.ts';
 import { href } from '../lib/routes.ts';

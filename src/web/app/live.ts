@@ -4,7 +4,7 @@
  * reconnects with Last-Event-ID set to the last `id:` it saw, so the server replays exactly what
  * was missed. `event: health` messages carry no id and leave that position alone.
  */
-import type { ApiEvent, HealthChange } from '../lib/api-types.ts';
+import type { Event as ApiEvent, HealthChange } from '../../core/api-shapes.ts';
 import { paths } from '../lib/paths.ts';
 import { SseParser, type SseMessage } from '../lib/sse.ts';
 

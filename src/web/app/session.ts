@@ -1,6 +1,6 @@
 /** The signed-in session every page reads: who the token is, and the shared client, cache and stores. */
 import { createContext, useContext } from 'react';
-import type { Whoami } from '../lib/api-types.ts';
+import type { Whoami } from '../../core/api-shapes.ts';
 import type { Refresh } from '../lib/refresh.ts';
 import { localProblem, ApiProblem, type ApiClient } from './api.ts';
 import type { ApiCache } from './cache.ts';

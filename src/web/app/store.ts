@@ -1,6 +1,6 @@
 /** Small shared stores: the live events bus, the problems shown to the user, the live status. */
 import { useSyncExternalStore } from 'react';
-import type { ApiEvent, HealthChange } from '../lib/api-types.ts';
+import type { Event as ApiEvent, HealthChange } from '../../core/api-shapes.ts';
 import type { ApiProblem } from './api.ts';
 
 /** A value that components can watch. */

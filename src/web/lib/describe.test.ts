@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { ApiEvent } from './api-types.ts';
+import type { Event as ApiEvent } from '../../core/api-shapes.ts';
 import { changeOf, describeChange, isAddressChange } from './describe.ts';
 
 const ev = (type: string, old: ApiEvent['old'], now: ApiEvent['new']): ApiEvent => ({

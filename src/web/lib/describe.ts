@@ -1,5 +1,5 @@
 /** Events in words, for the address history and the timeline. */
-import type { ApiEvent } from './api-types.ts';
+import type { Event as ApiEvent } from '../../core/api-shapes.ts';
 
 /** The events that change an address, and what the address is called. */
 export const ADDRESS_FIELDS: Readonly<Record<string, { field: string; label: string }>> = {

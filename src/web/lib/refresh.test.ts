@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { ApiEvent } from './api-types.ts';
+import type { Event as ApiEvent } from '../../core/api-shapes.ts';
 import { paths } from './paths.ts';
 import { mergeRefresh, refreshFor, refreshForHealth, touches } from './refresh.ts';
 

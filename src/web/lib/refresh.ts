@@ -3,7 +3,7 @@
  * resource and what changed, so a page refreshes only what the change can have altered (a DIP
  * change refetches the VM lists, the subnet counts and the service's health; not the pools).
  */
-import type { ApiEvent, HealthChange } from './api-types.ts';
+import type { Event as ApiEvent, HealthChange } from '../../core/api-shapes.ts';
 import { paths } from './paths.ts';
 
 export interface Refresh {

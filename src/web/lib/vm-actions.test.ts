@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { TRANSITIONS, VM_OPERATIONS, VM_STATES } from '../../lifecycle/index.ts';
-import type { Vm } from './api-types.ts';
+import type { Vm } from '../../core/api-shapes.ts';
 import { ACTION_STATES, VM_ACTIONS, consequence } from './vm-actions.ts';
 
 const vm = (over: Partial<Vm> = {}): Vm => ({

@@ -3,7 +3,7 @@
  * lifecycle's transition table (src/lifecycle/transitions.ts, which vm-actions.test.ts compares it
  * with); the server stays the judge, and a refusal it sends is shown like any other error.
  */
-import type { Vm, VmState } from './api-types.ts';
+import type { Vm, VmState } from '../../core/api-shapes.ts';
 
 export type VmAction = 'start' | 'stop' | 'deallocate' | 'restart' | 'redeploy' | 'delete';
 

@@ -1,6 +1,6 @@
 /** Small pieces the pages share. */
 import type { ReactNode } from 'react';
-import type { BackendState, VmState } from '../../lib/api-types.ts';
+import type { BackendState, VmState } from '../../../core/api-shapes.ts';
 import type { ApiProblem } from '../api.ts';
 
 export function StateBadge({ state }: { state: VmState }) {

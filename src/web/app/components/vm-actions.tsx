@@ -1,5 +1,5 @@
 /** The lifecycle buttons of a VM, each behind a confirmation that says what happens to its addresses. */
-import type { Service, Vm } from '../../lib/api-types.ts';
+import type { Service, Vm } from '../../../core/api-shapes.ts';
 import { paths } from '../../lib/paths.ts';
 import { ACTION_LABELS, VM_ACTIONS, canDo, consequence, type VmAction } from '../../lib/vm-actions.ts';
 import { useSession } from '../session.ts';

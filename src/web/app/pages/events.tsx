@@ -1,6 +1,6 @@
 /** Every event, newest first, live; filtered by type, resource and subscription. */
 import { useEffect, useMemo, useState } from 'react';
-import type { ApiEvent, EventPage } from '../../lib/api-types.ts';
+import type { Event as ApiEvent, EventPage } from '../../../core/api-shapes.ts';
 import { describeChange, isAddressChange } from '../../lib/describe.ts';
 import { paths } from '../../lib/paths.ts';
 import { Loading, ProblemText, Time } from '../components/bits.tsx';

@@ -1,5 +1,5 @@
 /** Overview: subscriptions, every service's VIP and its VMs' DIPs, address utilisation, hosts. */
-import type { Host, Pool, Service, Subscription, Vm, Vnet, VmState } from '../../lib/api-types.ts';
+import type { Host, Pool, Service, Subscription, Vm, Vnet, VmState } from '../../../core/api-shapes.ts';
 import { paths } from '../../lib/paths.ts';
 import { href } from '../../lib/routes.ts';
 import { useApi } from '../cache.ts';

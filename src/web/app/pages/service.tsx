@@ -1,6 +1,6 @@
 /** A cloud service: its VIP (or that it has none), reserved IP, DNS name, VMs and endpoint health. */
 import { useState } from 'react';
-import type { ReservedIp, Service, ServiceHealth, Vm, Endpoint } from '../../lib/api-types.ts';
+import type { ReservedIp, Service, ServiceHealth, Vm, Endpoint } from '../../../core/api-shapes.ts';
 import { paths } from '../../lib/paths.ts';
 import { href } from '../../lib/routes.ts';
 import { useApi } from '../cache.ts';

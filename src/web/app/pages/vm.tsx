@@ -1,6 +1,13 @@
 /** A VM: both addresses, FQDNs, endpoints, workload, and the history of its addresses. */
 import { useEffect, useMemo, useState } from 'react';
-import type { ApiEvent, EventPage, Service, ServiceHealth, Vm, WorkloadLogs } from '../../lib/api-types.ts';
+import type {
+  Event as ApiEvent,
+  EventPage,
+  Service,
+  ServiceHealth,
+  Vm,
+  WorkloadLogs,
+} from '../../../core/api-shapes.ts';
 import { changeOf, isAddressChange } from '../../lib/describe.ts';
 import { workloadShown } from '../../lib/workload.ts';
 import { paths, resources } from '../../lib/paths.ts';

@@ -1,5 +1,5 @@
 /** A virtual network: its subnets, each with a map of its used, free and reserved addresses. */
-import type { Vm, Vnet } from '../../lib/api-types.ts';
+import type { Vm, Vnet } from '../../../core/api-shapes.ts';
 import { addressMap, type AddressCell } from '../../lib/address-map.ts';
 import { paths } from '../../lib/paths.ts';
 import { href } from '../../lib/routes.ts';
