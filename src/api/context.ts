@@ -3,7 +3,14 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { VipdipError } from '../core/errors.ts';
-import type { StatusRegistry } from '../agent/index.ts';
+import type {
+  AgentReport,
+  AgentSeen,
+  BackendReport,
+  HealthChange,
+  ListenerReport,
+  WorkloadReport,
+} from '../core/api-shapes.ts';
 import type { Cloud } from '../lifecycle/index.ts';
 import type { Principal, Tokens } from './auth.ts';
 import { ApiError } from './problem.ts';
@@ -17,11 +24,35 @@ export type Api = FastifyInstance<
   TypeBoxTypeProvider
 >;
 
+/**
+ * What the API needs of the data plane's reports: the agents' reports in, backend health, workloads,
+ * listeners and agents out. The API declares it rather than import the agent's registry (agent/
+ * StatusRegistry), which sits beside the API, not under it; the composition root (cli/control-plane.ts,
+ * `up`) passes the real one.
+ */
+export interface DataPlaneStatus {
+  /** Takes an agent's whole report, replacing its last one. */
+  accept(report: AgentReport): void;
+  /** Forgets an agent that stopped for good; false when it never reported. */
+  forget(agent: string): boolean;
+  /** Calls `fn` on each change of a backend's health; returns the unsubscribe. */
+  onHealth(fn: (change: HealthChange, subscription: string) => void): () => void;
+  /** The freshest report of each backend of `service`, keyed `vm/endpoint`. */
+  backends(service: string): ReadonlyMap<string, BackendReport>;
+  /** The freshest report of a VM's workload, with the agent that sent it and how fresh it is. */
+  workload(
+    service: string,
+    vm: string,
+  ): (WorkloadReport & { agent: string; reportedAt: string; stale: boolean }) | undefined;
+  listenerStats(): readonly ListenerReport[];
+  agentsSeen(): AgentSeen[];
+}
+
 export interface ApiContext {
   cloud: Cloud;
   tokens: Tokens;
   /** The data plane's reports: backend health and workloads. */
-  registry: StatusRegistry;
+  registry: DataPlaneStatus;
 }
 
 /**

@@ -1,7 +1,7 @@
 /** Prometheus metrics at /metrics: requests, latencies, addresses per pool, VMs per state, events. */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { StatusRegistry } from '../agent/index.ts';
 import type { Cloud } from '../lifecycle/index.ts';
+import type { DataPlaneStatus } from './context.ts';
 
 export class Metrics {
   readonly registry = new Registry();
@@ -25,7 +25,7 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  constructor(cloud: Cloud, status?: StatusRegistry) {
+  constructor(cloud: Cloud, status?: Pick<DataPlaneStatus, 'listenerStats'>) {
     const registry = this.registry;
     if (status !== undefined) {
       // The data plane's counters as its agents last reported them, per listener (VIP:port).

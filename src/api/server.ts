@@ -8,12 +8,11 @@ import { STATUS_CODES } from 'node:http';
 import { createRequire } from 'node:module';
 import Fastify, { type FastifyError, type FastifyReply } from 'fastify';
 import { isVipdipError } from '../core/errors.ts';
-import { StatusRegistry } from '../agent/index.ts';
 import { ChaosRuns } from '../chaos/index.ts';
 import { systemClock } from '../core/index.ts';
 import type { Cloud } from '../lifecycle/index.ts';
 import type { Tokens } from './auth.ts';
-import { authorize, routeScope, type Api, type ApiContext } from './context.ts';
+import { authorize, routeScope, type Api, type ApiContext, type DataPlaneStatus } from './context.ts';
 import {
   NESTING_DEPTH_MAX,
   charsetOf,
@@ -39,8 +38,8 @@ import * as S from './schemas.ts';
 export interface ServerOptions {
   cloud: Cloud;
   tokens: Tokens;
-  /** Where data-plane agents' reports go (health, workloads); a fresh one when not given. */
-  registry?: StatusRegistry;
+  /** Where data-plane agents' reports go (health, workloads): agent/StatusRegistry, from the caller. */
+  registry: DataPlaneStatus;
   /** Called for 5xx failures, which users see only as a generic problem. */
   onInternalError?: (e: unknown) => void;
   version?: string;
@@ -151,8 +150,7 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
-  const ownRegistry = opts.registry === undefined;
-  const registry = opts.registry ?? new StatusRegistry(systemClock);
+  const registry = opts.registry;
   const ctx: ApiContext = { cloud: opts.cloud, tokens: opts.tokens, registry };
   const unwatch = opts.cloud.onEvents((events) => {
     for (const e of events) {
@@ -162,7 +160,6 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
   });
   app.addHook('onClose', (_app, done) => {
     unwatch();
-    if (ownRegistry) registry.close();
     done();
   });
   const metrics = new Metrics(opts.cloud, registry);

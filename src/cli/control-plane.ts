@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import type { StatusRegistry } from '../agent/index.ts';
+import { StatusRegistry } from '../agent/index.ts';
 import { Tokens, OPERATOR_TOKEN_FILE } from '../api/auth.ts';
 import { dashboardBuilt } from '../api/dashboard.ts';
 import { buildServer } from '../api/server.ts';
@@ -56,7 +56,7 @@ export interface ControlPlaneExtras {
   checkAddressPlan?: StateOptions['checkAddressPlan'];
   /** Pools created when the state has none (the driver's default). */
   defaultPublicPools?: readonly string[];
-  /** Where agents' reports go; the server makes its own when not given. */
+  /** Where agents' reports go; one of its own (closed with it) when not given. */
   registry?: StatusRegistry;
   /** Runs once the state is open, before anything is served (a check of the stored plan, say). */
   onOpen?: (state: OpenState) => Promise<void>;
@@ -191,6 +191,10 @@ export async function startControlPlane(
   });
   let app: Api | undefined;
   let dnsServer: DnsServer | undefined;
+  const registry = extras.registry ?? new StatusRegistry(systemClock);
+  const closeRegistry = () => {
+    if (extras.registry === undefined) registry.close();
+  };
   try {
     await extras.onOpen?.(state);
     const tokens = new Tokens(state.store);
@@ -218,7 +222,7 @@ export async function startControlPlane(
       chaos,
       tokens,
       dashboard: { dir: DASHBOARD_DIR },
-      ...(extras.registry ? { registry: extras.registry } : {}),
+      registry,
       ...(tls ? { https: tls } : {}),
       onInternalError: (e) =>
         process.stderr.write(
@@ -267,12 +271,14 @@ export async function startControlPlane(
       close: async () => {
         await dnsServer?.close();
         await server.close();
+        closeRegistry();
         await state.close();
       },
     };
   } catch (e) {
     await dnsServer?.close();
     await app?.close();
+    closeRegistry();
     await state.close();
     throw e;
   }

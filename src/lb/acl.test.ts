@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { isVipdipError, parseIpv4 } from '../core/index.ts';
-import type { AclRule } from '../lifecycle/index.ts';
+import type { AclRule } from '../core/api-shapes.ts';
 import { compileAcl } from './acl.ts';
 
 const rule = (order: number, action: 'permit' | 'deny', remoteSubnet: string): AclRule => ({

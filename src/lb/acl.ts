@@ -6,7 +6,7 @@
  */
 import { VipdipError } from '../core/errors.ts';
 import { lastAddress, parseCidr } from '../core/ip.ts';
-import type { AclRule } from '../lifecycle/index.ts';
+import type { AclRule } from '../core/api-shapes.ts';
 
 /** True when the client at `srcIp` (an unsigned 32-bit IPv4 number) may reach the endpoint. */
 export type AclCheck = (srcIp: number) => boolean;

@@ -13,7 +13,7 @@
  * The flow hash runs once per new flow. It takes the tuple as numbers and feeds them to the hash as
  * 32-bit words: no string, buffer or array is built, so it allocates nothing.
  */
-import type { Distribution, Protocol } from '../lifecycle/index.ts';
+import type { Distribution, Protocol } from '../core/api-shapes.ts';
 
 /** A new flow as the balancer sees it. Addresses are unsigned 32-bit IPv4 numbers (see core/ip.ts). */
 export interface Flow {

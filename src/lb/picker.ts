@@ -6,7 +6,7 @@
  * it is built, so a flow in progress never sees a half-updated set.
  */
 import { formatIpv4, type Ipv4 } from '../core/index.ts';
-import type { Distribution } from '../lifecycle/index.ts';
+import type { Distribution } from '../core/api-shapes.ts';
 import { PROTOCOL_NUMBER, flowHash, flowSlot, type Flow } from './hash.ts';
 import { MAGLEV_TABLE_SIZE_DEFAULT, buildMaglevTable, checkTableSize } from './maglev.ts';
 

@@ -9,6 +9,8 @@ import { after, before, describe, test } from 'node:test';
 import { Tokens } from '../../src/api/auth.ts';
 import type { Api } from '../../src/api/context.ts';
 import { buildServer } from '../../src/api/server.ts';
+import { StatusRegistry } from '../../src/agent/index.ts';
+import { systemClock } from '../../src/core/index.ts';
 import type { ChaosRunView } from '../../src/chaos/index.ts';
 import { fsck, formatFinding } from '../../src/lifecycle/index.ts';
 import { applyTopology, parseTopology } from '../../src/topology/index.ts';
@@ -16,6 +18,7 @@ import { chaosTopology } from '../fixtures/chaos-topology.ts';
 import { makeCloud, type TestCloud } from '../support/cloud.ts';
 
 let tc: TestCloud;
+const registry = new StatusRegistry(systemClock);
 let app: Api;
 const tok = { operator: '', contoso: '', fabrikam: '' };
 
@@ -55,10 +58,11 @@ describe('chaos over the API', () => {
     tok.operator = await tokens.create('op', null);
     tok.contoso = await tokens.create('c', 'contoso');
     tok.fabrikam = await tokens.create('f', 'fabrikam');
-    app = await buildServer({ cloud: tc.cloud, tokens });
+    app = await buildServer({ cloud: tc.cloud, tokens, registry });
   });
   after(async () => {
     await app.close();
+    registry.close();
     await tc.close();
   });
 

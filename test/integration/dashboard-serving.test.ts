@@ -12,6 +12,8 @@ import { after, before, describe, test } from 'node:test';
 import { Tokens } from '../../src/api/auth.ts';
 import { DASHBOARD_CSP } from '../../src/api/dashboard.ts';
 import { buildServer } from '../../src/api/server.ts';
+import { StatusRegistry } from '../../src/agent/index.ts';
+import { systemClock } from '../../src/core/index.ts';
 import { makeCloud, type TestCloud } from '../support/cloud.ts';
 import { call, startServer, type TestServer } from '../support/server.ts';
 
@@ -213,12 +215,14 @@ describe('the event log filters the dashboard reads', () => {
 
 describe('the server without a built dashboard, and the public flag', () => {
   let tc: TestCloud;
+  const registry = new StatusRegistry(systemClock);
   let empty: string;
   before(async () => {
     tc = await makeCloud();
     empty = mkdtempSync(join(tmpdir(), 'vipdip-nodash-'));
   });
   after(async () => {
+    registry.close();
     await tc.close();
     rmSync(empty, { recursive: true, force: true });
   });
@@ -227,6 +231,7 @@ describe('the server without a built dashboard, and the public flag', () => {
     const app = await buildServer({
       cloud: tc.cloud,
       tokens: new Tokens(tc.store),
+      registry,
       dashboard: { dir: empty },
     });
     try {
@@ -243,7 +248,7 @@ describe('the server without a built dashboard, and the public flag', () => {
   });
 
   test('refuses to start with a public route under /v1', async () => {
-    const app = await buildServer({ cloud: tc.cloud, tokens: new Tokens(tc.store) });
+    const app = await buildServer({ cloud: tc.cloud, tokens: new Tokens(tc.store), registry });
     try {
       assert.throws(
         () => app.get('/v1/leak', { config: { public: true } }, () => 'secret'),

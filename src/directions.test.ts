@@ -1,0 +1,90 @@
+/**
+ * The directions between the domains (CONVENTIONS.md, "The shape of the house"): the leaves depend
+ * on core/ alone, and the API takes the data plane's status through an interface it declares. Every
+ * import counts, `import type` too: a type import is still a dependency on the other domain's words.
+ */
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, relative, resolve, sep } from 'node:path';
+import { describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import ts from 'typescript';
+
+const SRC = dirname(fileURLToPath(import.meta.url));
+
+function sources(dir: string, out: string[] = []): string[] {
+  for (const name of readdirSync(dir)) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) sources(p, out);
+    else if (/\.tsx?$/.test(name)) out.push(p);
+  }
+  return out;
+}
+
+/** The domain (first folder under src/) of a file, or '' for a file directly in src/. */
+const domainOf = (file: string): string => {
+  const parts = relative(SRC, file).split(sep);
+  return parts.length > 1 ? parts[0]! : '';
+};
+
+interface Edge {
+  file: string;
+  spec: string;
+  to: string;
+}
+
+/** Every relative import of every file in a domain, static or dynamic, with the domain it reaches. */
+function importsOf(domain: string): Edge[] {
+  const edges: Edge[] = [];
+  for (const file of sources(join(SRC, domain))) {
+    const info = ts.preProcessFile(readFileSync(file, 'utf8'), true, true);
+    for (const { fileName: spec } of info.importedFiles) {
+      if (!spec.startsWith('.')) continue;
+      edges.push({ file: relative(SRC, file), spec, to: domainOf(resolve(dirname(file), spec)) });
+    }
+  }
+  return edges;
+}
+
+/** The imports of `domain` that reach a domain outside `allowed` (or inside `forbidden`). */
+function offending(domain: string, rule: { allowed?: string[]; forbidden?: string[] }): string[] {
+  return importsOf(domain)
+    .filter((e) => e.to !== domain)
+    .filter((e) =>
+      rule.allowed !== undefined ? !rule.allowed.includes(e.to) : (rule.forbidden ?? []).includes(e.to),
+    )
+    .map((e) => `${e.file} imports ${e.spec}`);
+}
+
+describe('the directions between domains', () => {
+  test('the scan sees imports, type-only and dynamic ones included', () => {
+    const lb = importsOf('lb');
+    assert.ok(lb.some((e) => e.file === join('lb', 'acl.ts') && e.to === 'core'));
+    const api = importsOf('api');
+    assert.ok(
+      api.some((e) => e.file === join('api', 'context.ts') && e.to === 'lifecycle'),
+      'import type',
+    );
+    const cli = importsOf('cli');
+    assert.ok(
+      cli.some((e) => e.file === join('cli', 'main.ts') && e.spec.startsWith('./')),
+      'import()',
+    );
+  });
+
+  test('core/ imports nothing outside itself', () => {
+    assert.deepEqual(offending('core', { allowed: [] }), []);
+  });
+
+  test('lb/ depends on core/ alone: the balancer sits below the control plane', () => {
+    assert.deepEqual(offending('lb', { allowed: ['core'] }), []);
+  });
+
+  test('ipam/ depends on core/ alone', () => {
+    assert.deepEqual(offending('ipam', { allowed: ['core'] }), []);
+  });
+
+  test('api/ imports nothing from agent/: it declares the status interface it needs', () => {
+    assert.deepEqual(offending('api', { forbidden: ['agent'] }), []);
+  });
+});
