@@ -882,6 +882,35 @@ describe('VMs', () => {
     assert.deepEqual(await getVm('vmsvc', 'web1'), off);
   });
 
+  test('every member of an endpoint comes back as given: probe, ACL rules, lb set, distribution, PROXY protocol', async () => {
+    // The response schema describes the canonical endpoint member by member, and the serializer
+    // sends only what it describes: a member missing from the schema would vanish here.
+    const endpoint = {
+      name: 'web',
+      protocol: 'tcp',
+      publicPort: 8443,
+      localPort: 8000,
+      lbSet: 'front',
+      probe: { protocol: 'http', port: 8001, path: '/healthz', intervalSeconds: 5, timeoutSeconds: 11 },
+      distribution: 'sourceIPProtocol',
+      idleTimeoutMinutes: 9,
+      acl: [
+        { order: 1, action: 'permit', remoteSubnet: '10.1.0.0/16', description: 'office' },
+        { order: 2, action: 'deny', remoteSubnet: '0.0.0.0/0' },
+      ],
+      proxyProtocol: true,
+    };
+    const made = await newVm('vmsvc', {
+      name: 'full1',
+      subnet: 'front',
+      start: false,
+      endpoints: [endpoint],
+    });
+    assert.deepEqual(made.endpoints, [endpoint]);
+    assert.deepEqual((await getVm('vmsvc', 'full1')).endpoints, [endpoint]);
+    assert.equal((await api('DELETE', '/v1/services/vmsvc/vms/full1')).status, 204);
+  });
+
   test('a static DIP outside the subnet is refused with 422, a static DIP change of an allocated VM with 409', async () => {
     problem(
       await api('POST', '/v1/services/vmsvc/vms', { name: 'x1', subnet: 'front', staticDip: '127.16.2.5' }),
