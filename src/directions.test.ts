@@ -46,6 +46,29 @@ function importsOf(domain: string): Edge[] {
   return edges;
 }
 
+/** Imports of core/api-shapes.ts in a domain that bring in values (the schemas), not types only. */
+function valueImportsOfShapes(domain: string): string[] {
+  const out: string[] = [];
+  for (const file of sources(join(SRC, domain))) {
+    if (file.endsWith('.test.ts')) continue;
+    const sf = ts.createSourceFile(file, readFileSync(file, 'utf8'), ts.ScriptTarget.Latest);
+    for (const st of sf.statements) {
+      if (!ts.isImportDeclaration(st) && !ts.isExportDeclaration(st)) continue;
+      const spec = st.moduleSpecifier;
+      if (spec === undefined || !ts.isStringLiteral(spec) || !spec.text.endsWith('/api-shapes.ts')) continue;
+      const typeOnly = ts.isImportDeclaration(st)
+        ? st.importClause?.isTypeOnly === true ||
+          (st.importClause?.name === undefined &&
+            st.importClause?.namedBindings !== undefined &&
+            ts.isNamedImports(st.importClause.namedBindings) &&
+            st.importClause.namedBindings.elements.every((e) => e.isTypeOnly))
+        : st.isTypeOnly;
+      if (!typeOnly) out.push(`${relative(SRC, file)} imports values from ${spec.text}`);
+    }
+  }
+  return out;
+}
+
 /** The imports of `domain` that reach a domain outside `allowed` (or inside `forbidden`). */
 function offending(domain: string, rule: { allowed?: string[]; forbidden?: string[] }): string[] {
   return importsOf(domain)
@@ -86,5 +109,12 @@ describe('the directions between domains', () => {
 
   test('api/ imports nothing from agent/: it declares the status interface it needs', () => {
     assert.deepEqual(offending('api', { forbidden: ['agent'] }), []);
+  });
+
+  test('the CLI, the dashboard and the balancer take the API shapes as types only', () => {
+    // The schemas are TypeBox values: loading them costs a client verb a few hundred milliseconds and
+    // would grow the dashboard's bundle; only the server needs them.
+    for (const domain of ['cli', 'web', 'lb', 'agent']) assert.deepEqual(valueImportsOfShapes(domain), []);
+    assert.ok(valueImportsOfShapes('api').length > 0, 'the scan sees a value import (api/schemas.ts)');
   });
 });
