@@ -111,10 +111,11 @@ describe('the directions between domains', () => {
     assert.deepEqual(offending('api', { forbidden: ['agent'] }), []);
   });
 
-  test('the CLI, the dashboard and the balancer take the API shapes as types only', () => {
+  test('the CLI, the dashboard, the balancer, the agent and chaos take the API shapes as types only', () => {
     // The schemas are TypeBox values: loading them costs a client verb a few hundred milliseconds and
     // would grow the dashboard's bundle; only the server needs them.
-    for (const domain of ['cli', 'web', 'lb', 'agent']) assert.deepEqual(valueImportsOfShapes(domain), []);
+    for (const domain of ['cli', 'web', 'lb', 'agent', 'chaos'])
+      assert.deepEqual(valueImportsOfShapes(domain), []);
     assert.ok(valueImportsOfShapes('api').length > 0, 'the scan sees a value import (api/schemas.ts)');
   });
 });

@@ -5,6 +5,7 @@
  * another replica does not know them.
  */
 import { randomBytes } from 'node:crypto';
+import type { ChaosRun, ChaosRunStep } from '../core/api-shapes.ts';
 import type { Clock } from '../core/clock.ts';
 import { isVipdipError, VipdipError } from '../core/errors.ts';
 import type { Cloud } from '../lifecycle/index.ts';
@@ -18,7 +19,7 @@ import {
   type ChaosTopology,
   type VmTarget,
 } from './schedule.ts';
-import { CHAOS_KINDS, checkRates, type ChaosKind, type ChaosRates } from './spec.ts';
+import { CHAOS_KINDS, checkRates, type ChaosRates } from './spec.ts';
 
 /** What a run needs of the cloud. */
 export type ChaosCloud = Pick<
@@ -41,44 +42,13 @@ export interface ChaosRequest {
   durationMs: number | null;
 }
 
-export type ChaosRunState = 'running' | 'stopping' | 'finished' | 'stopped' | 'failed';
+export type { ChaosRunState } from '../core/api-shapes.ts';
 
-export interface ChaosStepRecord {
-  seq: number;
-  /** When it ran. */
-  time: string;
-  action: ChaosAction;
-  kind: ChaosKind;
-  target: string;
-  outcome: 'done' | 'skipped' | 'failed';
-  /** What changed (VMs moved, addresses), or why it was skipped or failed. */
-  detail: string;
-}
+/** A step a run performed (the API's ChaosStep), with the action it drew. */
+export type ChaosStepRecord = ChaosRunStep & { action: ChaosAction };
 
-export interface ChaosRunView {
-  id: string;
-  /** The reason every event of the run carries, before `: ACTION`. */
-  reason: string;
-  subscription: string | null;
-  services: string[] | null;
-  seed: number;
-  rates: ChaosRates;
-  pauseMs: number;
-  durationMs: number | null;
-  state: ChaosRunState;
-  startedAt: string;
-  /** When the weather stops being drawn (null: until stopped). */
-  endsAt: string | null;
-  endedAt: string | null;
-  /** Why a run failed, or who stopped it. */
-  note: string | null;
-  /** Steps performed of each kind, by outcome. */
-  counts: Record<ChaosKind, { done: number; skipped: number; failed: number }>;
-  /** The next step and when it is due; null once nothing is left. */
-  next: { seq: number; at: string; action: ChaosAction; target: string } | null;
-  /** The last steps, oldest first. */
-  recent: ChaosStepRecord[];
-}
+/** A run as `status`, the API and the dashboard show it: the API's ChaosRun. */
+export type ChaosRunView = ChaosRun;
 
 /** Steps kept per run for `status` and the dashboard. */
 export const RECENT_STEPS_KEPT = 50;

@@ -3,14 +3,13 @@
  * rates such as `redeploy=4/min`, and durations such as `5m`. Pure; shared by the CLI, the API and
  * the runner.
  */
+import type { ChaosRates } from '../core/api-shapes.ts';
+import { CHAOS_KINDS, type ChaosKind } from '../core/chaos-kinds.ts';
 import { VipdipError } from '../core/errors.ts';
 
-/** The kinds of weather, in the order they are listed and drawn. */
-export const CHAOS_KINDS = ['maintenance', 'redeploy', 'deallocate', 'vip', 'crash'] as const;
-export type ChaosKind = (typeof CHAOS_KINDS)[number];
-
+export { CHAOS_KINDS, type ChaosKind } from '../core/chaos-kinds.ts';
 /** Operations per minute of each kind; a kind left out (or 0) never happens. */
-export type ChaosRates = Partial<Record<ChaosKind, number>>;
+export type { ChaosRates } from '../core/api-shapes.ts';
 
 /** The most of any one kind, and of all together: brisk enough for tests, bounded for the server. */
 export const MAX_RATE_PER_MIN = 600;

@@ -13,10 +13,10 @@ import {
   parseRates,
   PROBE_VIAS,
   runProbe,
-  type ChaosRunView,
   type ProbeReport,
   type ProbeVia,
 } from '../chaos/index.ts';
+import type { ChaosRun } from '../core/api-shapes.ts';
 import { VipdipError } from '../core/errors.ts';
 import { connect, path, stateOption, type Client } from './client.ts';
 import { CliError, UsageError } from './errors.ts';
@@ -59,12 +59,12 @@ function usage<T>(fn: () => T): T {
 
 const clock = (iso: string | null) => (iso === null ? '-' : iso.slice(11, 19));
 
-function overWhat(r: ChaosRunView): string {
+function overWhat(r: ChaosRun): string {
   const where = r.subscription === null ? 'the whole fabric' : `subscription ${r.subscription}`;
   return r.services === null ? where : `${where} (services ${r.services.join(', ')})`;
 }
 
-function describeRun(r: ChaosRunView): string {
+function describeRun(r: ChaosRun): string {
   const now = Date.now();
   const since = Date.parse(r.startedAt);
   const lines = [
@@ -153,7 +153,7 @@ export function registerChaos(program: Command): void {
       if (services !== undefined && subscription === undefined) {
         throw new UsageError('--service: give the subscription too (-s SUB)');
       }
-      const run = await c.post<ChaosRunView>('/v1/chaos', {
+      const run = await c.post<ChaosRun>('/v1/chaos', {
         ...(subscription !== undefined ? { subscription } : {}),
         ...(services !== undefined ? { services } : {}),
         ...(opts.seed !== undefined ? { seed: Number(opts.seed) } : {}),
@@ -178,7 +178,7 @@ export function registerChaos(program: Command): void {
     .action(async (id: string | undefined, opts: { output: string; state?: string }) => {
       const c = connect(opts);
       const runId = id ?? (await theRunning(c)).id;
-      const run = await c.post<ChaosRunView>(path`/v1/chaos/${runId}/stop`);
+      const run = await c.post<ChaosRun>(path`/v1/chaos/${runId}/stop`);
       await print(opts.output, run, () => `${describeRun(run)}`);
     });
 
@@ -189,11 +189,11 @@ export function registerChaos(program: Command): void {
     .action(async (id: string | undefined, opts: { output: string; state?: string }) => {
       const c = connect(opts);
       if (id !== undefined) {
-        const run = await c.get<ChaosRunView>(path`/v1/chaos/${id}`);
+        const run = await c.get<ChaosRun>(path`/v1/chaos/${id}`);
         await print(opts.output, run, () => describeRun(run));
         return;
       }
-      const runs = await c.get<ChaosRunView[]>('/v1/chaos');
+      const runs = await c.get<ChaosRun[]>('/v1/chaos');
       await print(opts.output, runs, () => {
         if (runs.length === 0) {
           return 'no chaos run on this server (runs live in the memory of the server that started them, and end with it)\n';
@@ -287,8 +287,8 @@ export function registerChaos(program: Command): void {
     });
 }
 
-async function theRunning(c: Client): Promise<ChaosRunView> {
-  const running = (await c.get<ChaosRunView[]>('/v1/chaos')).filter((r) => r.state === 'running');
+async function theRunning(c: Client): Promise<ChaosRun> {
+  const running = (await c.get<ChaosRun[]>('/v1/chaos')).filter((r) => r.state === 'running');
   if (running.length === 1) return running[0]!;
   throw new UsageError(
     running.length === 0

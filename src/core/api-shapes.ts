@@ -11,6 +11,7 @@
  * Everyone but the server imports types only (`import type`), which costs nothing at run time.
  */
 import { Type, type Static } from 'typebox';
+import { CHAOS_KINDS, type ChaosKind } from './chaos-kinds.ts';
 
 const Name = Type.String({
   minLength: 1,
@@ -508,3 +509,70 @@ export const AgentSeen = Type.Object({
   stale: Type.Boolean(),
 });
 export type AgentSeen = Static<typeof AgentSeen>;
+
+// Chaos runs (SPEC §9)
+
+const ChaosCounts = Type.Object({ done: Type.Integer(), skipped: Type.Integer(), failed: Type.Integer() });
+
+/** Operations per minute of each kind; a kind left out (or 0) never happens. */
+export const ChaosRates = Type.Object(
+  Object.fromEntries(CHAOS_KINDS.map((k) => [k, Type.Optional(Type.Number())])) as Record<
+    ChaosKind,
+    Type.TOptional<Type.TNumber>
+  >,
+  { description: 'operations per minute of each kind' },
+);
+export type ChaosRates = Static<typeof ChaosRates>;
+
+export const ChaosRunState = Type.Union([
+  Type.Literal('running'),
+  Type.Literal('stopping'),
+  Type.Literal('finished'),
+  Type.Literal('stopped'),
+  Type.Literal('failed'),
+]);
+export type ChaosRunState = Static<typeof ChaosRunState>;
+
+/** One step a run performed. */
+export const ChaosRunStep = Type.Object({
+  seq: Type.Integer(),
+  /** When it ran. */
+  time: Type.String(),
+  action: Type.String(),
+  kind: Type.Enum(CHAOS_KINDS),
+  target: Type.String(),
+  outcome: Type.Union([Type.Literal('done'), Type.Literal('skipped'), Type.Literal('failed')]),
+  /** What changed (VMs moved, addresses), or why it was skipped or failed. */
+  detail: Type.String(),
+});
+export type ChaosRunStep = Static<typeof ChaosRunStep>;
+
+export const ChaosRun = Type.Object({
+  id: Type.String(),
+  /** The reason every event of the run carries, before `: ACTION`. */
+  reason: Type.String(),
+  subscription: Nullable(Type.String()),
+  services: Nullable(Type.Array(Type.String())),
+  seed: Type.Integer(),
+  rates: ChaosRates,
+  pauseMs: Type.Integer(),
+  durationMs: Nullable(Type.Integer()),
+  state: ChaosRunState,
+  startedAt: Type.String(),
+  /** When the weather stops being drawn (null: until stopped). */
+  endsAt: Nullable(Type.String()),
+  endedAt: Nullable(Type.String()),
+  /** Why a run failed, or who stopped it. */
+  note: Nullable(Type.String()),
+  /** Steps performed of each kind, by outcome. */
+  counts: Type.Object(
+    Object.fromEntries(CHAOS_KINDS.map((k) => [k, ChaosCounts])) as Record<ChaosKind, typeof ChaosCounts>,
+  ),
+  /** The next step and when it is due; null once nothing is left. */
+  next: Nullable(
+    Type.Object({ seq: Type.Integer(), at: Type.String(), action: Type.String(), target: Type.String() }),
+  ),
+  /** The last steps, oldest first. */
+  recent: Type.Array(ChaosRunStep),
+});
+export type ChaosRun = Static<typeof ChaosRun>;

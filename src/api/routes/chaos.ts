@@ -16,6 +16,7 @@ import {
 } from '../../chaos/index.ts';
 import { scope, visible, type Api } from '../context.ts';
 import { ApiError } from '../problem.ts';
+import * as S from '../schemas.ts';
 
 const errors = { '4xx': { $ref: 'Problem#' } } as const;
 const Name = Type.String({ minLength: 1, maxLength: 64 });
@@ -43,43 +44,6 @@ export const StartChaos = Type.Object(
 );
 type StartChaosBody = Static<typeof StartChaos>;
 
-const Counts = Type.Object({ done: Type.Integer(), skipped: Type.Integer(), failed: Type.Integer() });
-const Step = Type.Object({
-  seq: Type.Integer(),
-  time: Type.String(),
-  action: Type.String(),
-  kind: Type.String(),
-  target: Type.String(),
-  outcome: Type.String(),
-  detail: Type.String(),
-});
-export const ChaosRun = Type.Object({
-  id: Type.String(),
-  reason: Type.String(),
-  subscription: Type.Union([Type.String(), Type.Null()]),
-  services: Type.Union([Type.Array(Type.String()), Type.Null()]),
-  seed: Type.Integer(),
-  rates: Rates,
-  pauseMs: Type.Integer(),
-  durationMs: Type.Union([Type.Integer(), Type.Null()]),
-  state: Type.String({ description: 'running, stopping, finished, stopped or failed' }),
-  startedAt: Type.String(),
-  endsAt: Type.Union([Type.String(), Type.Null()]),
-  endedAt: Type.Union([Type.String(), Type.Null()]),
-  note: Type.Union([Type.String(), Type.Null()]),
-  counts: Type.Object(
-    Object.fromEntries(CHAOS_KINDS.map((k) => [k, Counts])) as Record<
-      (typeof CHAOS_KINDS)[number],
-      typeof Counts
-    >,
-  ),
-  next: Type.Union([
-    Type.Object({ seq: Type.Integer(), at: Type.String(), action: Type.String(), target: Type.String() }),
-    Type.Null(),
-  ]),
-  recent: Type.Array(Step),
-});
-
 /** 4 KiB: a start names a few services and five rates. */
 const START_BODY_LIMIT_BYTES = 4096;
 const IdParam = Type.Object({ id: Type.String({ minLength: 1, maxLength: 32, pattern: '^[A-Za-z0-9-]+$' }) });
@@ -95,7 +59,7 @@ export function registerChaosRoutes(app: Api, runs: ChaosRuns): void {
         description:
           'starts a chaos run: maintenance, redeploys, deallocations, VIP loss and workload crashes at the given rates',
         body: StartChaos,
-        response: { 201: ChaosRun, ...errors },
+        response: { 201: S.ChaosRun, ...errors },
       },
     },
     async (req, reply) => {
@@ -134,7 +98,7 @@ export function registerChaosRoutes(app: Api, runs: ChaosRuns): void {
     '/v1/chaos',
     {
       config: { scope: 'tenant' },
-      schema: { tags: ['chaos'], response: { 200: Type.Array(ChaosRun), ...errors } },
+      schema: { tags: ['chaos'], response: { 200: Type.Array(S.ChaosRun), ...errors } },
     },
     (req) => runs.list(visible(req)),
   );
@@ -142,7 +106,7 @@ export function registerChaosRoutes(app: Api, runs: ChaosRuns): void {
     '/v1/chaos/:id',
     {
       config: { scope: 'tenant' },
-      schema: { tags: ['chaos'], params: IdParam, response: { 200: ChaosRun, ...errors } },
+      schema: { tags: ['chaos'], params: IdParam, response: { 200: S.ChaosRun, ...errors } },
     },
     (req) => runs.get(req.params.id, visible(req)),
   );
@@ -154,7 +118,7 @@ export function registerChaosRoutes(app: Api, runs: ChaosRuns): void {
         tags: ['chaos'],
         description: 'stops a run; what it took away (deallocated VMs, released VIPs) is given back first',
         params: IdParam,
-        response: { 200: ChaosRun, ...errors },
+        response: { 200: S.ChaosRun, ...errors },
       },
     },
     (req) => runs.stop(req.params.id, visible(req)),

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { chaosRunOf, nextText, overWhat, ratesText, span, stepsDone, type ChaosRun } from './chaos.ts';
+import type { ChaosRun } from '../../core/api-shapes.ts';
+import { chaosRunOf, nextText, overWhat, ratesText, span, stepsDone } from './chaos.ts';
 
 const run: ChaosRun = {
   id: '4f2a1c',
@@ -9,12 +10,21 @@ const run: ChaosRun = {
   services: null,
   seed: 7,
   rates: { redeploy: 4, crash: 0.5, vip: 0 },
+  pauseMs: 5000,
+  durationMs: null,
   state: 'running',
   startedAt: '2026-12-03T21:00:00.000Z',
   endsAt: null,
   endedAt: null,
   note: null,
-  counts: { redeploy: { done: 3, skipped: 1, failed: 0 }, crash: { done: 2, skipped: 0, failed: 0 } },
+  // The API counts every kind, zeros included.
+  counts: {
+    maintenance: { done: 0, skipped: 0, failed: 0 },
+    redeploy: { done: 3, skipped: 1, failed: 0 },
+    deallocate: { done: 0, skipped: 0, failed: 0 },
+    vip: { done: 0, skipped: 0, failed: 0 },
+    crash: { done: 2, skipped: 0, failed: 0 },
+  },
   next: { seq: 6, at: '2026-12-03T21:01:05.000Z', action: 'redeploy', target: 'contoso/shop/web1' },
   recent: [],
 };

@@ -2,24 +2,7 @@
  * Chaos on the dashboard: which events a chaos run caused (their reason names it), and a running
  * run in words. Pure, so it is tested in Node beside this file.
  */
-
-/** What the dashboard reads of GET /v1/chaos (the API's ChaosRun). */
-export interface ChaosRun {
-  id: string;
-  reason: string;
-  subscription: string | null;
-  services: string[] | null;
-  seed: number;
-  rates: Partial<Record<string, number>>;
-  state: 'running' | 'stopping' | 'finished' | 'stopped' | 'failed';
-  startedAt: string;
-  endsAt: string | null;
-  endedAt: string | null;
-  note: string | null;
-  counts: Record<string, { done: number; skipped: number; failed: number }>;
-  next: { seq: number; at: string; action: string; target: string } | null;
-  recent: { seq: number; time: string; action: string; target: string; outcome: string; detail: string }[];
-}
+import type { ChaosRun } from '../../core/api-shapes.ts';
 
 /** The run an event's reason names (`chaos run 4f2a1c: redeploy`, also inside parentheses), or null. */
 export function chaosRunOf(reason: string): string | null {

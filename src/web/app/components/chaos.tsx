@@ -3,15 +3,8 @@
  * button), and the mark on events a run caused.
  */
 import { useEffect, useState } from 'react';
-import {
-  chaosRunOf,
-  nextText,
-  overWhat,
-  ratesText,
-  span,
-  stepsDone,
-  type ChaosRun,
-} from '../../lib/chaos.ts';
+import type { ChaosRun } from '../../../core/api-shapes.ts';
+import { chaosRunOf, nextText, overWhat, ratesText, span, stepsDone } from '../../lib/chaos.ts';
 import { useSession } from '../session.ts';
 
 /** Runs are not in the event stream (only what they do is): their state is read this often. */
