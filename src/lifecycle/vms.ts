@@ -13,6 +13,7 @@ import {
   type VmDetailRow,
   type VmRow,
 } from '../store/index.ts';
+import { subnetScope } from './address-book.ts';
 import { ip, type Ctx, type SubRef } from './context.ts';
 import { checkServiceEndpoints, normalizeEndpoints, type Endpoint } from './endpoints.ts';
 import { events, type VmAt } from './events.ts';
@@ -34,7 +35,6 @@ import {
 import { detailView, vmView, type VmChange } from './vm-view.ts';
 import type { VmView } from './views.ts';
 import { settleVip } from './vips.ts';
-import { subnetScope } from './address-book.ts';
 
 export interface VmSpec {
   name: string;
