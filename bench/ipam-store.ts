@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SeededRandom, parseCidr, steppingClock } from '../src/core/index.ts';
 import { AddressRange, POOL_RESERVATION } from '../src/ipam/index.ts';
-import { Cloud, poolScope, type BookChange } from '../src/lifecycle/index.ts';
+import { Cloud, formatScope, poolScope, type BookChange } from '../src/lifecycle/index.ts';
 import { SqliteStore } from '../src/store/index.ts';
 import { fmtRate, machine, median, saveJson, saveSection } from './report.ts';
 
@@ -60,7 +60,12 @@ function fill(
   );
   store.raw.transaction(() => {
     for (let i = 0; i < count; i++)
-      insert.run(poolScope(poolId), range.allocate('random', random), `bench:${from + i}`, 'vip');
+      insert.run(
+        formatScope(poolScope(poolId)),
+        range.allocate('random', random),
+        `bench:${from + i}`,
+        'vip',
+      );
   })();
 }
 

@@ -5,7 +5,18 @@
  * (remote-source.ts). The agent reacts to the push, never to a polling interval.
  */
 import { isVipdipError } from '../core/errors.ts';
-import type { Cloud, EventView, ImageView, ServiceView, VmView, VnetView } from '../lifecycle/index.ts';
+import {
+  affectsDataPlane,
+  changesVmList,
+  eventKind,
+  parseResource,
+  type Cloud,
+  type EventView,
+  type ImageView,
+  type ServiceView,
+  type VmView,
+  type VnetView,
+} from '../lifecycle/index.ts';
 import type { ControlSnapshot } from './desired.ts';
 import type { StatusRegistry } from './registry.ts';
 import type { AgentReport } from './report.ts';
@@ -24,16 +35,8 @@ export interface ControlSource {
   close(): Promise<void>;
 }
 
-/** The event types that change what the data plane must do; the rest (DNS-only, say) are skipped. */
-export function affectsDataPlane(type: string): boolean {
-  return (
-    type.startsWith('vm.') ||
-    type.startsWith('service.') ||
-    type.startsWith('reserved-ip.') ||
-    type === 'host.maintenance' ||
-    type.startsWith('image.')
-  );
-}
+/** The event types that change what the data plane must do (the catalog says; the rest are skipped). */
+export { affectsDataPlane };
 
 /**
  * What one committed event changes of the snapshot: the VMs and services to read again. A VM
@@ -41,13 +44,13 @@ export function affectsDataPlane(type: string): boolean {
  * service it names.
  */
 export function touchedBy(e: EventView): { vms: string[]; services: string[] } {
-  const [kind, ...rest] = e.resource.split('/');
-  if (kind === 'vm' && rest.length === 2) {
-    const services = e.type === 'vm.created' || e.type === 'vm.deleted' ? [rest[0]!] : [];
-    return { vms: [rest.join('/')], services };
+  const res = parseResource(e.resource);
+  if (res?.kind === 'vm') {
+    const services = changesVmList(e.type) ? [res.service] : [];
+    return { vms: [`${res.service}/${res.vm}`], services };
   }
-  if (kind === 'service' && rest.length === 1) return { vms: [], services: [rest[0]!] };
-  if (kind === 'reserved-ip') {
+  if (res?.kind === 'service') return { vms: [], services: [res.service] };
+  if (res?.kind === 'reserved-ip') {
     const named = [e.old?.service, e.new?.service].filter((s): s is string => typeof s === 'string');
     return { vms: [], services: named };
   }
@@ -88,8 +91,9 @@ export class InProcessSource implements ControlSource {
     for (const e of events) {
       if (e.seq !== this.lastSeq + 1) this.full = true; // a change may have been missed
       this.lastSeq = Math.max(this.lastSeq, e.seq);
-      if (e.type.startsWith('image.')) this.imagesDirty = true;
-      if (e.type.startsWith('vnet.') || e.type.startsWith('subnet.')) this.vnetsDirty = true;
+      const kind = eventKind(e.type);
+      if (kind === 'image') this.imagesDirty = true;
+      if (kind === 'vnet') this.vnetsDirty = true;
       const t = touchedBy(e);
       for (const v of t.vms) this.dirtyVms.add(v);
       for (const s of t.services) this.dirtyServices.add(s);

@@ -11,7 +11,7 @@ import { createSocket, type RemoteInfo, type Socket as UdpSocket } from 'node:dg
 import { createServer, isIPv6, type Server, type Socket } from 'node:net';
 import { streamEncode } from 'dns-packet';
 import { systemClock, type Clock } from '../core/clock.ts';
-import type { EventView } from '../lifecycle/index.ts';
+import { affectsDns, type EventView } from '../lifecycle/index.ts';
 import { RCODE, answerMessage, encodeForUdp, failureReply, type Reply } from './answer.ts';
 import { TcpConnectionLimiter } from './tcp-limits.ts';
 import {
@@ -346,9 +346,13 @@ export async function startDnsServer(options: DnsServerOptions): Promise<DnsServ
 
   let feed: ZoneFeed | undefined;
   let early = 0;
-  const unsubscribe = options.cloud.onEvents(() => {
+  const unsubscribe = options.cloud.onEvents((events) => {
     // Runs inside the cloud's commit path: it must never throw there.
     try {
+      // The zones hold names and addresses only: a VM's state or host, a pool, a network change
+      // nothing in them (the event catalog says which types can), and cost no rebuild. A wake-up
+      // that names no event is taken as a change.
+      if (events.length > 0 && !events.some((e) => affectsDns(e.type))) return;
       if (feed === undefined) early++;
       else feed.changed();
     } catch (e) {

@@ -25,8 +25,22 @@ const MAX_DRAWS = 64;
 /** After this many refusals in a row the range is reloaded from the store before drawing on. */
 const RESYNC_AFTER_REFUSALS = 3;
 
-export const poolScope = (id: number) => `pool:${id}`;
-export const subnetScope = (id: number) => `subnet:${id}`;
+/** An address range of the book: a public pool or a subnet, by its id. */
+export type Scope = { kind: 'pool'; id: number } | { kind: 'subnet'; id: number };
+
+export const poolScope = (id: number): Scope => ({ kind: 'pool', id });
+export const subnetScope = (id: number): Scope => ({ kind: 'subnet', id });
+
+/** A scope as the store keeps it (`address_bindings.scope`) and the log carries it: `pool:7`. */
+export function formatScope(s: Scope): string {
+  return `${s.kind}:${s.id}`;
+}
+
+export function parseScope(text: string): Scope {
+  const m = /^(pool|subnet):(\d+)$/.exec(text);
+  if (m === null) throw new VipdipError('INVALID_ARGUMENT', `no address range ${text}`);
+  return { kind: m[1] as Scope['kind'], id: Number(m[2]) };
+}
 
 export interface Owner {
   owner: string;
@@ -37,16 +51,59 @@ export interface Owner {
   kind: 'dip' | 'static' | 'vip' | 'ilpip' | 'reserved';
 }
 
-/**
- * One change to the indexes, as stored with the events of its transaction: bind and unbind an
- * address, add a pool or a subnet, remove a range.
- */
+/** One change to the indexes: bind and unbind an address, add a pool or a subnet, drop a range. */
 export type BookChange =
+  | { op: 'bind'; scope: Scope; address: Ipv4 }
+  | { op: 'unbind'; scope: Scope; address: Ipv4 }
+  | { op: 'add-pool'; id: number; cidr: string }
+  | { op: 'add-subnet'; id: number; label: string; cidr: string }
+  | { op: 'drop'; scope: Scope };
+
+/**
+ * The stored form of the changes, kept with the first event of their transaction: short tagged
+ * tuples (`['b', 'pool:1', 2130706433]`). Stored logs are read forever, so it never changes.
+ */
+type StoredChange =
   | ['b', string, number]
   | ['u', string, number]
   | ['p', number, string]
   | ['s', number, string, string]
   | ['x', string];
+
+export function encodeChanges(changes: readonly BookChange[]): string {
+  const stored = changes.map((c): StoredChange => {
+    switch (c.op) {
+      case 'bind':
+        return ['b', formatScope(c.scope), c.address];
+      case 'unbind':
+        return ['u', formatScope(c.scope), c.address];
+      case 'add-pool':
+        return ['p', c.id, c.cidr];
+      case 'add-subnet':
+        return ['s', c.id, c.label, c.cidr];
+      case 'drop':
+        return ['x', formatScope(c.scope)];
+    }
+  });
+  return JSON.stringify(stored);
+}
+
+export function decodeChanges(text: string): BookChange[] {
+  return (JSON.parse(text) as StoredChange[]).map((c): BookChange => {
+    switch (c[0]) {
+      case 'b':
+        return { op: 'bind', scope: parseScope(c[1]), address: c[2] as Ipv4 };
+      case 'u':
+        return { op: 'unbind', scope: parseScope(c[1]), address: c[2] as Ipv4 };
+      case 'p':
+        return { op: 'add-pool', id: c[1], cidr: c[2] };
+      case 's':
+        return { op: 'add-subnet', id: c[1], label: c[2], cidr: c[3] };
+      case 'x':
+        return { op: 'drop', scope: parseScope(c[1]) };
+    }
+  });
+}
 
 /** What the book needs of the transaction it works in. */
 export interface BookTx {
@@ -56,9 +113,10 @@ export interface BookTx {
 }
 
 export class AddressBook {
+  /** By the scope's stored form (`pool:7`). */
   private readonly ranges = new Map<string, AddressRange>();
-  /** Public pool scopes in the order VIPs are drawn from them. */
-  private poolOrder: string[] = [];
+  /** Public pools in the order VIPs are drawn from them. */
+  private poolOrder: Scope[] = [];
   /** How often the cache was found behind the store and reloaded (for tests and metrics). */
   resyncs = 0;
   /** Candidates the database refused because another writer held them. */
@@ -84,43 +142,44 @@ export class AddressBook {
 
   addPool(id: number, cidr: Cidr): void {
     const scope = poolScope(id);
-    if (this.ranges.has(scope)) return;
-    this.ranges.set(scope, new AddressRange(`public pool ${formatCidr(cidr)}`, cidr, POOL_RESERVATION));
+    const key = formatScope(scope);
+    if (this.ranges.has(key)) return;
+    this.ranges.set(key, new AddressRange(`public pool ${formatCidr(cidr)}`, cidr, POOL_RESERVATION));
     this.poolOrder.push(scope);
   }
 
   addSubnet(id: number, label: string, cidr: Cidr): void {
-    const scope = subnetScope(id);
-    if (this.ranges.has(scope)) return;
-    this.ranges.set(scope, new AddressRange(label, cidr, SUBNET_RESERVATION));
+    const key = formatScope(subnetScope(id));
+    if (this.ranges.has(key)) return;
+    this.ranges.set(key, new AddressRange(label, cidr, SUBNET_RESERVATION));
   }
 
-  remove(scope: string): void {
-    this.ranges.delete(scope);
-    this.poolOrder = this.poolOrder.filter((s) => s !== scope);
+  remove(scope: Scope): void {
+    this.ranges.delete(formatScope(scope));
+    this.poolOrder = this.poolOrder.filter((s) => s.kind !== scope.kind || s.id !== scope.id);
   }
 
   /** A new pool, usable at once by its own transaction, by everyone once committed. */
   createPool(tx: BookTx, id: number, cidr: Cidr): void {
     this.addPool(id, cidr);
-    tx.record(['p', id, formatCidr(cidr)]);
+    tx.record({ op: 'add-pool', id, cidr: formatCidr(cidr) });
     tx.repo.onRollback(() => this.remove(poolScope(id)));
   }
 
   createSubnet(tx: BookTx, id: number, label: string, cidr: Cidr): void {
     this.addSubnet(id, label, cidr);
-    tx.record(['s', id, label, formatCidr(cidr)]);
+    tx.record({ op: 'add-subnet', id, label, cidr: formatCidr(cidr) });
     tx.repo.onRollback(() => this.remove(subnetScope(id)));
   }
 
   /** Drops a deleted pool or subnet's index when its transaction commits. */
-  dropRange(tx: BookTx, scope: string): void {
-    tx.record(['x', scope]);
+  dropRange(tx: BookTx, scope: Scope): void {
+    tx.record({ op: 'drop', scope });
   }
 
-  range(scope: string): AddressRange {
-    const r = this.ranges.get(scope);
-    if (r === undefined) throw new VipdipError('NOT_FOUND', `no address range ${scope}`);
+  range(scope: Scope): AddressRange {
+    const r = this.ranges.get(formatScope(scope));
+    if (r === undefined) throw new VipdipError('NOT_FOUND', `no address range ${formatScope(scope)}`);
     return r;
   }
 
@@ -128,33 +187,33 @@ export class AddressBook {
    * The index of a range, loaded from the store when this replica has not seen it yet (another
    * replica created it a moment ago).
    */
-  async ensure(repo: Repo, scope: string): Promise<AddressRange> {
-    const known = this.ranges.get(scope);
+  async ensure(repo: Repo, scope: Scope): Promise<AddressRange> {
+    const key = formatScope(scope);
+    const known = this.ranges.get(key);
     if (known !== undefined) return known;
-    const [kind, idText] = scope.split(':');
-    const id = Number(idText);
-    if (kind === 'pool') {
-      const pool = (await repo.pools()).find((p) => p.id === id);
-      if (pool === undefined) throw new VipdipError('NOT_FOUND', `no address range ${scope}`);
-      this.addPool(id, parseCidr(pool.cidr));
+    if (scope.kind === 'pool') {
+      const pool = (await repo.pools()).find((p) => p.id === scope.id);
+      if (pool === undefined) throw new VipdipError('NOT_FOUND', `no address range ${key}`);
+      this.addPool(scope.id, parseCidr(pool.cidr));
     } else {
-      const subnet = await repo.subnetById(id);
-      if (subnet === undefined) throw new VipdipError('NOT_FOUND', `no address range ${scope}`);
+      const subnet = await repo.subnetById(scope.id);
+      if (subnet === undefined) throw new VipdipError('NOT_FOUND', `no address range ${key}`);
       const vnet = await repo.vnetById(subnet.vnet_id);
-      this.addSubnet(id, `subnet ${vnet?.name ?? '?'}/${subnet.name}`, parseCidr(subnet.cidr));
+      this.addSubnet(scope.id, `subnet ${vnet?.name ?? '?'}/${subnet.name}`, parseCidr(subnet.cidr));
     }
     const range = this.range(scope);
-    range.resetTo(await repo.boundAddresses(scope));
+    range.resetTo(await repo.boundAddresses(key));
     return range;
   }
 
+  /** Every range, by its scope's stored form (`pool:7`, as the store's bindings name it). */
   allRanges(): ReadonlyMap<string, AddressRange> {
     return this.ranges;
   }
 
-  /** The pool scope that holds an address, if any. */
-  poolOf(ip: Ipv4): string | undefined {
-    return this.poolOrder.find((s) => this.ranges.get(s)!.contains(ip));
+  /** The pool that holds an address, if any. */
+  poolOf(ip: Ipv4): Scope | undefined {
+    return this.poolOrder.find((s) => this.range(s).contains(ip));
   }
 
   /**
@@ -165,7 +224,7 @@ export class AddressBook {
    * after the last refusal, is exhausted. (A concurrent redeploy holds a second address for a
    * moment: a range that looked full once may have a free address again by the next reload.)
    */
-  async draw(tx: BookTx, scope: string, policy: AllocationPolicy, who: Owner): Promise<Ipv4> {
+  async draw(tx: BookTx, scope: Scope, policy: AllocationPolicy, who: Owner): Promise<Ipv4> {
     const repo = tx.repo;
     const range = await this.ensure(repo, scope);
     let refusedInRow = 0;
@@ -181,7 +240,7 @@ export class AddressBook {
       }
       const ip = range.allocate(policy, this.random);
       if (await bindOrUndo(repo, range, scope, ip, who)) {
-        tx.record(['b', scope, ip]);
+        tx.record({ op: 'bind', scope, address: ip });
         repo.onRollback(() => {
           if (!range.isFree(ip)) range.release(ip);
         });
@@ -194,13 +253,13 @@ export class AddressBook {
     throw new VipdipError('CONFLICT', `could not bind an address of ${range.label} after ${MAX_DRAWS} draws`);
   }
 
-  /** Draws a public address from the first pool that has a free one. */
-  async drawPublic(tx: BookTx, who: Owner): Promise<{ ip: Ipv4; scope: string }> {
+  /** Draws a public address from the first pool that has a free one; says which pool. */
+  async drawPublic(tx: BookTx, who: Owner): Promise<{ ip: Ipv4; poolId: number }> {
     for (let pass = 0; pass < 2; pass++) {
       for (const scope of [...this.poolOrder]) {
-        if (this.ranges.get(scope)?.freeCount === 0 && pass === 0) continue;
+        if (this.ranges.get(formatScope(scope))?.freeCount === 0 && pass === 0) continue;
         try {
-          return { ip: await this.draw(tx, scope, 'random', who), scope };
+          return { ip: await this.draw(tx, scope, 'random', who), poolId: scope.id };
         } catch (e) {
           if (!isVipdipError(e, 'POOL_EXHAUSTED')) throw e;
         }
@@ -209,12 +268,12 @@ export class AddressBook {
       // store about each (draw reloads a range that looks full before giving up on it).
       if (pass === 0) for (const p of await tx.repo.pools()) await this.ensure(tx.repo, poolScope(p.id));
     }
-    const names = this.poolOrder.map((s) => this.ranges.get(s)!.label).join(', ') || 'no public pool';
+    const names = this.poolOrder.map((s) => this.range(s).label).join(', ') || 'no public pool';
     throw new VipdipError('POOL_EXHAUSTED', `${names}: no free public address`, { pool: names });
   }
 
   /** Binds a chosen address (a static DIP): refused when outside, reserved, or taken. */
-  async claim(tx: BookTx, scope: string, ip: Ipv4, who: Owner): Promise<void> {
+  async claim(tx: BookTx, scope: Scope, ip: Ipv4, who: Owner): Promise<void> {
     const repo = tx.repo;
     const range = await this.ensure(repo, scope);
     range.check(ip);
@@ -229,7 +288,7 @@ export class AddressBook {
     }
     range.take(ip);
     if (!(await bindOrUndo(repo, range, scope, ip, who))) throw taken();
-    tx.record(['b', scope, ip]);
+    tx.record({ op: 'bind', scope, address: ip });
     repo.onRollback(() => {
       if (!range.isFree(ip)) range.release(ip);
     });
@@ -240,8 +299,8 @@ export class AddressBook {
    * common case, one read); a VM whose reservation is missing (made before static DIPs were
    * reserved) claims it now, and is refused if someone else holds the address.
    */
-  async holdStatic(tx: BookTx, scope: string, ip: Ipv4, who: Owner): Promise<void> {
-    const holder = await tx.repo.bindingOwner(scope, ip);
+  async holdStatic(tx: BookTx, scope: Scope, ip: Ipv4, who: Owner): Promise<void> {
+    const holder = await tx.repo.bindingOwner(formatScope(scope), ip);
     if (holder === who.owner) return;
     await this.claim(tx, scope, ip, who);
   }
@@ -250,12 +309,18 @@ export class AddressBook {
    * Releases an address only if `owner` holds it (a static DIP whose reservation may be missing):
    * another owner's binding of the same address is left alone.
    */
-  async freeOwned(tx: BookTx, scope: string, ip: Ipv4, owner: string): Promise<void> {
-    if (await tx.repo.unbindOwned(scope, ip, owner)) tx.record(['u', scope, ip]);
+  async freeOwned(tx: BookTx, scope: Scope, ip: Ipv4, owner: string): Promise<void> {
+    if (await tx.repo.unbindOwned(formatScope(scope), ip, owner))
+      tx.record({ op: 'unbind', scope, address: ip });
+  }
+
+  /** Hands a bound address to another owner (a provisional binding made final), in the store. */
+  async rebind(tx: BookTx, scope: Scope, ip: Ipv4, who: Owner): Promise<void> {
+    await tx.repo.rebind(formatScope(scope), ip, who.owner, who.kind);
   }
 
   /** Refuses an address that is outside a range or among its reserved ones. */
-  async check(repo: Repo, scope: string, ip: Ipv4): Promise<void> {
+  async check(repo: Repo, scope: Scope, ip: Ipv4): Promise<void> {
     (await this.ensure(repo, scope)).check(ip);
   }
 
@@ -263,44 +328,49 @@ export class AddressBook {
    * Releases a bound address in the store. The index gives it back when the transaction commits
    * (so an address released and then rolled back is never handed out meanwhile).
    */
-  async free(tx: BookTx, scope: string, ip: Ipv4): Promise<void> {
-    await tx.repo.unbind(scope, ip);
-    tx.record(['u', scope, ip]);
+  async free(tx: BookTx, scope: Scope, ip: Ipv4): Promise<void> {
+    await tx.repo.unbind(formatScope(scope), ip);
+    tx.record({ op: 'unbind', scope, address: ip });
+  }
+
+  /** How many addresses the store has bound in a range (not this replica's index: the store's). */
+  boundInStore(repo: Repo, scope: Scope): Promise<number> {
+    return repo.boundCount(formatScope(scope));
   }
 
   /** Applies the changes of a committed transaction, this replica's or another's. */
   apply(changes: readonly BookChange[]): void {
     for (const c of changes) {
-      switch (c[0]) {
-        case 'b': {
-          const r = this.ranges.get(c[1]);
-          const ip = c[2] as Ipv4;
+      switch (c.op) {
+        case 'bind': {
+          const r = this.ranges.get(formatScope(c.scope));
+          const ip = c.address;
           if (r !== undefined && r.contains(ip) && !r.isReserved(ip) && r.isFree(ip)) r.take(ip);
           break;
         }
-        case 'u': {
-          const r = this.ranges.get(c[1]);
-          const ip = c[2] as Ipv4;
+        case 'unbind': {
+          const r = this.ranges.get(formatScope(c.scope));
+          const ip = c.address;
           if (r !== undefined && r.contains(ip) && !r.isReserved(ip) && !r.isFree(ip)) r.release(ip);
           break;
         }
-        case 'p':
-          this.addPool(c[1], parseCidr(c[2]));
+        case 'add-pool':
+          this.addPool(c.id, parseCidr(c.cidr));
           break;
-        case 's':
-          this.addSubnet(c[1], c[2], parseCidr(c[3]));
+        case 'add-subnet':
+          this.addSubnet(c.id, c.label, parseCidr(c.cidr));
           break;
-        case 'x':
-          this.remove(c[1]);
+        case 'drop':
+          this.remove(c.scope);
           break;
       }
     }
   }
 
   /** Makes a range hold exactly what the store has bound (as this transaction sees it). */
-  private async reload(repo: Repo, scope: string, range: AddressRange): Promise<void> {
+  private async reload(repo: Repo, scope: Scope, range: AddressRange): Promise<void> {
     this.resyncs++;
-    range.resetTo(await repo.boundAddresses(scope));
+    range.resetTo(await repo.boundAddresses(formatScope(scope)));
   }
 }
 
@@ -308,12 +378,12 @@ export class AddressBook {
 async function bindOrUndo(
   repo: Repo,
   range: AddressRange,
-  scope: string,
+  scope: Scope,
   ip: Ipv4,
   who: Owner,
 ): Promise<boolean> {
   try {
-    return await repo.bind({ scope, address: ip, ...who });
+    return await repo.bind({ scope: formatScope(scope), address: ip, ...who });
   } catch (e) {
     if (!range.isFree(ip)) range.release(ip);
     throw e;

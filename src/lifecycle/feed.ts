@@ -10,7 +10,7 @@
  * guarantees it), so a read never finds a hole that a slower transaction fills later.
  */
 import type { EventRow, Store } from '../store/index.ts';
-import type { AddressBook, BookChange } from './address-book.ts';
+import { decodeChanges, type AddressBook, type BookChange } from './address-book.ts';
 
 /** Rows read per round trip while catching up. */
 const PAGE = 500;
@@ -96,7 +96,7 @@ export class EventFeed {
   /** Applies rows that follow the last applied event, in order (other replicas' commits). */
   private applyRows(rows: readonly EventRow[]): void {
     for (const row of rows) {
-      if (row.changes !== null) this.book.apply(JSON.parse(row.changes) as BookChange[]);
+      if (row.changes !== null) this.book.apply(decodeChanges(row.changes));
       this.applied = Number(row.seq);
     }
     this.emit(rows);
@@ -136,7 +136,7 @@ export class EventFeed {
               this.applyBatch(own);
               continue;
             }
-            if (row.changes !== null) this.book.apply(JSON.parse(row.changes) as BookChange[]);
+            if (row.changes !== null) this.book.apply(decodeChanges(row.changes));
             this.applied = seq;
             run.push(row);
           }

@@ -5,6 +5,8 @@
 import { blockSize, cidrContains, formatIpv4, parseCidr, type Cidr, type Ipv4 } from '../core/ip.ts';
 import { POOL_RESERVATION, SUBNET_RESERVATION, type Reservation } from '../ipam/index.ts';
 import type { BindingRow, Repo } from '../store/index.ts';
+import { formatScope, poolScope, subnetScope } from './address-book.ts';
+import { addressField } from './events.ts';
 import { isVmState } from './transitions.ts';
 
 export interface Finding {
@@ -26,6 +28,9 @@ const usable = (r: Range) => Math.max(0, blockSize(r.cidr.prefix) - r.reservatio
 const isReserved = (r: Range, a: number) =>
   a < r.cidr.base + r.reservation.head || a >= r.cidr.base + blockSize(r.cidr.prefix) - r.reservation.tail;
 const ipText = (a: number) => formatIpv4(a as Ipv4);
+
+/** A pool's scope; a row that names no pool (corrupt) names no range, so its binding is reported missing. */
+const poolKey = (id: number | null): string => (id === null ? 'pool:?' : formatScope(poolScope(id)));
 
 /** Runs every check; an empty list means the state is clean. */
 export async function fsck(repo: Repo, progress?: (step: string) => void): Promise<Finding[]> {
@@ -53,8 +58,8 @@ export async function fsck(repo: Repo, progress?: (step: string) => void): Promi
 
   const ranges = new Map<string, Range>();
   for (const p of pools) {
-    ranges.set(`pool:${p.id}`, {
-      scope: `pool:${p.id}`,
+    ranges.set(formatScope(poolScope(p.id)), {
+      scope: formatScope(poolScope(p.id)),
       label: `pool/${p.cidr}`,
       cidr: parseCidr(p.cidr),
       reservation: POOL_RESERVATION,
@@ -62,8 +67,8 @@ export async function fsck(repo: Repo, progress?: (step: string) => void): Promi
   }
   for (const s of subnets) {
     const v = vnetById.get(s.vnet_id);
-    ranges.set(`subnet:${s.id}`, {
-      scope: `subnet:${s.id}`,
+    ranges.set(formatScope(subnetScope(s.id)), {
+      scope: formatScope(subnetScope(s.id)),
       label: `subnet/${v === undefined ? '?' : `${subName.get(v.subscription_id)}/${v.name}`}/${s.name}`,
       cidr: parseCidr(s.cidr),
       reservation: SUBNET_RESERVATION,
@@ -93,7 +98,7 @@ export async function fsck(repo: Repo, progress?: (step: string) => void): Promi
     if (!allocated && vm.host_id !== null) add('I3', res, 'is deallocated but still placed on a host');
     if (!allocated && vm.ilpip !== null) add('I3', res, `is deallocated but holds ILPIP ${ipText(vm.ilpip)}`);
     if (vm.dip !== null) {
-      const r = ranges.get(`subnet:${vm.subnet_id}`);
+      const r = ranges.get(formatScope(subnetScope(vm.subnet_id)));
       if (r === undefined) add('I2', res, 'its subnet does not exist');
       else if (!cidrContains(r.cidr, vm.dip as Ipv4))
         add('I2', res, `DIP ${ipText(vm.dip)} lies outside ${r.label}`);
@@ -103,13 +108,14 @@ export async function fsck(repo: Repo, progress?: (step: string) => void): Promi
         add('I2', res, `holds DIP ${ipText(vm.dip)} instead of its static DIP ${ipText(vm.static_dip)}`);
       }
       // A static DIP is bound through its reservation below, not as a drawn DIP.
-      if (vm.static_dip === null) expect(`vm:${vm.id}`, 'dip', `subnet:${vm.subnet_id}`, vm.dip, res);
+      if (vm.static_dip === null)
+        expect(`vm:${vm.id}`, 'dip', formatScope(subnetScope(vm.subnet_id)), vm.dip, res);
     }
     // I5: a static DIP stays reserved for its VM whatever the VM's state, so no draw can take it.
     if (vm.static_dip !== null) {
-      expect(`vm:${vm.id}`, 'static', `subnet:${vm.subnet_id}`, vm.static_dip, res);
+      expect(`vm:${vm.id}`, 'static', formatScope(subnetScope(vm.subnet_id)), vm.static_dip, res);
     }
-    if (vm.ilpip !== null) expect(`vm:${vm.id}`, 'ilpip', `pool:${vm.ilpip_pool_id}`, vm.ilpip, res);
+    if (vm.ilpip !== null) expect(`vm:${vm.id}`, 'ilpip', poolKey(vm.ilpip_pool_id), vm.ilpip, res);
   }
 
   progress?.('services');
@@ -131,11 +137,11 @@ export async function fsck(repo: Repo, progress?: (step: string) => void): Promi
     else if (allocated === 0 && s.vip !== null)
       add('I4', res, `holds VIP ${ipText(s.vip)} with no allocated VM and no reserved IP`);
     if (rip === undefined && s.vip !== null)
-      expect(`service:${s.id}`, 'vip', `pool:${s.vip_pool_id}`, s.vip, res);
+      expect(`service:${s.id}`, 'vip', poolKey(s.vip_pool_id), s.vip, res);
   }
   for (const r of rips) {
     const res = `reserved-ip/${subName.get(r.subscription_id) ?? '?'}/${r.name}`;
-    expect(`reserved-ip:${r.id}`, 'reserved', `pool:${r.pool_id}`, r.address, res);
+    expect(`reserved-ip:${r.id}`, 'reserved', formatScope(poolScope(r.pool_id)), r.address, res);
     if (r.service_id !== null && serviceById.get(r.service_id)?.reserved_ip_id !== r.id) {
       add('I4', res, 'is associated with a service that does not use it');
     }
@@ -213,12 +219,6 @@ async function checkEventLog(
   subName: Map<number, string>,
   add: (i: Finding['invariant'], res: string, msg: string) => void,
 ): Promise<void> {
-  const FIELD: Record<string, string> = {
-    'vm.dip': 'dip',
-    'vm.ilpip': 'ilpip',
-    'service.vip': 'vip',
-    'reserved-ip.address': 'address',
-  };
   const replay = new Map<string, string | null>();
   let lastSeq = 0;
   let lastTime = '';
@@ -233,7 +233,7 @@ async function checkEventLog(
       if (e.reason.trim() === '') add('I6', `event ${seq}`, 'has no reason');
       lastSeq = seq;
       lastTime = e.time;
-      const field = FIELD[e.type];
+      const field = addressField(e.type);
       if (field === undefined) continue;
       const key = `${field} ${e.resource}`;
       const oldV =

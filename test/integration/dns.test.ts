@@ -394,6 +394,62 @@ describe('DNS server start', () => {
     }
   });
 
+  test('events that change no name or address (a VM’s host or state) cost no rebuild; a DIP change does', async () => {
+    let dip = '127.16.1.10';
+    let emit: (events: readonly EventView[]) => void = () => {};
+    const source: DnsSource = {
+      listServices: () => Promise.resolve([{ name: 'shop', vip: '127.100.0.1' }]),
+      listVms: () =>
+        Promise.resolve([{ service: 'shop', name: 'web1', dip, ilpip: null, ilpipEnabled: false }]),
+      onEvents: (fn) => {
+        emit = fn;
+        return () => {};
+      },
+    };
+    const fake = await startDnsServer({ cloud: source, port: 0 });
+    const socket = createSocket('udp4');
+    const ask = () =>
+      new Promise<string | null>((ok) => {
+        socket.once('message', (m) => {
+          const a = decode(m).answers?.[0];
+          ok(a !== undefined && 'data' in a ? (a.data as string) : null);
+        });
+        socket.send(
+          encode({
+            type: 'query',
+            id: 1,
+            questions: [{ type: 'A', name: 'web1.shop.internal.vipdip.test' }],
+          }),
+          fake.port,
+          '127.0.0.1',
+        );
+      });
+    const ev = (type: string, seq: number): EventView => ({
+      seq,
+      time: '2026-12-04T00:00:00.000Z',
+      type,
+      subscription: 'contoso',
+      resource: 'vm/shop/web1',
+      reason: 'test',
+      old: null,
+      new: null,
+    });
+    try {
+      assert.equal(await ask(), '127.16.1.10');
+      const before = fake.stats().rebuilds;
+      emit([ev('vm.host', 1), ev('vm.restarted', 2)]);
+      assert.equal(await ask(), '127.16.1.10');
+      assert.equal(fake.stats().rebuilds, before, 'no rebuild for a host or a state');
+      dip = '127.16.1.11';
+      emit([ev('vm.host', 3), ev('vm.dip', 4)]);
+      assert.equal(await ask(), '127.16.1.11', 'the query waits for the rebuild a DIP change calls for');
+      assert.equal(fake.stats().rebuilds, before + 1);
+    } finally {
+      socket.close();
+      await fake.close();
+    }
+  });
+
   test('while a slow rebuild runs, queries wait for it; a failed one answers SERVFAIL, then recovers', async () => {
     // A fake control plane whose reads are slow, then fail, then work again.
     let dip = '127.16.1.10';

@@ -21,6 +21,7 @@ import {
 import {
   formatFinding,
   fsck,
+  parseScope,
   type PoolView,
   type ReservedIpView,
   type ServiceView,
@@ -431,7 +432,7 @@ async function checkStore(t: DialectCloud, where: string): Promise<void> {
   const perScope = new Map<string, number>();
   for (const b of bindings) {
     perScope.set(b.scope, (perScope.get(b.scope) ?? 0) + 1);
-    const range = t.cloud.book.range(b.scope);
+    const range = t.cloud.book.range(parseScope(b.scope));
     assert.ok(!range.isFree(b.address as Ipv4), `${where}: the index has bound ${b.scope} ${b.address} free`);
   }
   for (const [scope, range] of t.cloud.book.allRanges()) {

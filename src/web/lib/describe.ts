@@ -1,16 +1,17 @@
 /** Events in words, for the address history and the timeline. */
 import type { Event as ApiEvent } from '../../core/api-shapes.ts';
+import { addressField, type AddressField } from '../../lifecycle/events.ts';
 
-/** The events that change an address, and what the address is called. */
-export const ADDRESS_FIELDS: Readonly<Record<string, { field: string; label: string }>> = {
-  'vm.dip': { field: 'dip', label: 'DIP' },
-  'vm.ilpip': { field: 'ilpip', label: 'ILPIP' },
-  'service.vip': { field: 'vip', label: 'VIP' },
-  'reserved-ip.address': { field: 'address', label: 'reserved IP' },
+/** What each address is called (the catalog says which events change which address). */
+export const ADDRESS_LABELS: Readonly<Record<AddressField, string>> = {
+  dip: 'DIP',
+  ilpip: 'ILPIP',
+  vip: 'VIP',
+  address: 'reserved IP',
 };
 
 export function isAddressChange(e: ApiEvent): boolean {
-  return e.type in ADDRESS_FIELDS;
+  return addressField(e.type) !== undefined;
 }
 
 const show = (v: unknown): string =>
@@ -25,9 +26,9 @@ export interface Change {
 
 /** The change an event records, as "what: from → to" parts; null when it records none. */
 export function changeOf(e: ApiEvent): Change | null {
-  const addr = ADDRESS_FIELDS[e.type];
-  if (addr !== undefined) {
-    return { what: addr.label, from: show(e.old?.[addr.field]), to: show(e.new?.[addr.field]) };
+  const field = addressField(e.type);
+  if (field !== undefined) {
+    return { what: ADDRESS_LABELS[field], from: show(e.old?.[field]), to: show(e.new?.[field]) };
   }
   const keys = [...new Set([...Object.keys(e.old ?? {}), ...Object.keys(e.new ?? {})])];
   if (keys.length === 1) {
