@@ -6,6 +6,10 @@ import { FreeSet } from './free-set.ts';
 export type AllocationPolicy = 'random' | 'sequential';
 export const ALLOCATION_POLICIES: readonly AllocationPolicy[] = ['random', 'sequential'];
 
+/** What becomes of a VM's DIP when the VM moves to another host: drawn again, or kept. */
+export type MovePolicy = 'redraw' | 'keep';
+export const MOVE_POLICIES: readonly MovePolicy[] = ['redraw', 'keep'];
+
 /** What a range keeps back: Azure keeps the first four and the last address of every subnet. */
 export interface Reservation {
   readonly head: number;

@@ -64,8 +64,8 @@ export type BookChange =
  * tuples (`['b', 'pool:1', 2130706433]`). Stored logs are read forever, so it never changes.
  */
 type StoredChange =
-  | ['b', string, number]
-  | ['u', string, number]
+  | ['b', string, Ipv4]
+  | ['u', string, Ipv4]
   | ['p', number, string]
   | ['s', number, string, string]
   | ['x', string];
@@ -92,9 +92,9 @@ export function decodeChanges(text: string): BookChange[] {
   return (JSON.parse(text) as StoredChange[]).map((c): BookChange => {
     switch (c[0]) {
       case 'b':
-        return { op: 'bind', scope: parseScope(c[1]), address: c[2] as Ipv4 };
+        return { op: 'bind', scope: parseScope(c[1]), address: c[2] };
       case 'u':
-        return { op: 'unbind', scope: parseScope(c[1]), address: c[2] as Ipv4 };
+        return { op: 'unbind', scope: parseScope(c[1]), address: c[2] };
       case 'p':
         return { op: 'add-pool', id: c[1], cidr: c[2] };
       case 's':
@@ -134,7 +134,7 @@ export class AddressBook {
     }
     for (const [scope, r] of book.ranges) {
       for (const address of await repo.boundAddresses(scope)) {
-        if (r.contains(address as Ipv4) && r.isFree(address as Ipv4)) r.take(address as Ipv4);
+        if (r.contains(address) && r.isFree(address)) r.take(address);
       }
     }
     return book;

@@ -33,7 +33,7 @@ export interface Ctx {
 export type SubRef = Pick<SubscriptionRow, 'id' | 'name'>;
 
 /** An address as the API and the events show it. */
-export const ip = (n: number | null): string | null => (n === null ? null : formatIpv4(n as Ipv4));
+export const ip = (n: Ipv4 | null): string | null => (n === null ? null : formatIpv4(n));
 
 export function notFound(what: string): never {
   throw new VipdipError('NOT_FOUND', `${what} does not exist`);

@@ -7,7 +7,7 @@ import { poolScope } from './address-book.ts';
 import { notFound, type Ctx } from './context.ts';
 import { events } from './events.ts';
 import { checkName } from './names.ts';
-import { isAllocated, type VmState } from './transitions.ts';
+import { isAllocated } from './transitions.ts';
 import type { Tx } from './tx.ts';
 import { moveVm } from './vm-addresses.ts';
 import { vmView } from './vm-view.ts';
@@ -138,7 +138,7 @@ export async function maintenance(
     const loads = await tx.repo.hostLoads();
     const moved: VmRow[] = [];
     for (const vm of await tx.repo.vms({ hostIds: [...exclude] }, { lock: true })) {
-      if (!isAllocated(vm.state as VmState)) continue;
+      if (!isAllocated(vm.state)) continue;
       await moveVm(c, tx, vm, hosts, loads, exclude, reason);
       moved.push(vm);
     }

@@ -27,7 +27,7 @@ interface Range {
 const usable = (r: Range) => Math.max(0, blockSize(r.cidr.prefix) - r.reservation.head - r.reservation.tail);
 const isReserved = (r: Range, a: number) =>
   a < r.cidr.base + r.reservation.head || a >= r.cidr.base + blockSize(r.cidr.prefix) - r.reservation.tail;
-const ipText = (a: number) => formatIpv4(a as Ipv4);
+const ipText = (a: Ipv4) => formatIpv4(a);
 
 /** A pool's scope; a row that names no pool (corrupt) names no range, so its binding is reported missing. */
 const poolKey = (id: number | null): string => (id === null ? 'pool:?' : formatScope(poolScope(id)));
@@ -76,8 +76,8 @@ export async function fsck(repo: Repo, progress?: (step: string) => void): Promi
   }
 
   // What each owner's columns say it holds; compared with the bindings both ways (I1, I5).
-  const expected = new Map<string, { scope: string; address: number; resource: string }>();
-  const expect = (owner: string, kind: string, scope: string, address: number, resource: string) =>
+  const expected = new Map<string, { scope: string; address: Ipv4; resource: string }>();
+  const expect = (owner: string, kind: string, scope: string, address: Ipv4, resource: string) =>
     expected.set(`${owner}|${kind}`, { scope, address, resource });
 
   progress?.('VMs');
@@ -100,8 +100,7 @@ export async function fsck(repo: Repo, progress?: (step: string) => void): Promi
     if (vm.dip !== null) {
       const r = ranges.get(formatScope(subnetScope(vm.subnet_id)));
       if (r === undefined) add('I2', res, 'its subnet does not exist');
-      else if (!cidrContains(r.cidr, vm.dip as Ipv4))
-        add('I2', res, `DIP ${ipText(vm.dip)} lies outside ${r.label}`);
+      else if (!cidrContains(r.cidr, vm.dip)) add('I2', res, `DIP ${ipText(vm.dip)} lies outside ${r.label}`);
       else if (isReserved(r, vm.dip))
         add('I2', res, `DIP ${ipText(vm.dip)} is a reserved address of ${r.label}`);
       if (vm.static_dip !== null && vm.static_dip !== vm.dip) {
@@ -157,7 +156,7 @@ export async function fsck(repo: Repo, progress?: (step: string) => void): Promi
       add('I5', where, `bound to ${b.owner} in a range that does not exist`);
       continue;
     }
-    if (!cidrContains(r.cidr, b.address as Ipv4) || isReserved(r, b.address)) {
+    if (!cidrContains(r.cidr, b.address) || isReserved(r, b.address)) {
       add('I1', where, `bound to ${b.owner} but is not a usable address of ${r.label}`);
     }
     bound.set(b.scope, (bound.get(b.scope) ?? 0) + 1);

@@ -1,7 +1,13 @@
 /** Virtual networks and their subnets: address spaces, the DIP and move policies, the subnets' ranges. */
 import { VipdipError } from '../core/errors.ts';
 import { cidrContainsCidr, cidrsOverlap, formatCidr, parseCidr, type Cidr } from '../core/ip.ts';
-import { ALLOCATION_POLICIES, MIN_INDEXED_PREFIX, type AllocationPolicy } from '../ipam/index.ts';
+import {
+  ALLOCATION_POLICIES,
+  MIN_INDEXED_PREFIX,
+  MOVE_POLICIES,
+  type AllocationPolicy,
+  type MovePolicy,
+} from '../ipam/index.ts';
 import type { Repo, VnetRow } from '../store/index.ts';
 import { subnetScope } from './address-book.ts';
 import { notFound, type Ctx, type SubRef } from './context.ts';
@@ -11,8 +17,7 @@ import { checkName } from './names.ts';
 import type { Tx } from './tx.ts';
 import type { VnetView } from './views.ts';
 
-export type MovePolicy = 'redraw' | 'keep';
-export const MOVE_POLICIES: readonly MovePolicy[] = ['redraw', 'keep'];
+export { MOVE_POLICIES, type MovePolicy };
 /** Azure's smallest subnet is a /29 (three usable addresses). */
 export const MAX_SUBNET_PREFIX = 29;
 

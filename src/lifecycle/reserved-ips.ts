@@ -3,7 +3,7 @@
  * with a service as its VIP (vips.ts carries the association out) or reserved in place from one.
  */
 import { VipdipError } from '../core/errors.ts';
-import { formatIpv4, type Ipv4 } from '../core/ip.ts';
+import { formatIpv4 } from '../core/ip.ts';
 import { RunAgain, type Repo, type ReservedIpRow } from '../store/index.ts';
 import { poolScope } from './address-book.ts';
 import { notFound, type Ctx } from './context.ts';
@@ -57,8 +57,8 @@ export async function deleteReservedIp(c: Ctx, subscription: string, name: strin
       );
     }
     await tx.repo.deleteReservedIp(rip.id);
-    await c.book.free(tx, poolScope(rip.pool_id), rip.address as Ipv4);
-    tx.emit(events.reservedIpAddress(subscription, name, 'delete', formatIpv4(rip.address as Ipv4), null));
+    await c.book.free(tx, poolScope(rip.pool_id), rip.address);
+    tx.emit(events.reservedIpAddress(subscription, name, 'delete', formatIpv4(rip.address), null));
   });
 }
 
@@ -139,7 +139,7 @@ export async function reserveServiceVip(
       address: service.vip,
       service_id: service.id,
     });
-    await c.book.rebind(tx, poolScope(service.vip_pool_id!), service.vip as Ipv4, owner(row.id));
+    await c.book.rebind(tx, poolScope(service.vip_pool_id!), service.vip, owner(row.id));
     await tx.repo.updateService(service.id, { reserved_ip_id: row.id });
     tx.emit(
       events.reservedIpAddress(
@@ -147,7 +147,7 @@ export async function reserveServiceVip(
         name,
         `reserve the VIP of ${serviceName} in place`,
         null,
-        formatIpv4(service.vip as Ipv4),
+        formatIpv4(service.vip),
       ),
     );
     tx.emit(events.reservedIpAssociated(subscription, name, serviceName));
@@ -168,5 +168,5 @@ export function listReservedIps(c: Ctx, subscription?: string): Promise<Reserved
 
 async function reservedIpView(repo: Repo, r: ReservedIpRow, subscription: string): Promise<ReservedIpView> {
   const svc = r.service_id === null ? undefined : await repo.serviceById(r.service_id, { lock: false });
-  return { subscription, name: r.name, address: formatIpv4(r.address as Ipv4), service: svc?.name ?? null };
+  return { subscription, name: r.name, address: formatIpv4(r.address), service: svc?.name ?? null };
 }

@@ -50,7 +50,7 @@ export async function settleVip(
     emitVip(tx, sub.name, service.name, null, vip, `first VM allocated (${reason})`);
   } else if (action === 'free') {
     await tx.repo.updateService(service.id, { vip: null, vip_pool_id: null });
-    await c.book.free(tx, poolScope(service.vip_pool_id!), service.vip as Ipv4);
+    await c.book.free(tx, poolScope(service.vip_pool_id!), service.vip!);
     emitVip(tx, sub.name, service.name, service.vip, null, `no VM allocated any more (${reason})`);
   }
 }
@@ -59,8 +59,8 @@ export function emitVip(
   tx: Tx,
   subscription: string,
   service: string,
-  old: number | null,
-  now: number | null,
+  old: Ipv4 | null,
+  now: Ipv4 | null,
   reason: string,
 ): void {
   if (old === now) return;
@@ -93,7 +93,7 @@ export async function associate(
       `cloud service ${service.name} already uses reserved IP ${other?.name ?? '?'}`,
     );
   }
-  if (service.vip !== null) await c.book.free(tx, poolScope(service.vip_pool_id!), service.vip as Ipv4);
+  if (service.vip !== null) await c.book.free(tx, poolScope(service.vip_pool_id!), service.vip);
   await tx.repo.updateReservedIp(rip.id, { service_id: service.id });
   await tx.repo.updateService(service.id, {
     reserved_ip_id: rip.id,
@@ -119,7 +119,7 @@ export async function disassociate(
   await tx.repo.updateService(service.id, { reserved_ip_id: null, vip: null, vip_pool_id: null });
   await tx.repo.updateReservedIp(rip.id, { service_id: null });
   tx.emit(events.reservedIpDisassociated(sub.name, rip.name, service.name));
-  let vip: number | null = null;
+  let vip: Ipv4 | null = null;
   if ((await tx.repo.allocatedVmCount(service.id)) > 0) {
     const drawn = await c.book.drawPublic(tx, vipOwner(service));
     await tx.repo.updateService(service.id, { vip: drawn.ip, vip_pool_id: drawn.poolId });

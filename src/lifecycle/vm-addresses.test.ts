@@ -5,7 +5,7 @@ import { dipSource, redrawsOnMove, releasePlan } from './vm-addresses.ts';
 
 const A = 2130706433 as Ipv4; // 127.0.0.1
 const B = 2130706434 as Ipv4;
-const running = { dip: A, static_dip: null, host_id: 1, ilpip: null, ilpip_enabled: 0 };
+const running = { dip: A, static_dip: null, host_id: 1, ilpip: null, ilpip_enabled: false };
 
 test('a start binds the static DIP when the VM has one, and draws otherwise', () => {
   assert.deepEqual(dipSource({ static_dip: B }), { kind: 'static', ip: B });
@@ -32,7 +32,7 @@ test('a VM without DIP or host (never placed) gives back and says nothing of the
 });
 
 test('only a VM with an ILPIP enabled, or still holding one, is looked at for it', () => {
-  assert.ok(releasePlan({ ...running, ilpip_enabled: 1 }).mayHoldIlpip);
+  assert.ok(releasePlan({ ...running, ilpip_enabled: true }).mayHoldIlpip);
   assert.ok(releasePlan({ ...running, ilpip: B }).mayHoldIlpip);
 });
 

@@ -6,7 +6,7 @@
  */
 import { isVipdipError } from '../core/errors.ts';
 import { formatIpv4, type Ipv4 } from '../core/ip.ts';
-import type { AllocationPolicy } from '../ipam/index.ts';
+import type { MovePolicy } from '../ipam/index.ts';
 import type { ServiceRow, VmContextRow, VmRow } from '../store/index.ts';
 import { poolScope, subnetScope, type Owner } from './address-book.ts';
 import { ip, type Ctx, type SubRef } from './context.ts';
@@ -22,7 +22,7 @@ export type VmAddressRow = Pick<VmRow, 'dip' | 'static_dip' | 'host_id' | 'ilpip
 
 /** Where a starting VM's DIP comes from: its static DIP, held since its creation, or a draw (R4). */
 export function dipSource(vm: Pick<VmRow, 'static_dip'>): { kind: 'static'; ip: Ipv4 } | { kind: 'draw' } {
-  return vm.static_dip === null ? { kind: 'draw' } : { kind: 'static', ip: vm.static_dip as Ipv4 };
+  return vm.static_dip === null ? { kind: 'draw' } : { kind: 'static', ip: vm.static_dip };
 }
 
 /** What a deallocation gives back and says (R4, I5). */
@@ -38,15 +38,18 @@ export interface ReleasePlan {
 
 export function releasePlan(vm: VmAddressRow): ReleasePlan {
   return {
-    free: vm.dip !== null && vm.dip !== vm.static_dip ? (vm.dip as Ipv4) : null,
+    free: vm.dip !== null && vm.dip !== vm.static_dip ? vm.dip : null,
     dipEvent: vm.dip !== null,
     hostEvent: vm.host_id !== null,
-    mayHoldIlpip: vm.ilpip_enabled !== 0 || vm.ilpip !== null,
+    mayHoldIlpip: vm.ilpip_enabled || vm.ilpip !== null,
   };
 }
 
 /** Whether a move to another host draws a new DIP (R5): not a static one, nor where DIPs are kept. */
-export function redrawsOnMove(vm: Pick<VmRow, 'dip' | 'static_dip'>, movePolicy: string): boolean {
+export function redrawsOnMove<T extends Pick<VmRow, 'dip' | 'static_dip'>>(
+  vm: T,
+  movePolicy: MovePolicy,
+): vm is T & { dip: Ipv4 } {
   return vm.static_dip === null && movePolicy !== 'keep' && vm.dip !== null;
 }
 
@@ -86,13 +89,13 @@ export async function allocateVm(
     await c.book.holdStatic(tx, scope, dip, owners.static(vm.id));
   } else {
     const policy = context?.dip_policy ?? (await vnetOfSubnet(tx.repo, vm.subnet_id)).dip_policy;
-    dip = await c.book.draw(tx, scope, policy as AllocationPolicy, owners.dip(vm.id));
+    dip = await c.book.draw(tx, scope, policy, owners.dip(vm.id));
   }
   await tx.repo.updateVm(vm.id, { dip, host_id: host.id, state });
   tx.emit(events.vmHost(at(sub, service, vm), reason, null, host.name));
   tx.emit(events.vmDip(at(sub, service, vm), reason, null, formatIpv4(dip)));
   const changed: VmChange = { state, dip, host_id: host.id, host_name: host.name, host_rack: host.rack };
-  if (vm.ilpip_enabled === 1) {
+  if (vm.ilpip_enabled) {
     const a = await bindIlpip(c, tx, sub, service, vm, reason);
     changed.ilpip = a.ip;
     changed.ilpip_pool_id = a.poolId;
@@ -157,7 +160,7 @@ export async function releaseIlpip(
   const fresh = (await tx.repo.vmById(vm.id))!;
   if (fresh.ilpip === null) return;
   await tx.repo.updateVm(vm.id, { ilpip: null, ilpip_pool_id: null });
-  await c.book.free(tx, poolScope(fresh.ilpip_pool_id!), fresh.ilpip as Ipv4);
+  await c.book.free(tx, poolScope(fresh.ilpip_pool_id!), fresh.ilpip);
   tx.emit(events.vmIlpip(at(sub, service, vm), reason, ip(fresh.ilpip), null));
 }
 
@@ -191,7 +194,7 @@ export async function moveVm(
   // The new binding takes a provisional owner, since one owner holds one DIP binding at a time.
   let dip: Ipv4;
   try {
-    dip = await c.book.draw(tx, scope, vnet.dip_policy as AllocationPolicy, {
+    dip = await c.book.draw(tx, scope, vnet.dip_policy, {
       owner: `vm:${vm.id}:moving`,
       kind: 'dip',
     });
@@ -199,7 +202,7 @@ export async function moveVm(
     if (isVipdipError(e, 'POOL_EXHAUSTED')) return; // nowhere else to go: the DIP stays
     throw e;
   }
-  await c.book.free(tx, scope, vm.dip as Ipv4);
+  await c.book.free(tx, scope, vm.dip);
   await c.book.rebind(tx, scope, dip, owners.dip(vm.id));
   await tx.repo.updateVm(vm.id, { dip });
   tx.emit(events.vmDip(at(sub, service, vm), reason, ip(vm.dip), formatIpv4(dip)));
@@ -219,7 +222,7 @@ export async function reserveStaticDip(
 /** A deleted VM's static DIP goes back: its reservation lasted the VM's whole life, which ends. */
 export async function releaseStaticDip(c: Ctx, tx: Tx, vm: VmRow): Promise<void> {
   if (vm.static_dip !== null)
-    await c.book.freeOwned(tx, subnetScope(vm.subnet_id), vm.static_dip as Ipv4, `vm:${vm.id}`);
+    await c.book.freeOwned(tx, subnetScope(vm.subnet_id), vm.static_dip, `vm:${vm.id}`);
 }
 
 /** Changes a deallocated VM's static DIP: the new one is reserved before the old one goes back. */
@@ -230,7 +233,7 @@ export async function changeStaticDip(c: Ctx, tx: Tx, vm: VmRow, next: Ipv4 | nu
   // must not see the old address given back by a change that may roll back. The new reservation
   // takes a provisional owner (one owner holds one of each kind).
   if (next !== null) await c.book.claim(tx, scope, next, { owner: `vm:${vm.id}:static`, kind: 'static' });
-  if (vm.static_dip !== null) await c.book.freeOwned(tx, scope, vm.static_dip as Ipv4, `vm:${vm.id}`);
+  if (vm.static_dip !== null) await c.book.freeOwned(tx, scope, vm.static_dip, `vm:${vm.id}`);
   if (next !== null) await c.book.rebind(tx, scope, next, owners.static(vm.id));
   await tx.repo.updateVm(vm.id, { static_dip: next });
 }

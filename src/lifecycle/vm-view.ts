@@ -3,7 +3,6 @@ import type { EventRow, Repo, VmDetailRow } from '../store/index.ts';
 import { ip } from './context.ts';
 import { vmFqdns, type DnsZones } from './dns-names.ts';
 import type { Endpoint } from './endpoints.ts';
-import type { VmState } from './transitions.ts';
 import type { EventView, VmView } from './views.ts';
 
 /** What an operation changed of its VM's row (and host), for the view it returns. */
@@ -12,12 +11,12 @@ export type VmChange = Partial<
 >;
 
 export function detailView(d: VmDetailRow, zones: DnsZones): VmView {
-  const ilpipEnabled = d.ilpip_enabled === 1;
+  const ilpipEnabled = d.ilpip_enabled;
   return {
     subscription: d.subscription_name,
     service: d.service_name,
     name: d.name,
-    state: d.state as VmState,
+    state: d.state,
     dip: ip(d.dip),
     host: d.host_name,
     rack: d.host_rack,

@@ -20,7 +20,7 @@ import { events, type VmAt } from './events.ts';
 import { checkWorkload } from './image-registry.ts';
 import { findService, findSubnetOfService, findSubscription, findVm, type VmRef } from './lookups.ts';
 import { checkDnsLabel } from './names.ts';
-import { isAllocated, nextState, type VmOperation, type VmState } from './transitions.ts';
+import { isAllocated, nextState, type VmOperation } from './transitions.ts';
 import type { Tx } from './tx.ts';
 import {
   allocateVm,
@@ -84,7 +84,7 @@ export async function createVm(
       dip: null,
       host_id: null,
       static_dip: staticDip,
-      ilpip_enabled: spec.ilpip === true ? 1 : 0,
+      ilpip_enabled: spec.ilpip === true,
       ilpip: null,
       ilpip_pool_id: null,
       workload,
@@ -136,7 +136,7 @@ export async function updateVm(
     if (patch.staticDip !== undefined) {
       const next = patch.staticDip === null ? null : parseIpv4(patch.staticDip);
       if (next !== vm.static_dip) {
-        if (isAllocated(vm.state as VmState)) {
+        if (isAllocated(vm.state)) {
           throw new VipdipError(
             'INVALID_TRANSITION',
             `VM ${service.name}/${vm.name} must be deallocated to change its static DIP`,
@@ -147,11 +147,11 @@ export async function updateVm(
         changes.staticDip = ip(next);
       }
     }
-    if (patch.ilpip !== undefined && (patch.ilpip ? 1 : 0) !== vm.ilpip_enabled) {
-      await tx.repo.updateVm(vm.id, { ilpip_enabled: patch.ilpip ? 1 : 0 });
-      old.ilpip = vm.ilpip_enabled === 1;
+    if (patch.ilpip !== undefined && patch.ilpip !== vm.ilpip_enabled) {
+      await tx.repo.updateVm(vm.id, { ilpip_enabled: patch.ilpip });
+      old.ilpip = vm.ilpip_enabled;
       changes.ilpip = patch.ilpip;
-      if (isAllocated(vm.state as VmState)) {
+      if (isAllocated(vm.state)) {
         if (patch.ilpip) await bindIlpip(c, tx, sub, service, vm, 'instance-level public IP enabled');
         else await releaseIlpip(c, tx, sub, service, vm, 'instance-level public IP disabled');
       }
@@ -211,7 +211,7 @@ export async function applyOperation(
   reason: string,
   context?: VmContextRow,
 ): Promise<VmChange | undefined> {
-  const from = vm.state as VmState;
+  const from = vm.state;
   const to = nextState(`${service.name}/${vm.name}`, from, op);
   if (op === 'delete' || to === null) {
     await deleteVmRow(c, tx, sub, service, vm, reason);
@@ -245,7 +245,7 @@ export async function deleteVmRow(
   vm: VmRow,
   reason: string,
 ): Promise<void> {
-  if (isAllocated(vm.state as VmState)) await releaseVm(c, tx, sub, service, vm, reason, 'deallocated');
+  if (isAllocated(vm.state)) await releaseVm(c, tx, sub, service, vm, reason, 'deallocated');
   await tx.repo.deleteVm(vm.id);
   await releaseStaticDip(c, tx, vm);
   tx.emit(events.vmDeleted(at(sub, service.name, vm.name), reason, vm.state));

@@ -2,8 +2,19 @@
  * The tables, as Kysely sees them. Addresses are stored as integers (BIGINT on PostgreSQL, since an
  * unsigned 32-bit value does not fit INT4); flags as 0/1 integers; lists and endpoint specs as JSON
  * text, so both dialects store the same thing.
+ *
+ * The columns carry the domain's types where the database stores exactly what the type holds:
+ * addresses are `Ipv4` (a branded number, so nothing changes at run time), states and policies
+ * their unions of text. Only the 0/1 flags differ from their domain type; the repo turns them into
+ * booleans where it reads rows and back where it writes them (`store.ts`).
  */
 import type { Generated } from 'kysely';
+import type { VmState } from '../core/api-shapes.ts';
+import type { Ipv4 } from '../core/ip.ts';
+import type { AllocationPolicy, MovePolicy } from '../ipam/index.ts';
+
+/** A flag as both dialects store it: SQLite has no boolean type, so PostgreSQL keeps an integer too. */
+export type StoredFlag = 0 | 1;
 
 export interface SubscriptionsTable {
   id: Generated<number>;
@@ -14,7 +25,7 @@ export interface SubscriptionsTable {
 export interface PublicPoolsTable {
   id: Generated<number>;
   cidr: string;
-  base: number;
+  base: Ipv4;
   prefix: number;
 }
 
@@ -30,8 +41,8 @@ export interface VnetsTable {
   name: string;
   /** JSON array of CIDR text. */
   address_space: string;
-  dip_policy: string;
-  move_policy: string;
+  dip_policy: AllocationPolicy;
+  move_policy: MovePolicy;
 }
 
 export interface SubnetsTable {
@@ -39,7 +50,7 @@ export interface SubnetsTable {
   vnet_id: number;
   name: string;
   cidr: string;
-  base: number;
+  base: Ipv4;
   prefix: number;
 }
 
@@ -48,7 +59,7 @@ export interface ReservedIpsTable {
   subscription_id: number;
   name: string;
   pool_id: number;
-  address: number;
+  address: Ipv4;
   service_id: number | null;
 }
 
@@ -58,7 +69,7 @@ export interface CloudServicesTable {
   name: string;
   vnet_id: number | null;
   reserved_ip_id: number | null;
-  vip: number | null;
+  vip: Ipv4 | null;
   vip_pool_id: number | null;
 }
 
@@ -67,12 +78,13 @@ export interface VmsTable {
   service_id: number;
   name: string;
   subnet_id: number;
-  state: string;
-  dip: number | null;
+  state: VmState;
+  dip: Ipv4 | null;
   host_id: number | null;
-  static_dip: number | null;
-  ilpip_enabled: number;
-  ilpip: number | null;
+  static_dip: Ipv4 | null;
+  /** The repo hands it out as a boolean (`VmRow`). */
+  ilpip_enabled: StoredFlag;
+  ilpip: Ipv4 | null;
   ilpip_pool_id: number | null;
   workload: string | null;
   /** JSON array of endpoint specs. */
@@ -86,7 +98,7 @@ export interface VmsTable {
 export interface AddressBindingsTable {
   /** `pool:<id>` or `subnet:<id>`. */
   scope: string;
-  address: number;
+  address: Ipv4;
   /** `vm:<id>`, `service:<id>` or `reserved-ip:<id>`. */
   owner: string;
   /** `dip`, `static` (a VM's static DIP, held for the VM's whole life), `vip`, `ilpip` or `reserved`. */

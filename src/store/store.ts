@@ -4,6 +4,7 @@
  * supplies only the connection and how a transaction is opened.
  */
 import type { Insertable, Kysely, Selectable, Transaction, Updateable } from 'kysely';
+import type { Ipv4 } from '../core/ip.ts';
 import type {
   CloudServicesTable,
   Database,
@@ -13,6 +14,7 @@ import type {
   PublicPoolsTable,
   ReservedIpsTable,
   SubnetsTable,
+  StoredFlag,
   SubscriptionsTable,
   TokensTable,
   VmsTable,
@@ -26,10 +28,37 @@ export type VnetRow = Selectable<VnetsTable>;
 export type SubnetRow = Selectable<SubnetsTable>;
 export type ReservedIpRow = Selectable<ReservedIpsTable>;
 export type ServiceRow = Selectable<CloudServicesTable>;
-export type VmRow = Selectable<VmsTable>;
+/** A VM as the repo hands it out: its 0/1 flag is a boolean. */
+export type VmRow = Flagged<Selectable<VmsTable>>;
+/** A VM as the repo takes it in, flag as a boolean; the repo writes 0/1. */
+export type NewVmRow = Flagged<Insertable<VmsTable>>;
+export type VmPatch = Omit<Updateable<VmsTable>, 'ilpip_enabled'> & { ilpip_enabled?: boolean };
 export type EventRow = Selectable<EventsTable>;
 export type TokenRow = Selectable<TokensTable>;
 export type ImageRow = Selectable<ImagesTable>;
+
+/** A row with its stored flag as the boolean it means. */
+export type Flagged<T extends { ilpip_enabled: StoredFlag }> = Omit<T, 'ilpip_enabled'> & {
+  ilpip_enabled: boolean;
+};
+
+/**
+ * The read boundary of a VM row (or of a row that carries a VM's columns): the stored 0/1 flag
+ * becomes a boolean. In place, since a listing of 10,000 VMs should not copy 10,000 rows; the row
+ * comes fresh from the driver and nothing else holds it. A repo that reads VM rows with its own
+ * statements must pass them through here too.
+ */
+export function vmFromStore<T extends { ilpip_enabled: StoredFlag }>(row: T): Flagged<T> {
+  const out = row as unknown as Flagged<T>;
+  // Boolean() rather than `=== 1`: the same for 0/1, and a row passed through twice stays right.
+  out.ilpip_enabled = Boolean(row.ilpip_enabled);
+  return out;
+}
+
+/** The write boundary: the flag goes to the database as 0/1, as both dialects have always stored it. */
+export function flagToStore(flag: boolean): StoredFlag {
+  return flag ? 1 : 0;
+}
 
 /** SQLite's limit on the parameters of one statement (SQLITE_MAX_VARIABLE_NUMBER since 3.32). */
 export const SQLITE_MAX_PARAMS = 32_766;
@@ -57,7 +86,7 @@ export interface EventQuery {
 }
 export interface BindingRow {
   scope: string;
-  address: number;
+  address: Ipv4;
   owner: string;
   kind: string;
 }
@@ -86,10 +115,10 @@ export type VmContextRow = VmDetailRow & {
   subscription_id: number;
   service_vnet_id: number | null;
   service_reserved_ip_id: number | null;
-  service_vip: number | null;
+  service_vip: Ipv4 | null;
   service_vip_pool_id: number | null;
-  dip_policy: string;
-  move_policy: string;
+  dip_policy: VnetRow['dip_policy'];
+  move_policy: VnetRow['move_policy'];
 };
 
 export interface VmFilter {
@@ -306,19 +335,21 @@ export class Repo {
 
   // VMs
 
-  vm(serviceId: number, name: string): Promise<VmRow | undefined> {
-    return this.db
+  async vm(serviceId: number, name: string): Promise<VmRow | undefined> {
+    const r = await this.db
       .selectFrom('vms')
       .selectAll()
       .where('service_id', '=', serviceId)
       .where('name', '=', name)
       .executeTakeFirst();
+    return r === undefined ? undefined : vmFromStore(r);
   }
-  vmById(id: number): Promise<VmRow | undefined> {
-    return this.db.selectFrom('vms').selectAll().where('id', '=', id).executeTakeFirst();
+  async vmById(id: number): Promise<VmRow | undefined> {
+    const r = await this.db.selectFrom('vms').selectAll().where('id', '=', id).executeTakeFirst();
+    return r === undefined ? undefined : vmFromStore(r);
   }
   /** `lock: true` in a write that changes the VMs it lists. */
-  vms(filter: VmFilter = {}, opts: { lock?: boolean } = {}): Promise<VmRow[]> {
+  async vms(filter: VmFilter = {}, opts: { lock?: boolean } = {}): Promise<VmRow[]> {
     let q = this.db.selectFrom('vms').selectAll('vms');
     if (filter.serviceId !== undefined) q = q.where('service_id', '=', filter.serviceId);
     if (filter.subnetId !== undefined) q = q.where('subnet_id', '=', filter.subnetId);
@@ -329,14 +360,15 @@ export class Repo {
         .where('cloud_services.subscription_id', '=', filter.subscriptionId);
     }
     // Rows are locked in this order, so two writers locking overlapping sets cannot deadlock.
-    return q
+    const rows = await q
       .orderBy('vms.service_id')
       .orderBy('vms.name')
       .$if(this.lock && opts.lock === true, (q) => q.forUpdate('vms'))
       .execute();
+    return rows.map(vmFromStore);
   }
   /** VMs with the names of everything they refer to, for views: one query however many VMs. */
-  vmDetails(
+  async vmDetails(
     filter: { vmId?: number; serviceId?: number; subscriptionId?: number } = {},
   ): Promise<VmDetailRow[]> {
     let q = this.db
@@ -358,11 +390,12 @@ export class Repo {
     // One VM: by its key, unordered. Ordered by service name, PostgreSQL without statistics (tables
     // filled inside one large apply) walked the services' name index and scanned every VM for each:
     // an apply of 2,000 VMs took minutes.
-    if (filter.vmId !== undefined) return q.where('vms.id', '=', filter.vmId).execute();
+    if (filter.vmId !== undefined)
+      return (await q.where('vms.id', '=', filter.vmId).execute()).map(vmFromStore);
     if (filter.serviceId !== undefined) q = q.where('vms.service_id', '=', filter.serviceId);
     if (filter.subscriptionId !== undefined)
       q = q.where('cloud_services.subscription_id', '=', filter.subscriptionId);
-    return q.orderBy('cloud_services.name').orderBy('vms.name').execute();
+    return (await q.orderBy('cloud_services.name').orderBy('vms.name').execute()).map(vmFromStore);
   }
 
   /**
@@ -394,12 +427,14 @@ export class Repo {
         .$if(opts.service === 'share', (q) => q.forShare('cloud_services').forUpdate('vms'))
         .executeTakeFirst();
       if (locked === undefined) return undefined;
-      return this.contextQuery().where('vms.id', '=', locked.id).executeTakeFirst();
+      const r = await this.contextQuery().where('vms.id', '=', locked.id).executeTakeFirst();
+      return r === undefined ? undefined : vmFromStore(r);
     }
-    return this.contextQuery()
+    const r = await this.contextQuery()
       .where('cloud_services.name', '=', serviceName)
       .where('vms.name', '=', vmName)
       .executeTakeFirst();
+    return r === undefined ? undefined : vmFromStore(r);
   }
 
   private contextQuery() {
@@ -438,11 +473,17 @@ export class Repo {
       .executeTakeFirstOrThrow();
     return Number(r.n);
   }
-  insertVm(row: Insertable<VmsTable>): Promise<VmRow> {
-    return this.db.insertInto('vms').values(row).returningAll().executeTakeFirstOrThrow();
+  async insertVm(row: NewVmRow): Promise<VmRow> {
+    const stored = { ...row, ilpip_enabled: flagToStore(row.ilpip_enabled) };
+    return vmFromStore(
+      await this.db.insertInto('vms').values(stored).returningAll().executeTakeFirstOrThrow(),
+    );
   }
-  async updateVm(id: number, patch: Updateable<VmsTable>): Promise<void> {
-    await this.db.updateTable('vms').set(patch).where('id', '=', id).execute();
+  async updateVm(id: number, patch: VmPatch): Promise<void> {
+    const { ilpip_enabled, ...rest } = patch;
+    const stored =
+      ilpip_enabled === undefined ? rest : { ...rest, ilpip_enabled: flagToStore(ilpip_enabled) };
+    await this.db.updateTable('vms').set(stored).where('id', '=', id).execute();
   }
   async deleteVm(id: number): Promise<void> {
     await this.db.deleteFrom('vms').where('id', '=', id).execute();
@@ -459,7 +500,7 @@ export class Repo {
       .executeTakeFirst();
     return Number(r.numInsertedOrUpdatedRows ?? 0n) === 1;
   }
-  async unbind(scope: string, address: number): Promise<void> {
+  async unbind(scope: string, address: Ipv4): Promise<void> {
     await this.db
       .deleteFrom('address_bindings')
       .where('scope', '=', scope)
@@ -467,7 +508,7 @@ export class Repo {
       .execute();
   }
   /** Unbinds an address if, and only if, `owner` holds it; true when it did. */
-  async unbindOwned(scope: string, address: number, owner: string): Promise<boolean> {
+  async unbindOwned(scope: string, address: Ipv4, owner: string): Promise<boolean> {
     const r = await this.db
       .deleteFrom('address_bindings')
       .where('scope', '=', scope)
@@ -477,7 +518,7 @@ export class Repo {
     return Number(r.numDeletedRows) === 1;
   }
   /** Who holds an address of a pool or subnet, if anyone. */
-  async bindingOwner(scope: string, address: number): Promise<string | undefined> {
+  async bindingOwner(scope: string, address: Ipv4): Promise<string | undefined> {
     const r = await this.db
       .selectFrom('address_bindings')
       .select('owner')
@@ -486,7 +527,7 @@ export class Repo {
       .executeTakeFirst();
     return r?.owner;
   }
-  async rebind(scope: string, address: number, owner: string, kind: string): Promise<void> {
+  async rebind(scope: string, address: Ipv4, owner: string, kind: string): Promise<void> {
     await this.db
       .updateTable('address_bindings')
       .set({ owner, kind })
@@ -501,13 +542,13 @@ export class Repo {
    * The addresses bound in one pool or subnet, and nothing else: rebuilding the indexes of a large
    * state reads a million of them, and the owner texts would cost more than the addresses.
    */
-  async boundAddresses(scope: string): Promise<number[]> {
+  async boundAddresses(scope: string): Promise<Ipv4[]> {
     const rows = await this.db
       .selectFrom('address_bindings')
       .select('address')
       .where('scope', '=', scope)
       .execute();
-    return rows.map((r) => Number(r.address));
+    return rows.map((r) => r.address);
   }
   async boundCount(scope: string): Promise<number> {
     const r = await this.db

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { sql } from 'kysely';
-import { SeededRandom, isVipdipError, steppingClock } from '../../src/core/index.ts';
+import { SeededRandom, isVipdipError, parseIpv4, steppingClock } from '../../src/core/index.ts';
 import { Cloud, formatFinding, fsck } from '../../src/lifecycle/index.ts';
 import { PostgresStore, SqliteStore, type Store } from '../../src/store/index.ts';
 import { applyTopology, parseTopology } from '../../src/topology/index.ts';
@@ -404,11 +404,40 @@ for (const dialect of DIALECTS) {
       });
 
       test('the database refuses to bind one address of a range twice', async () => {
-        const b = { scope: 'subnet:999', address: 2130706442, owner: 'vm:1', kind: 'dip' };
+        const b = { scope: 'subnet:999', address: parseIpv4('127.0.0.10'), owner: 'vm:1', kind: 'dip' };
         assert.equal(await t.store.write((r) => r.bind(b)), true);
         assert.equal(await t.store.write((r) => r.bind({ ...b, owner: 'vm:2' })), false);
         const rows = (await t.store.read((r) => r.bindings())).filter((x) => x.scope === 'subnet:999');
         assert.deepEqual(rows, [b]);
+      });
+
+      test('a VM ILPIP flag reads as a boolean everywhere and is stored as 0 or 1, as it always was', async () => {
+        await cloud.createVm('shop', { name: 'web1', subnet: 'front', ilpip: true });
+        await cloud.createVm('shop', { name: 'web2', subnet: 'front' }, { start: false });
+        const stored = () =>
+          t.store.read(async (r) => {
+            const rows = await sql<{ name: string; ilpip_enabled: unknown }>`
+              select name, ilpip_enabled from vms order by name`.execute(r.db);
+            return rows.rows.map((x) => [x.name, x.ilpip_enabled]);
+          });
+        assert.deepEqual(await stored(), [
+          ['web1', 1],
+          ['web2', 0],
+        ]);
+        const flags = await t.store.read(async (r) => ({
+          vms: (await r.vms()).map((v) => v.ilpip_enabled),
+          details: (await r.vmDetails()).map((v) => v.ilpip_enabled),
+          context: (await r.vmContext('shop', 'web1'))?.ilpip_enabled,
+        }));
+        assert.deepEqual(flags, { vms: [true, false], details: [true, false], context: true });
+        assert.equal((await cloud.getVm(vm('web1'))).ilpipEnabled, true);
+        await cloud.updateVm(vm('web1'), { ilpip: false });
+        await cloud.updateVm(vm('web2'), { ilpip: true });
+        assert.deepEqual(await stored(), [
+          ['web1', 0],
+          ['web2', 1],
+        ]);
+        assert.equal((await cloud.getVm(vm('web1'))).ilpip, null, 'disabling the flag gave the ILPIP back');
       });
 
       test('the database refuses two VMs of one subnet holding the same DIP', async () => {
