@@ -42,6 +42,11 @@ export type Flagged<T extends { ilpip_enabled: StoredFlag }> = Omit<T, 'ilpip_en
   ilpip_enabled: boolean;
 };
 
+/** A row as the database returns it, its flag still 0/1: what `vmFromStore` takes. */
+export type Unflagged<T extends { ilpip_enabled: boolean }> = Omit<T, 'ilpip_enabled'> & {
+  ilpip_enabled: StoredFlag;
+};
+
 /**
  * The read boundary of a VM row (or of a row that carries a VM's columns): the stored 0/1 flag
  * becomes a boolean. In place, since a listing of 10,000 VMs should not copy 10,000 rows; the row

@@ -13,7 +13,7 @@ import { afterEach, beforeEach, describe, test } from 'node:test';
 import { sql } from 'kysely';
 import { SeededRandom, isVipdipError, parseIpv4, steppingClock } from '../../src/core/index.ts';
 import { Cloud, formatFinding, fsck } from '../../src/lifecycle/index.ts';
-import { PostgresStore, SqliteStore, type Store } from '../../src/store/index.ts';
+import { PostgresStore, SqliteStore, type Repo, type Store } from '../../src/store/index.ts';
 import { applyTopology, parseTopology } from '../../src/topology/index.ts';
 import { buildCleanState } from '../support/states.ts';
 import { DIALECTS, makeDialectCloud, withShop, type DialectCloud } from '../support/cloud.ts';
@@ -424,12 +424,31 @@ for (const dialect of DIALECTS) {
           ['web1', 1],
           ['web2', 0],
         ]);
-        const flags = await t.store.read(async (r) => ({
-          vms: (await r.vms()).map((v) => v.ilpip_enabled),
-          details: (await r.vmDetails()).map((v) => v.ilpip_enabled),
-          context: (await r.vmContext('shop', 'web1'))?.ilpip_enabled,
-        }));
-        assert.deepEqual(flags, { vms: [true, false], details: [true, false], context: true });
+        const flags = async (r: Repo) => {
+          const all = await r.vms();
+          return {
+            vm: [
+              (await r.vm(all[0]!.service_id, 'web1'))?.ilpip_enabled,
+              (await r.vmById(all[1]!.id))?.ilpip_enabled,
+            ],
+            vms: all.map((v) => v.ilpip_enabled),
+            details: (await r.vmDetails()).map((v) => v.ilpip_enabled),
+            context: [
+              (await r.vmContext('shop', 'web1'))?.ilpip_enabled,
+              (await r.vmContext('shop', 'web2'))?.ilpip_enabled,
+            ],
+          };
+        };
+        const want = {
+          vm: [true, false],
+          vms: [true, false],
+          details: [true, false],
+          context: [true, false],
+        };
+        // Every way in: a repo may read by other statements inside a transaction than outside one.
+        assert.deepEqual(await t.store.read(flags), want);
+        assert.deepEqual(await t.store.snapshot(flags), want);
+        assert.deepEqual(await t.store.write(flags), want);
         assert.equal((await cloud.getVm(vm('web1'))).ilpipEnabled, true);
         await cloud.updateVm(vm('web1'), { ilpip: false });
         await cloud.updateVm(vm('web2'), { ilpip: true });
