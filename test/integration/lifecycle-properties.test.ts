@@ -433,7 +433,7 @@ async function checkStore(t: DialectCloud, where: string): Promise<void> {
   for (const b of bindings) {
     perScope.set(b.scope, (perScope.get(b.scope) ?? 0) + 1);
     const range = t.cloud.book.range(parseScope(b.scope));
-    assert.ok(!range.isFree(b.address as Ipv4), `${where}: the index has bound ${b.scope} ${b.address} free`);
+    assert.ok(!range.isFree(b.address), `${where}: the index has bound ${b.scope} ${b.address} free`);
   }
   for (const [scope, range] of t.cloud.book.allRanges()) {
     assert.equal(range.boundCount, perScope.get(scope) ?? 0, `${where}: index bound count of ${scope}`);
