@@ -10,6 +10,7 @@
  * The plan (what to create, change, delete) is pure and tested; `execWorld` runs it with `ip`.
  */
 import { execFile } from 'node:child_process';
+import { readdir, rm } from 'node:fs/promises';
 import { cidrsOverlap, formatIpv4, ipv4, parseCidr } from '../../core/index.ts';
 import { murmur3Text } from '../../lb/index.ts';
 import type { DesiredVm, DesiredVnet } from '../driver.ts';
@@ -280,7 +281,21 @@ export async function removeWorld(prefix: string): Promise<number> {
     undefined,
     names.map((n) => `netns del ${n}`),
   );
+  await removeEtcDirs(prefix);
   return names.length;
+}
+
+/** Where `ip netns exec NS` finds files to mount over /etc (its resolv.conf): ours to remove with NS. */
+export const netnsEtcDir = (ns: string): string => `/etc/netns/${ns}`;
+
+/** Removes the /etc/netns directories of this prefix's namespaces (resolv.conf of VMs). */
+async function removeEtcDirs(prefix: string): Promise<void> {
+  const names = await readdir('/etc/netns').catch(() => [] as string[]);
+  await Promise.all(
+    names
+      .filter((n) => n.startsWith(`${prefix}-`))
+      .map((n) => rm(netnsEtcDir(n), { recursive: true, force: true })),
+  );
 }
 
 /** Makes the empty world and the internet namespace, linked. */
