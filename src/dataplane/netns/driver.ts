@@ -12,7 +12,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { createInterface } from 'node:readline';
 import { VipdipError, type Cidr } from '../../core/index.ts';
-import type { ProbeResult, ProbeSpec, Prober } from '../../lb/index.ts';
+import type { ProbeResult, ProbeSpec, Prober, TimeSource } from '../../lb/index.ts';
 import {
   DEFAULT_DRIVER_LIMITS,
   type DataPlaneDriver,
@@ -45,6 +45,8 @@ export interface NetnsDriverOptions {
   /** Namespace name prefix (worldPrefix(stateDir)). */
   prefix: string;
   limits?: Partial<DriverLimits>;
+  /** Model time: idle timeouts (conntrack's, in the kernel) are scaled to the wall clock by it. */
+  time?: TimeSource;
   /**
    * How to start the helper inside the world (`vipdip workload netns-prober`): it runs the probes and
    * answers DNS in the world. No probes and no DNS in the world without it.
@@ -158,6 +160,7 @@ export class NetnsDriver implements DataPlaneDriver {
         vnets: [...next.vnets.values()].map((v) => ({ subscription: v.subscription, bridge: v.bridge })),
         internetIf: INTERNET_IF,
         tableSize: this.limits.tableSize,
+        timeScale: this.opts.time !== undefined ? this.opts.time.wallMs(1_000_000) / 1_000_000 : 1,
       },
       this.nft,
     );
