@@ -229,9 +229,11 @@ export function nftState(input: NftInput, prev?: NftState): NftState {
   }
 
   // After conntrack (-200) made the entry, before it is confirmed: the kernel ignores it elsewhere.
+  // Only a flow's first packet can take a timeout: every later one leaves at the first rule, so the
+  // per-endpoint rules cost nothing on established traffic.
   chains.set('ct_hook', {
     hook: 'type filter hook prerouting priority -190; policy accept;',
-    rules: timeouts,
+    rules: timeouts.length > 0 ? ['ct state != new accept', ...timeouts] : [],
   });
   chains.set('acl_hook', { hook: 'type filter hook prerouting priority -150; policy accept;', rules: acl });
   chains.set('dnat_hook', { hook: 'type nat hook prerouting priority -100; policy accept;', rules: dnat });
