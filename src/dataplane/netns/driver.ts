@@ -183,7 +183,9 @@ export class NetnsDriver implements DataPlaneDriver {
       return result;
     }
     this.world = next;
-    await this.resolvConfs(plan.addNamespaces, plan.deleteNamespaces);
+    // New VMs, and moved ones (another VNet is another gateway), get their resolv.conf.
+    const moved = plan.readdressed.map((k) => next.vms.get(k)?.ns).filter((n) => n !== undefined);
+    await this.resolvConfs([...plan.addNamespaces, ...moved], plan.deleteNamespaces);
     this.dnsListen();
     this.last = desired;
     return result;
