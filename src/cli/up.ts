@@ -15,7 +15,7 @@ import {
   StatusRegistry,
 } from '../agent/index.ts';
 import { parseCidr, systemClock } from '../core/index.ts';
-import { createDriver, type DataPlaneDriver } from '../dataplane/index.ts';
+import { NetnsDriver, createDriver, type DataPlaneDriver } from '../dataplane/index.ts';
 import { scaledTime } from '../lb/index.ts';
 import type { Cloud } from '../lifecycle/index.ts';
 import { DEFAULT_LOCAL_POOL, DEFAULT_STATE_DIR } from '../main.ts';
@@ -163,6 +163,10 @@ export function registerUp(program: Command): void {
     // One agent serves every host: the load balancer, the probes and every workload, in this process.
     let agent: Agent | undefined;
     try {
+      // The netns world answers DNS too (on its gateways), relayed to this DNS server; VMs resolve through it.
+      if (driver instanceof NetnsDriver && cp.dns !== undefined) {
+        await driver.serveDns({ address: cp.dns.address, port: cp.dns.port, searchZone: opts.internalZone });
+      }
       if (driver.carriesTraffic) {
         agent = new Agent({
           name: 'up',

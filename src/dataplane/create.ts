@@ -26,6 +26,7 @@ export function createDriver(name: string, opts: DriverOptions = {}): DataPlaneD
       return new NetnsDriver({
         prefix: worldPrefix(opts.stateDir ?? process.cwd()),
         ...(opts.limits !== undefined ? { limits: opts.limits } : {}),
+        ...(opts.time !== undefined ? { time: opts.time } : {}),
         ...(opts.proberCommand !== undefined ? { proberCommand: opts.proberCommand } : {}),
       });
     default:

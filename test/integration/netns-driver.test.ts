@@ -206,6 +206,59 @@ test('the netns driver on the kernel', async (t) => {
   );
 
   await t.test(
+    'idle timeouts are conntrack timeouts: a flow entry lasts the endpoint idle time, and an idle flow past it is forgotten',
+    async () => {
+      const IDLE_MS = 2000;
+      const withIdle = (healthy: (vm: string) => boolean) => {
+        const d = sampleDesired(SAMPLE_VMS, healthy);
+        return {
+          ...d,
+          endpoints: d.endpoints.map((e) => (e.service === 'web' ? { ...e, idleMs: IDLE_MS } : e)),
+        };
+      };
+      await driver.reconcile(withIdle(() => true));
+      const hold = spawn(
+        'ip',
+        [
+          'netns',
+          'exec',
+          driver.names.internet,
+          process.execPath,
+          'test/fixtures/netns-hold.mjs',
+          SAMPLE_VIPS.web!,
+          String(VIP_PORT),
+        ],
+        { stdio: ['pipe', 'pipe', 'inherit'] },
+      );
+      t.after(() => {
+        if (hold.exitCode === null) hold.kill('SIGKILL');
+      });
+      const lines = createInterface({ input: hold.stdout })[Symbol.asyncIterator]();
+      const next = async () => String((await lines.next()).value);
+      const vm = (await next()).split(' ')[0]!;
+      assert.match(vm, /^web[12]$/);
+      // The world's conntrack entry of this flow: its timeout is the idle time (conntrack's default is 5 days).
+      const table = spawnSync('ip', ['netns', 'exec', driver.names.world, 'cat', '/proc/net/nf_conntrack'], {
+        encoding: 'utf8',
+      }).stdout;
+      const entry = table
+        .split('\n')
+        .find((l) => l.includes(`dst=${SAMPLE_VIPS.web} `) && l.includes('ESTABLISHED'));
+      assert.ok(entry !== undefined, table);
+      const timeout = Number(entry.trim().split(/\s+/)[4]);
+      assert.ok(timeout >= 0 && timeout <= IDLE_MS / 1000, entry);
+      // Its backend leaves rotation while the flow is idle past its timeout: the entry (and its DNAT)
+      // is gone, the next segment is balanced afresh to the other backend, which knows no such
+      // connection and resets it. (Within the idle time the flow would stay: the conntrack test above.)
+      await driver.reconcile(withIdle((v) => v !== vm));
+      await new Promise((res) => setTimeout(res, IDLE_MS + 1500));
+      hold.stdin.write('still here\n');
+      assert.match(await next(), /^error /);
+      await driver.reconcile(sampleDesired());
+    },
+  );
+
+  await t.test(
     'an allow-list ACL is enforced before DNAT: others are refused at once, the listed subnet gets through',
     async () => {
       const base = sampleDesired();

@@ -101,6 +101,11 @@ test('incremental updates leave exactly the ruleset a full load of the last stat
       ],
     ),
     input([vip('198.18.0.11', 443, [b('d', '10.2.0.9'), b('e', '10.2.0.5')])], [['10.2.0.9', '198.18.0.11']]),
+    // Another idle time: a new ct timeout object, the old one deleted.
+    input(
+      [{ ...vip('198.18.0.11', 443, [b('d', '10.2.0.9'), b('e', '10.2.0.5')]), idleMs: 30_000 }],
+      [['10.2.0.9', '198.18.0.11']],
+    ),
   ].reduce<NftState[]>((acc, x) => [...acc, nftState(x, acc.at(-1))], []);
   nftIn(a, renderRuleset(states[0]!));
   for (let i = 1; i < states.length; i++) {

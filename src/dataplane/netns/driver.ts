@@ -7,9 +7,12 @@
  * prefix: it removes a previous run's at start and its own on close.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { createInterface } from 'node:readline';
 import { VipdipError, type Cidr } from '../../core/index.ts';
-import type { ProbeResult, ProbeSpec, Prober } from '../../lb/index.ts';
+import type { ProbeResult, ProbeSpec, Prober, TimeSource } from '../../lb/index.ts';
 import {
   DEFAULT_DRIVER_LIMITS,
   type DataPlaneDriver,
@@ -22,9 +25,12 @@ import {
 import { nftState, renderUpdate, type NftState } from './render.ts';
 import {
   EMPTY_WORLD,
+  INTERNET_GATEWAY,
   INTERNET_IF,
   createWorld,
+  netnsEtcDir,
   execWorld,
+  inNetns,
   planWorld,
   removeWorld,
   routableVnets,
@@ -40,8 +46,21 @@ export interface NetnsDriverOptions {
   /** Namespace name prefix (worldPrefix(stateDir)). */
   prefix: string;
   limits?: Partial<DriverLimits>;
-  /** How to start the prober helper (`vipdip workload netns-prober`); no probes without it. */
+  /** Model time: idle timeouts (conntrack's, in the kernel) are scaled to the wall clock by it. */
+  time?: TimeSource;
+  /**
+   * How to start the helper inside the world (`vipdip workload netns-prober`): it runs the probes and
+   * answers DNS in the world. No probes and no DNS in the world without it.
+   */
   proberCommand?: WorkloadCommand;
+}
+
+/** vipdip's DNS server (in the root namespace), which the world's DNS relays to. */
+export interface WorldDnsTarget {
+  address: string;
+  port: number;
+  /** The internal zone: the `search` domain of each VM's resolv.conf. */
+  searchZone?: string;
 }
 
 /** Why this machine cannot run the netns driver, or undefined when it can. */
@@ -71,6 +90,7 @@ export class NetnsDriver implements DataPlaneDriver {
   private last: DesiredDataPlane = { endpoints: [], snat: [] };
   private closed = false;
   private helper: ProbeHelper | undefined;
+  private dns: WorldDnsTarget | undefined;
   /** Slots written by the last nft update, and the time it took: for tests and the benchmark. */
   lastUpdate = { elements: 0, ms: 0 };
 
@@ -81,8 +101,7 @@ export class NetnsDriver implements DataPlaneDriver {
     this.names = worldNames(opts.prefix);
     this.limits = { ...DEFAULT_DRIVER_LIMITS, ...opts.limits };
     if (opts.proberCommand !== undefined) {
-      const cmd = opts.proberCommand;
-      this.prober = (spec, deadlineMs) => this.probe(cmd, spec, deadlineMs);
+      this.prober = (spec, deadlineMs) => this.probe(spec, deadlineMs);
     }
   }
 
@@ -123,15 +142,14 @@ export class NetnsDriver implements DataPlaneDriver {
       routable.vnets,
       desired.endpoints.map((e) => e.address),
     );
-    try {
-      await execWorld(this.names, planWorld(this.world, next));
-      this.world = next;
-    } catch (e) {
-      // The world is now somewhere between the two: rebuild it whole next time.
-      result.failed.push({ key: 'world', error: (e as Error).message });
-      await this.rebuild();
-      return result;
-    }
+    // The world's devices (`ip`) and the ruleset (`nft`) go in at the same time: the rules name
+    // bridges and the internet link by name only and need no device to exist, and with 1,000 VMs
+    // each takes seconds (`ip` mostly in the kernel, `nft` parsing ten 65,537-slot maps).
+    const plan = planWorld(this.world, next);
+    const worldDone = execWorld(this.names, plan).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
     const nft = nftState(
       {
         endpoints: desired.endpoints,
@@ -139,21 +157,107 @@ export class NetnsDriver implements DataPlaneDriver {
         vnets: [...next.vnets.values()].map((v) => ({ subscription: v.subscription, bridge: v.bridge })),
         internetIf: INTERNET_IF,
         tableSize: this.limits.tableSize,
+        timeScale: this.opts.time !== undefined ? this.opts.time.wallMs(1_000_000) / 1_000_000 : 1,
       },
       this.nft,
     );
     const update = renderUpdate(this.nft, nft);
     const t0 = performance.now();
-    try {
-      if (update.script !== '') await this.nftLoad(update.script);
-      this.nft = nft;
-      this.lastUpdate = { elements: update.elementsWritten, ms: performance.now() - t0 };
-    } catch (e) {
+    const nftDone = (update.script !== '' ? this.nftLoad(update.script) : Promise.resolve('')).then(
+      () => {
+        this.lastUpdate = { elements: update.elementsWritten, ms: performance.now() - t0 };
+        return undefined;
+      },
+      (e: unknown) => e as Error,
+    );
+    const [worldError, nftError] = await Promise.all([worldDone, nftDone]);
+    if (nftError === undefined) this.nft = nft;
+    else {
       this.nft = undefined; // the next reconcile loads the whole ruleset
-      for (const ep of desired.endpoints) result.failed.push({ key: ep.key, error: (e as Error).message });
+      for (const ep of desired.endpoints) result.failed.push({ key: ep.key, error: nftError.message });
     }
+    if (worldError !== undefined) {
+      // The world is now somewhere between the two: rebuild it whole next time.
+      result.failed.push({ key: 'world', error: worldError.message });
+      await this.rebuild();
+      return result;
+    }
+    this.world = next;
+    // New VMs, and moved ones (another VNet is another gateway), get their resolv.conf.
+    const moved = plan.readdressed.map((k) => next.vms.get(k)?.ns).filter((n) => n !== undefined);
+    await this.resolvConfs([...plan.addNamespaces, ...moved], plan.deleteNamespaces);
+    this.dnsListen();
     this.last = desired;
     return result;
+  }
+
+  /**
+   * Answers DNS inside the world from now on: the helper listens on port 53 of every VNet gateway and
+   * of the internet link's world end, relaying to `target`, and each VM namespace gets a resolv.conf
+   * (`/etc/netns/NS/resolv.conf`, which `ip netns exec` mounts over /etc/resolv.conf) naming its
+   * gateway. Needs the helper (`proberCommand`).
+   */
+  async serveDns(target: WorldDnsTarget): Promise<void> {
+    if (this.opts.proberCommand === undefined)
+      throw new VipdipError('DRIVER_UNSUPPORTED', 'DNS in the netns world needs the helper command');
+    this.dns = target;
+    await this.start();
+    await this.resolvConfs(
+      [...this.world.vms.values()].map((v) => v.ns),
+      [],
+    );
+    this.dnsListen();
+  }
+
+  /** The world addresses DNS answers on: the gateways of the VNets, and the internet link's. */
+  dnsAddresses(): string[] {
+    const out = new Set<string>([INTERNET_GATEWAY]);
+    for (const v of this.world.vnets.values()) for (const g of v.gateways) out.add(g.split('/')[0]!);
+    return [...out].sort();
+  }
+
+  private dnsListen(): void {
+    if (this.dns === undefined || this.closed) return;
+    this.worldHelper()?.listen(this.dnsAddresses());
+  }
+
+  /** Writes the resolv.conf of new VM namespaces (when DNS is served) and removes those of gone ones. */
+  private async resolvConfs(added: readonly string[], deleted: readonly string[]): Promise<void> {
+    await Promise.all(deleted.map((ns) => rm(netnsEtcDir(ns), { recursive: true, force: true })));
+    const dns = this.dns;
+    if (dns === undefined) return;
+    const byNs = new Map([...this.world.vms.values()].map((v) => [v.ns, v.gateway]));
+    const text = (gw: string) =>
+      `# vipdip netns world: DNS through the VNet gateway\nnameserver ${gw}\n` +
+      (dns.searchZone !== undefined ? `search ${dns.searchZone}\n` : '');
+    const jobs = added.filter((ns) => byNs.has(ns));
+    const worker = async () => {
+      for (let ns = jobs.shift(); ns !== undefined; ns = jobs.shift()) {
+        await mkdir(netnsEtcDir(ns), { recursive: true });
+        await writeFile(`${netnsEtcDir(ns)}/resolv.conf`, text(byNs.get(ns)!));
+      }
+    };
+    await Promise.all(Array.from({ length: 16 }, worker));
+  }
+
+  /** Relays one query from the world to vipdip's DNS server, over the transport it came on. */
+  private relayDns(data: Buffer, tcp: boolean): Promise<Buffer | undefined> {
+    const dns = this.dns;
+    if (dns === undefined) return Promise.resolve(undefined);
+    return tcp ? relayTcp(dns, data) : relayUdp(dns, data);
+  }
+
+  private worldHelper(): ProbeHelper | undefined {
+    const cmd = this.opts.proberCommand;
+    if (cmd === undefined || this.closed) return undefined;
+    if (this.helper === undefined || this.helper.dead) {
+      this.helper = new ProbeHelper(['netns', 'exec', this.names.world, cmd.command, ...cmd.args], (d, tcp) =>
+        this.relayDns(d, tcp),
+      );
+      // A helper started again listens where the last one did.
+      if (this.dns !== undefined) this.helper.listen(this.dnsAddresses());
+    }
+    return this.helper;
   }
 
   private async rebuild(): Promise<void> {
@@ -164,7 +268,7 @@ export class NetnsDriver implements DataPlaneDriver {
   }
 
   private nftLoad(script: string): Promise<string> {
-    return run('ip', ['netns', 'exec', this.names.world, 'nft', '-f', '-'], script);
+    return run(...inNetns(this.names.world, ['nft', '-f', '-']), script);
   }
 
   status(): DriverStatus {
@@ -206,7 +310,7 @@ export class NetnsDriver implements DataPlaneDriver {
     return { command: 'ip', args: ['netns', 'exec', this.names.internet, ...argv] };
   }
 
-  private async probe(cmd: WorkloadCommand, spec: ProbeSpec, deadlineMs: number): Promise<ProbeResult> {
+  private async probe(spec: ProbeSpec, deadlineMs: number): Promise<ProbeResult> {
     if (this.closed) return { ok: false, detail: 'the driver is closed' };
     // Probes may start before the first reconcile: the world they run in comes first.
     try {
@@ -214,10 +318,9 @@ export class NetnsDriver implements DataPlaneDriver {
     } catch (e) {
       return { ok: false, detail: `no world to probe from: ${(e as Error).message}` };
     }
-    if (this.helper === undefined || this.helper.dead) {
-      this.helper = new ProbeHelper(['netns', 'exec', this.names.world, cmd.command, ...cmd.args]);
-    }
-    return this.helper.probe(spec, deadlineMs);
+    const helper = this.worldHelper();
+    if (helper === undefined) return { ok: false, detail: 'the driver is closed' };
+    return helper.probe(spec, deadlineMs);
   }
 
   async close(): Promise<void> {
@@ -238,7 +341,10 @@ class ProbeHelper {
   private nextId = 1;
   dead = false;
 
-  constructor(args: string[]) {
+  constructor(
+    args: string[],
+    private readonly onDns: (data: Buffer, tcp: boolean) => Promise<Buffer | undefined>,
+  ) {
     this.child = spawn('ip', args, { stdio: ['pipe', 'pipe', 'inherit'] });
     this.child.on('exit', () => {
       this.dead = true;
@@ -250,7 +356,22 @@ class ProbeHelper {
     this.child.stdin!.on('error', () => (this.dead = true));
     createInterface({ input: this.child.stdout! }).on('line', (line) => {
       try {
-        const r = JSON.parse(line) as { id: number; ok: boolean; detail: string };
+        const r = JSON.parse(line) as {
+          id: number;
+          ok: boolean;
+          detail: string;
+          dns?: number;
+          tcp?: boolean;
+          data?: string;
+        };
+        if (typeof r.dns === 'number' && typeof r.data === 'string') {
+          const id = r.dns;
+          void this.onDns(Buffer.from(r.data, 'base64'), r.tcp === true).then((answer) => {
+            if (answer !== undefined && !this.dead)
+              this.child.stdin!.write(`${JSON.stringify({ dns: id, data: answer.toString('base64') })}\n`);
+          });
+          return;
+        }
         this.waiting.get(r.id)?.({ ok: r.ok, detail: r.detail });
         this.waiting.delete(r.id);
       } catch {
@@ -276,8 +397,56 @@ class ProbeHelper {
     });
   }
 
+  /** Listens for DNS on port 53 of exactly these world addresses. */
+  listen(addresses: readonly string[]): void {
+    if (!this.dead) this.child.stdin!.write(`${JSON.stringify({ listen: addresses })}\n`);
+  }
+
   stop(): void {
     this.child.stdin?.end();
     this.child.kill();
   }
+}
+
+/** How long the relay waits for vipdip's DNS server. */
+const DNS_UPSTREAM_MS = 4000;
+
+function relayUdp(to: WorldDnsTarget, data: Buffer): Promise<Buffer | undefined> {
+  return new Promise((resolve) => {
+    const sock = createSocket(to.address.includes(':') ? 'udp6' : 'udp4');
+    const done = (answer: Buffer | undefined) => {
+      clearTimeout(guard);
+      sock.close();
+      resolve(answer);
+    };
+    const guard = setTimeout(() => done(undefined), DNS_UPSTREAM_MS);
+    sock.on('error', () => done(undefined));
+    sock.once('message', (msg) => done(msg));
+    sock.send(data, to.port, to.address);
+  });
+}
+
+function relayTcp(to: WorldDnsTarget, data: Buffer): Promise<Buffer | undefined> {
+  return new Promise((resolve) => {
+    const conn = connect(to.port, to.address);
+    let buf = Buffer.alloc(0);
+    let settled = false;
+    const done = (answer: Buffer | undefined) => {
+      if (settled) return;
+      settled = true;
+      conn.destroy();
+      resolve(answer);
+    };
+    conn.setTimeout(DNS_UPSTREAM_MS, () => done(undefined));
+    conn.on('error', () => done(undefined));
+    conn.on('close', () => done(undefined));
+    conn.on('data', (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      if (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0))
+        done(buf.subarray(2, 2 + buf.readUInt16BE(0)));
+    });
+    const len = Buffer.alloc(2);
+    len.writeUInt16BE(data.length);
+    conn.write(Buffer.concat([len, data]));
+  });
 }

@@ -4,7 +4,7 @@ import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { buildMaglevTable } from '../../lb/index.ts';
 import type { DesiredBackend, DesiredEndpoint } from '../driver.ts';
-import { nftState, renderRuleset, renderUpdate, type NftInput } from './render.ts';
+import { idleTimeoutObject, nftState, renderRuleset, renderUpdate, type NftInput } from './render.ts';
 
 const GOLDEN = fileURLToPath(new URL('./testdata/ruleset.golden.nft', import.meta.url));
 
@@ -177,5 +177,47 @@ describe('the netns ruleset', () => {
     assert.ok(!paths.has('"vdx-b1" . "vdx-b3"'));
     assert.ok(!paths.has('"vdx-b3" . "vdx-b1"'));
     assert.ok(!paths.has('"vdx-inet" . "vdx-b1"'));
+  });
+
+  test('idle timeouts: one ct timeout object per protocol and idle time, scaled to the wall clock', () => {
+    assert.deepEqual(idleTimeoutObject({ protocol: 'tcp', idleMs: 240_000 }), {
+      name: 'idle_tcp_240',
+      body: 'protocol tcp; l3proto ip; policy = { established: 240 };',
+    });
+    // Below UDP's unreplied default (30 s) an unanswered flow expires no later than an answered one.
+    assert.equal(
+      idleTimeoutObject({ protocol: 'udp', idleMs: 240_000 }, 0.05).body,
+      'protocol udp; l3proto ip; policy = { unreplied: 12, replied: 12 };',
+    );
+    assert.equal(idleTimeoutObject({ protocol: 'tcp', idleMs: 10 }).name, 'idle_tcp_1');
+    const s = nftState({ ...sampleInput(two), timeScale: 0.5 });
+    assert.deepEqual([...s.objects.keys()].sort(), ['idle_tcp_120', 'idle_udp_120']);
+    assert.ok(
+      s.chains
+        .get('ct_hook')!
+        .rules.includes('ip daddr 198.18.0.20 tcp dport 8000 ct timeout set "idle_tcp_120"'),
+    );
+  });
+
+  test('an idle time change adds the new object, points the rules at it, and deletes the old one last', () => {
+    const prev = nftState(sampleInput(two));
+    const input = sampleInput(two);
+    const next = nftState({
+      ...input,
+      endpoints: input.endpoints.map((e) => (e.protocol === 'udp' ? { ...e, idleMs: 60_000 } : e)),
+    });
+    const lines = renderUpdate(prev, next).script.trim().split('\n');
+    const add = lines.indexOf(
+      'add ct timeout ip vipdip idle_udp_60 { protocol udp; l3proto ip; policy = { replied: 60 }; }',
+    );
+    const rule = lines.indexOf(
+      'add rule ip vipdip ct_hook ip daddr 198.18.0.10 udp dport 53 ct timeout set "idle_udp_60"',
+    );
+    const del = lines.indexOf('delete ct timeout ip vipdip idle_udp_240');
+    assert.ok(add >= 0 && rule > add && del > rule, lines.join('\n'));
+    assert.ok(
+      !lines.some((l) => / ct timeout ip vipdip idle_tcp_240/.test(l)),
+      'the TCP object stays as it is',
+    );
   });
 });

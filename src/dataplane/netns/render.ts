@@ -20,6 +20,11 @@
  *   TCP reset, as `local` gives, or a drop for UDP).
  * * R6: in postrouting, a flow that was DNATed (to a VIP) or leaves for the internet takes the
  *   caller's VIP or ILPIP as source, from the `snat` map keyed by DIP.
+ * * Idle timeouts: a `ct timeout` object per protocol and idle time (`idle_tcp_240`: TCP established
+ *   240 s; UDP: replied 240 s), set on each endpoint's new flows in a chain at priority -190: after
+ *   conntrack (-200) has made the entry and before it is confirmed, the only window in which the
+ *   kernel (6.x) takes `ct timeout set` (at raw, -300, there is no entry yet and it does nothing). A flow idle for
+ *   longer loses its entry and its DNAT: its next packet meets the VIP itself, which refuses it.
  * * Isolation: the forward chain drops by default; it passes replies, DNATed flows (VIPs are the
  *   only way between subscriptions), and routed traffic between bridges of one subscription or from a
  *   bridge to the internet.
@@ -45,6 +50,8 @@ export interface NftInput {
   readonly internetIf: string;
   /** Maglev table size, a prime (65537 by default). */
   readonly tableSize: number;
+  /** Wall-clock milliseconds per model millisecond (the time scale; 1 by default): idle timeouts are in model time. */
+  readonly timeScale?: number;
 }
 
 export interface NftChain {
@@ -71,6 +78,35 @@ export interface NftCollection {
 export interface NftState {
   readonly chains: ReadonlyMap<string, NftChain>;
   readonly collections: ReadonlyMap<string, NftCollection>;
+  /**
+   * Stateful objects (`ct timeout`): name → body. A name says everything its body does
+   * (`idle_tcp_240`), so an object is only ever added or deleted, never changed.
+   */
+  readonly objects: ReadonlyMap<string, string>;
+}
+
+/** UDP's conntrack default for a flow that has not been answered yet, in seconds. */
+const UDP_UNREPLIED_S = 30;
+
+/**
+ * The `ct timeout` object an endpoint's flows take: the endpoint's idle timeout (model time, scaled
+ * to the wall clock, whole seconds, at least 1) as TCP's `established` or UDP's `replied` timeout.
+ */
+export function idleTimeoutObject(
+  ep: Pick<DesiredEndpoint, 'protocol' | 'idleMs'>,
+  timeScale = 1,
+): { name: string; body: string } {
+  const s = Math.max(1, Math.ceil((ep.idleMs * timeScale) / 1000));
+  const policy =
+    ep.protocol === 'tcp'
+      ? `established: ${s}`
+      : s < UDP_UNREPLIED_S
+        ? `unreplied: ${s}, replied: ${s}`
+        : `replied: ${s}`;
+  return {
+    name: `idle_${ep.protocol}_${s}`,
+    body: `protocol ${ep.protocol}; l3proto ip; policy = { ${policy} };`,
+  };
 }
 
 /** An endpoint key (`tcp/198.18.0.10:8080`) as an nft identifier: `tcp_198_18_0_10_8080`. */
@@ -141,6 +177,8 @@ const compare = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 export function nftState(input: NftInput, prev?: NftState): NftState {
   const chains = new Map<string, NftChain>();
   const collections = new Map<string, NftCollection>();
+  const objects = new Map<string, string>();
+  const timeouts: string[] = [];
   const acl: string[] = [];
   const dnat: string[] = [];
   const endpoints = [...input.endpoints].sort((a, b) => compare(a.key, b.key));
@@ -148,6 +186,9 @@ export function nftState(input: NftInput, prev?: NftState): NftState {
   for (const ep of endpoints) {
     const id = nftIdent(ep.key);
     const match = `ip daddr ${ep.address} ${ep.protocol} dport ${ep.port}`;
+    const idle = idleTimeoutObject(ep, input.timeScale);
+    objects.set(idle.name, idle.body);
+    timeouts.push(`${match} ct timeout set "${idle.name}"`);
     if (ep.acl.length > 0) {
       // A denied TCP client gets a reset, as from the local driver; a UDP datagram is dropped.
       const deny = ep.protocol === 'tcp' ? 'reject with tcp reset' : 'drop';
@@ -187,6 +228,13 @@ export function nftState(input: NftInput, prev?: NftState): NftState {
     );
   }
 
+  // After conntrack (-200) made the entry, before it is confirmed: the kernel ignores it elsewhere.
+  // Only a flow's first packet can take a timeout: every later one leaves at the first rule, so the
+  // per-endpoint rules cost nothing on established traffic.
+  chains.set('ct_hook', {
+    hook: 'type filter hook prerouting priority -190; policy accept;',
+    rules: timeouts.length > 0 ? ['ct state != new accept', ...timeouts] : [],
+  });
   chains.set('acl_hook', { hook: 'type filter hook prerouting priority -150; policy accept;', rules: acl });
   chains.set('dnat_hook', { hook: 'type nat hook prerouting priority -100; policy accept;', rules: dnat });
 
@@ -221,7 +269,7 @@ export function nftState(input: NftInput, prev?: NftState): NftState {
       'iifname . oifname @fwd_paths accept',
     ],
   });
-  return { chains, collections };
+  return { chains, collections, objects };
 }
 
 /** `type mark : …`, or `typeof …` as given. */
@@ -244,6 +292,8 @@ const chainOrder = (s: NftState): string[] =>
  */
 export function renderRuleset(s: NftState): string {
   const out = [`table ip ${NFT_TABLE} {}`, `delete table ip ${NFT_TABLE}`, `table ip ${NFT_TABLE} {`];
+  for (const [name, body] of [...s.objects].sort((a, b) => compare(a[0], b[0])))
+    out.push(`  ct timeout ${name} { ${body} }`);
   for (const [name, c] of [...s.collections].sort((a, b) => compare(a[0], b[0]))) {
     const elements = c.elements.size > 0 ? ` elements = { ${elementText(c, c.elements.keys())} }` : '';
     out.push(`  ${c.kind} ${name} { ${typeDecl(c.type)};${elements} }`);
@@ -279,6 +329,8 @@ export function renderUpdate(prev: NftState | undefined, next: NftState): NftUpd
   const t = `ip ${NFT_TABLE}`;
   const out: string[] = [];
   let written = 0;
+  for (const [name, body] of next.objects)
+    if (!prev.objects.has(name)) out.push(`add ct timeout ${t} ${name} { ${body} }`);
   for (const [name, c] of next.collections) {
     const old = prev.collections.get(name);
     // A collection's name fixes its kind and type (slots_…, src_by_dip, fwd_paths), so an old one is only diffed.
@@ -327,6 +379,9 @@ export function renderUpdate(prev: NftState | undefined, next: NftState): NftUpd
     const c = next.collections.get(name);
     if (c === undefined) out.push(`delete ${old.kind} ${t} ${name}`);
   }
+  // Last: no rule refers to them any more.
+  for (const name of prev.objects.keys())
+    if (!next.objects.has(name)) out.push(`delete ct timeout ${t} ${name}`);
   return { script: out.length > 0 ? out.join('\n') + '\n' : '', elementsWritten: written };
 }
 
