@@ -11,7 +11,9 @@
  * URL i mod n, so one VM's operations stay in order on one replica.
  *
  * Each request is a lifecycle operation on one VM (deallocate when it is running, start when it is
- * deallocated). Prints one JSON line: { ops, errors, seconds, opsPerSecond, p50Ms, p99Ms }.
+ * deallocated). Prints one JSON line: { ops, errors, refused, acceptedPerSecond, seconds,
+ * opsPerSecond, p50Ms, p99Ms }. A request the server refuses (503 with Retry-After) is counted in
+ * `refused`, not in `errors`, and the latencies are those of the accepted requests only.
  */
 const [urlList, token, mode, param, secondsText, vmsText, perServiceText] = process.argv.slice(2);
 const perService = Number(perServiceText ?? 0);
@@ -41,7 +43,10 @@ const running = new Array<boolean>(vms).fill(true);
 const latencies: number[] = [];
 let errors = 0;
 
-async function op(i: number): Promise<void> {
+let refused = 0;
+
+/** One operation; false when the server refused it (503 with Retry-After: it did nothing). */
+async function op(i: number): Promise<boolean> {
   const verb = running[i] ? 'deallocate' : 'start';
   running[i] = !running[i];
   const res = await fetch(`${urls[i % urls.length]}/v1/services/${serviceOf(i)}/vms/vm${i}/${verb}`, {
@@ -50,7 +55,13 @@ async function op(i: number): Promise<void> {
     signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
   });
   await res.arrayBuffer();
+  if (res.status === 503 && res.headers.has('retry-after')) {
+    running[i] = !running[i];
+    refused++;
+    return false;
+  }
   if (res.status !== 200) errors++;
+  return true;
 }
 
 function quantile(q: number): number {
@@ -66,8 +77,7 @@ async function closed(workers: number): Promise<number> {
     Array.from({ length: workers }, async (_, w) => {
       for (let k = 0; performance.now() < end && count < MAX_REQUESTS; k++) {
         const t0 = performance.now();
-        await op(w * per + (k % per));
-        latencies.push(performance.now() - t0);
+        if (await op(w * per + (k % per))) latencies.push(performance.now() - t0);
         count++;
       }
     }),
@@ -86,8 +96,11 @@ async function rate(rps: number): Promise<number> {
     if (wait > 1) await new Promise((r) => setTimeout(r, wait));
     inflight.push(
       op(n % vms).then(
-        () => void latencies.push(performance.now() - due),
-        () => void errors++,
+        (accepted) => void (accepted && latencies.push(performance.now() - due)),
+        (e: unknown) => {
+          // The first few say why (a refused connection, a timeout); the rest are only counted.
+          if (++errors <= 3) console.error(e);
+        },
       ),
     );
   }
@@ -102,6 +115,8 @@ console.log(
   JSON.stringify({
     ops: count,
     errors,
+    refused,
+    acceptedPerSecond: (count - refused) / elapsed,
     seconds: elapsed,
     opsPerSecond: count / elapsed,
     p50Ms: quantile(0.5),
