@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { AdmissionQueue, type AdmissionLimits } from './admission.ts';
+import { AdmissionQueue, StandingQueue, type AdmissionLimits } from './admission.ts';
 
 const limits: AdmissionLimits = { inFlightMax: 2, queueMax: 2, queueWaitMaxMs: 5, retryAfterSeconds: 1 };
 
@@ -114,5 +114,27 @@ describe('AdmissionQueue', () => {
       assert.ok(q.queued <= limits.queueMax);
     }
     assert.ok(q.refused['queue full'] > 0 && q.refused['waited too long'] > 0);
+  });
+});
+
+describe('StandingQueue', () => {
+  test('one slow turn is a burst, not a standing queue', () => {
+    const q = new StandingQueue(5, 100);
+    q.turnEnded(300, 300);
+    assert.equal(q.standing(301), false);
+    q.turnEnded(302, 1);
+    assert.equal(q.standing(500), false);
+  });
+
+  test('waits over the target in every turn for an interval are a standing queue', () => {
+    const q = new StandingQueue(5, 100);
+    for (let t = 10; t <= 100; t += 10) {
+      assert.equal(q.standing(t), false);
+      q.turnEnded(t, 8);
+    }
+    assert.equal(q.standing(110), true);
+    // One turn within the target ends it.
+    q.turnEnded(100, 4);
+    assert.equal(q.standing(110), false);
   });
 });

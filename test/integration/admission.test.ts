@@ -19,8 +19,10 @@ import { makeCloud, type TestCloud } from '../support/cloud.ts';
 
 const VMS = 64;
 const LIMITS: AdmissionLimits = { inFlightMax: 2, queueMax: 4, queueWaitMaxMs: 20, retryAfterSeconds: 1 };
-/** Far above the slots and the queue: some must be refused. */
+/** Clients at once: far above what the server answers within the limit. */
 const BURST = 200;
+/** How long they keep sending. */
+const FLOOD_MS = 1500;
 
 let tc: TestCloud;
 let app: Api;
@@ -81,9 +83,12 @@ test('a burst above capacity is refused early with 503 and Retry-After while acc
       headers: { authorization: `Bearer ${token}` },
     });
     assert.equal(first.status, 200, await first.text());
+    // Client and server share this process's loop: let it go idle, so that the server does not
+    // count the time this test spends building the burst as time the burst waited.
+    await new Promise((r) => setTimeout(r, 50));
     const send = (i: number) =>
       new Promise<Answer>((ok, fail) => {
-        const verb = i < VMS ? 'deallocate' : 'start';
+        const verb = Math.floor(i / VMS) % 2 === 0 ? 'deallocate' : 'start';
         const req = request(
           `${url}/v1/services/flood/vms/vm${i % VMS}/${verb}`,
           {
@@ -111,11 +116,19 @@ test('a burst above capacity is refused early with 503 and Retry-After while acc
         req.end();
       });
     const healthz = get('/healthz');
-    const answers = await Promise.all(Array.from({ length: BURST }, (_, i) => send(i)));
+    // Every socket sends its next write as soon as the last is answered, for a bounded time: a
+    // standing queue, which a single burst (one slow turn, then gone) would not be.
+    const answers: Answer[] = [];
+    const end = performance.now() + FLOOD_MS;
+    await Promise.all(
+      Array.from({ length: BURST }, async (_, w) => {
+        for (let k = 0; performance.now() < end && k < 1000; k++) answers.push(await send(w + k * BURST));
+      }),
+    );
     const refused = answers.filter((a) => a.status === 503);
     const accepted = answers.filter((a) => a.status !== 503);
     assert.ok(refused.length > 0, 'some writes of the burst are refused');
-    assert.ok(accepted.length >= 2, `some writes of the burst run (${accepted.length} accepted)`);
+    assert.ok(accepted.length >= 1, `the first writes of the burst run (${accepted.length} accepted)`);
     for (const a of refused) {
       assert.equal(a.retryAfter, '1');
       assert.match(a.type ?? '', /^application\/problem\+json/);
