@@ -15,7 +15,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { performance } from 'node:perf_hooks';
-import { problem } from './problem.ts';
+import { API_TITLES, problem } from './problem.ts';
 
 export interface AdmissionLimits {
   /** Mutating requests whose handlers run at the same time. */
@@ -265,8 +265,8 @@ export function registerAdmission(
         if (state !== 'waiting') return;
         state = 'done';
         const body = problem(
-          'UNAVAILABLE',
-          'service unavailable',
+          'OVERLOADED',
+          API_TITLES.OVERLOADED,
           why === 'queue full'
             ? 'the server is at capacity; try again after Retry-After'
             : `the request waited over ${limits.queueWaitMaxMs} ms for its turn; try again after Retry-After`,

@@ -132,7 +132,7 @@ test('a burst above capacity is refused early with 503 and Retry-After while acc
     for (const a of refused) {
       assert.equal(a.retryAfter, '1');
       assert.match(a.type ?? '', /^application\/problem\+json/);
-      assert.equal(a.body.code, 'UNAVAILABLE');
+      assert.equal(a.body.code, 'OVERLOADED');
       assert.equal(a.body.status, 503);
     }
     // Accepted writes get their ordinary answer: done, or refused by the lifecycle's own rules (a
