@@ -6,14 +6,15 @@
  * of requests run, a short queue absorbs bursts, and the rest learn at once to come back later;
  * a refusal costs a few microseconds, so the accepted ones keep the CPU and a bounded latency.
  *
- * The decision is taken in the first onRequest hook, before authentication and before the body is
- * read. Reads are never refused: they take no write lock, and /healthz must answer under any load.
+ * The decision is taken as the request arrives, before Fastify routes it, before authentication
+ * and before the body is read. Reads are never refused: they take no write lock, and /healthz must answer under any load.
  * How long a request waited is estimated from the turns of the event loop (see `turnStartMs`
  * below): with SQLite the queue is in the sockets, where the server cannot see it otherwise.
  *
- * `AdmissionQueue` is the pure part (time is passed in); `registerAdmission` wires it to Fastify.
+ * `AdmissionQueue` and `StandingQueue` are the pure part (time is passed in); `guardServer` wires
+ * them in front of the server's request handler.
  */
-import type { FastifyInstance } from 'fastify';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { API_TITLES, problem } from './problem.ts';
 
@@ -174,6 +175,14 @@ export class StandingQueue {
   }
 }
 
+/** What the guard needs of an HTTP or HTTPS server: its request handlers. */
+interface Server {
+  listeners(event: 'request'): unknown[];
+  removeListener(event: 'request', fn: RequestListener): unknown;
+  on(event: 'request', fn: RequestListener): unknown;
+}
+type RequestListener = (req: IncomingMessage, res: ServerResponse) => void;
+
 /** Methods that change state; the others are never refused. */
 const MUTATING: ReadonlySet<string> = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
@@ -186,14 +195,22 @@ export interface AdmissionStats {
 }
 
 /**
- * Adds the admission hook to a server: call it before any other onRequest hook, so that a refused
- * request costs nothing else. Returns the counters.
+ * Puts admission control in front of a server's request handler (Fastify's), on the server itself:
+ * a refusal is written straight to the socket, before Fastify builds its request and reply, routes,
+ * runs its hooks or counts it. Under a load far above capacity the refusals are most of the work,
+ * and through Fastify's onRequest hook each one cost about as much as a lifecycle operation: the
+ * server fell behind on refusing alone. Call it once, before the server listens. Returns counters.
  */
-export function registerAdmission(
-  app: FastifyInstance,
+export function guardServer(
+  server: Server,
   limits: AdmissionLimits = DEFAULT_ADMISSION,
   now: () => number = () => performance.now(),
 ): AdmissionStats {
+  const handlers = server.listeners('request') as RequestListener[];
+  if (handlers.length !== 1)
+    throw new Error(`admission: expected one request handler, found ${handlers.length}`);
+  const handle = handlers[0]!;
+  server.removeListener('request', handle);
   interface Waiter {
     start: () => void;
     refuse: (why: Refusal) => void;
@@ -236,7 +253,7 @@ export function registerAdmission(
     longestWaitMs = 0;
   };
 
-  app.addHook('onRequest', (req, reply, done) => {
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const t = now();
     if (turnStartMs === undefined) {
       turnStartMs = t;
@@ -244,7 +261,7 @@ export function registerAdmission(
       setImmediate(endTurn);
     }
     longestWaitMs = Math.max(longestWaitMs, t - turnStartMs);
-    if (!MUTATING.has(req.method)) return done();
+    if (!MUTATING.has(req.method ?? '')) return handle(req, res);
     // A wait is held against a request only while waits have stayed over the limit for a while: a
     // single slow turn (a route's first call compiling its schemas, a large apply) queues a few
     // requests once and is gone, and refusing them would help nobody.
@@ -259,32 +276,35 @@ export function registerAdmission(
       start: () => {
         if (state !== 'waiting') return;
         state = 'running';
-        done();
+        handle(req, res);
       },
       refuse: (why) => {
         if (state !== 'waiting') return;
         state = 'done';
-        const body = problem(
-          'OVERLOADED',
-          API_TITLES.OVERLOADED,
-          why === 'queue full'
-            ? 'the server is at capacity; try again after Retry-After'
-            : `the request waited over ${limits.queueWaitMaxMs} ms for its turn; try again after Retry-After`,
-          req.url,
+        const body = JSON.stringify(
+          problem(
+            'OVERLOADED',
+            API_TITLES.OVERLOADED,
+            why === 'queue full'
+              ? 'the server is at capacity; try again after Retry-After'
+              : `the request waited over ${limits.queueWaitMaxMs} ms for its turn; try again after Retry-After`,
+            req.url,
+          ),
         );
-        void reply
-          .code(503)
-          .header('retry-after', String(limits.retryAfterSeconds))
-          .type('application/problem+json')
-          .send(body);
+        res.writeHead(503, {
+          'content-type': 'application/problem+json; charset=utf-8',
+          'content-length': Buffer.byteLength(body),
+          'retry-after': String(limits.retryAfterSeconds),
+        });
+        res.end(body);
       },
     };
     // 'close' comes after the response is sent, or when the client goes away first.
-    reply.raw.once('close', finish);
+    res.once('close', finish);
     const offer = queue.offer(waiter, arrived, t);
     if (offer === 'admitted') {
       state = 'running';
-      return done();
+      return handle(req, res);
     }
     if (offer === 'queued') return arm();
     waiter.refuse(offer);

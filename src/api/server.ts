@@ -13,7 +13,7 @@ import { ChaosRuns } from '../chaos/index.ts';
 import { systemClock } from '../core/index.ts';
 import type { Cloud } from '../lifecycle/index.ts';
 import type { Tokens } from './auth.ts';
-import { DEFAULT_ADMISSION, registerAdmission, type AdmissionLimits } from './admission.ts';
+import { DEFAULT_ADMISSION, guardServer, type AdmissionLimits } from './admission.ts';
 import { authorize, routeScope, type Api, type ApiContext } from './context.ts';
 import {
   NESTING_DEPTH_MAX,
@@ -153,8 +153,8 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
     // Strict validation: no type coercion of bodies, unknown fields refused rather than dropped.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true } },
   }).withTypeProvider<TypeBoxTypeProvider>();
-  // First of all hooks: above capacity a write is refused before anything else is spent on it.
-  registerAdmission(app, opts.admission ?? DEFAULT_ADMISSION);
+  // In front of Fastify: above capacity a write is refused before anything else is spent on it.
+  guardServer(app.server, opts.admission ?? DEFAULT_ADMISSION);
 
   const ownRegistry = opts.registry === undefined;
   const registry = opts.registry ?? new StatusRegistry(systemClock);
