@@ -7,7 +7,8 @@
  * a refusal costs a few microseconds, so the accepted ones keep the CPU and a bounded latency.
  *
  * The decision is taken as the request arrives, before Fastify routes it, before authentication
- * and before the body is read. Reads are never refused: they take no write lock, and /healthz must answer under any load.
+ * and before the body is read. Reads are never refused: they take no write lock, and /healthz must
+ * answer under any load.
  * How long a request waited is estimated from the turns of the event loop (see `turnStartMs`
  * below): with SQLite the queue is in the sockets, where the server cannot see it otherwise.
  *
@@ -36,9 +37,11 @@ export interface AdmissionLimits {
  * Sixteen writers at once: the store commits one transaction at a time (SQLite) or through a pool of
  * ten connections (PostgreSQL), so more in flight would only queue inside the store.
  *
- * A request that waited over 5 ms before its handler could start is refused. With ~0.6 ms of CPU per
- * operation, that keeps the p99 of accepted requests near 10 ms whatever the offered load. It also
- * means that sixteen clients in a closed loop, which by Little's law wait 16 × 0.6 ≈ 10 ms each at
+ * A request that waited over 5 ms before its handler could start is refused, once such waits stand
+ * (StandingQueue). With ~0.6 ms of CPU per operation this aims at a p99 near 10 ms for accepted
+ * requests; the wait it sees is a lower bound (the turn of the loop, below), so time a request spent
+ * in the kernel before that turn, or while the process was not scheduled, still adds to the tail
+ * (docs/designs/2026-12-04-admission-and-sqlite-hot-path.md). It also means that sixteen clients in a closed loop, which by Little's law wait 16 × 0.6 ≈ 10 ms each at
  * this server's capacity, see part of their requests refused: the server's answer to "more work than
  * it can do within its latency budget", not a failure (`npm run bench -- api` counts them apart).
  */
