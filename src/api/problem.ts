@@ -29,6 +29,7 @@ export const STATUS: Readonly<Record<ErrorCode | ApiErrorCode, number>> = {
   PAYLOAD_TOO_LARGE: 413,
   INTERNAL: 500,
   UNAVAILABLE: 503,
+  OVERLOADED: 503,
 };
 
 /** Errors that only the API raises (transport, auth, preconditions). */
@@ -40,7 +41,9 @@ export type ApiErrorCode =
   | 'UNSUPPORTED_MEDIA_TYPE'
   | 'PAYLOAD_TOO_LARGE'
   | 'INTERNAL'
-  | 'UNAVAILABLE';
+  | 'UNAVAILABLE'
+  /** Refused before anything ran (admission.ts): nothing was done, and it may be sent again. */
+  | 'OVERLOADED';
 
 export const API_TITLES: Readonly<Record<ApiErrorCode, string>> = {
   BAD_REQUEST: 'bad request',
@@ -51,6 +54,7 @@ export const API_TITLES: Readonly<Record<ApiErrorCode, string>> = {
   PAYLOAD_TOO_LARGE: 'payload too large',
   INTERNAL: 'internal error',
   UNAVAILABLE: 'service unavailable',
+  OVERLOADED: 'server overloaded',
 };
 
 export class ApiError extends Error {

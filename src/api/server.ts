@@ -12,6 +12,7 @@ import { ChaosRuns } from '../chaos/index.ts';
 import { systemClock } from '../core/index.ts';
 import type { Cloud } from '../lifecycle/index.ts';
 import type { Tokens } from './auth.ts';
+import { DEFAULT_ADMISSION, guardServer, type AdmissionLimits } from './admission.ts';
 import { authorize, routeScope, type Api, type ApiContext, type DataPlaneStatus } from './context.ts';
 import {
   NESTING_DEPTH_MAX,
@@ -49,6 +50,8 @@ export interface ServerOptions {
   dashboard?: DashboardOptions;
   /** Where chaos runs live (`up` gives one that can crash workloads); a fresh one when not given. */
   chaos?: ChaosRuns;
+  /** How many writes run or wait before more are refused with 503 (admission.ts). */
+  admission?: AdmissionLimits;
 }
 
 /** The default body limit: far above any single resource a client creates or changes. */
@@ -149,6 +152,8 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
     // Strict validation: no type coercion of bodies, unknown fields refused rather than dropped.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true } },
   }).withTypeProvider<TypeBoxTypeProvider>();
+  // In front of Fastify: above capacity a write is refused before anything else is spent on it.
+  guardServer(app.server, opts.admission ?? DEFAULT_ADMISSION);
 
   const registry = opts.registry;
   const ctx: ApiContext = { cloud: opts.cloud, tokens: opts.tokens, registry };

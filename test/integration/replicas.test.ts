@@ -298,7 +298,11 @@ async function runLoad(c: Cluster, opts: LoadOptions): Promise<LoadResult> {
           const code = (r.body as { code?: string } | undefined)?.code ?? `HTTP ${r.status}`;
           rec.code = code;
           codes.set(code, (codes.get(code) ?? 0) + 1);
-          if (r.status === 503) {
+          if (r.status === 503 && code === 'OVERLOADED') {
+            // Refused by admission control before anything ran: certainly not applied.
+            assert.match(r.type, /^application\/problem\+json/);
+            rec.outcome = 'refused';
+          } else if (r.status === 503) {
             assert.equal(code, 'UNAVAILABLE');
             rec.body = r.body;
             assert.match(r.type, /^application\/problem\+json/);

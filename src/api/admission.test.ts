@@ -1,0 +1,140 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { AdmissionQueue, StandingQueue, type AdmissionLimits } from './admission.ts';
+
+const limits: AdmissionLimits = { inFlightMax: 2, queueMax: 2, queueWaitMaxMs: 5, retryAfterSeconds: 1 };
+
+describe('AdmissionQueue', () => {
+  test('requests run at once while a slot is free', () => {
+    const q = new AdmissionQueue<string>(limits);
+    assert.equal(q.offer('a', 0, 0), 'admitted');
+    assert.equal(q.offer('b', 0, 0), 'admitted');
+    assert.equal(q.inFlight, 2);
+    assert.equal(q.admitted, 2);
+  });
+
+  test('above the slots requests wait, and above the queue they are refused at once', () => {
+    const q = new AdmissionQueue<string>(limits);
+    q.offer('a', 0, 0);
+    q.offer('b', 0, 0);
+    assert.equal(q.offer('c', 0, 0), 'queued');
+    assert.equal(q.offer('d', 0, 0), 'queued');
+    assert.equal(q.offer('e', 0, 0), 'queue full');
+    assert.equal(q.queued, 2);
+    assert.deepEqual(q.refused, { 'queue full': 1, 'waited too long': 0 });
+  });
+
+  test('a finished request hands its slot to the oldest waiter', () => {
+    const q = new AdmissionQueue<string>(limits);
+    q.offer('a', 0, 0);
+    q.offer('b', 0, 0);
+    q.offer('c', 1, 1);
+    q.offer('d', 2, 2);
+    assert.deepEqual(q.release(3), { admit: ['c'], refuse: [] });
+    assert.equal(q.inFlight, 2);
+    assert.equal(q.queued, 1);
+    assert.deepEqual(q.release(4), { admit: ['d'], refuse: [] });
+    assert.equal(q.queued, 0);
+  });
+
+  test('a waiter past its deadline is refused, not started, when a slot frees', () => {
+    const q = new AdmissionQueue<string>(limits);
+    q.offer('a', 0, 0);
+    q.offer('b', 0, 0);
+    q.offer('c', 0, 0);
+    q.offer('d', 4, 4);
+    // At 6 ms, c has waited 6 (> 5) and d only 2.
+    assert.deepEqual(q.release(6), { admit: ['d'], refuse: ['c'] });
+    assert.deepEqual(q.refused, { 'queue full': 0, 'waited too long': 1 });
+  });
+
+  test('expire refuses waiters past their deadline even when no slot frees', () => {
+    const q = new AdmissionQueue<string>(limits);
+    q.offer('a', 0, 0);
+    q.offer('b', 0, 0);
+    q.offer('c', 1, 1);
+    q.offer('d', 3, 3);
+    assert.equal(q.nextDeadlineMs(), 6);
+    assert.deepEqual(q.expire(5), []);
+    assert.deepEqual(q.expire(7), ['c']);
+    assert.equal(q.nextDeadlineMs(), 8);
+    assert.deepEqual(q.expire(9), ['d']);
+    assert.equal(q.nextDeadlineMs(), undefined);
+  });
+
+  test('a request that already waited too long before it was seen is refused at once', () => {
+    const q = new AdmissionQueue<string>(limits);
+    assert.equal(q.offer('a', 0, 6), 'waited too long');
+    assert.equal(q.inFlight, 0);
+  });
+
+  test('a newcomer does not overtake waiters when a slot is free', () => {
+    const q = new AdmissionQueue<string>({ ...limits, inFlightMax: 1 });
+    q.offer('a', 0, 0);
+    q.offer('b', 0, 0);
+    // a finishes but b expired; the slot stays free for c.
+    assert.deepEqual(q.release(10), { admit: [], refuse: ['b'] });
+    assert.equal(q.offer('c', 10, 10), 'admitted');
+  });
+
+  test('a cancelled waiter neither runs nor counts as refused', () => {
+    const q = new AdmissionQueue<string>(limits);
+    q.offer('a', 0, 0);
+    q.offer('b', 0, 0);
+    q.offer('c', 0, 0);
+    assert.equal(q.cancel('c'), true);
+    assert.equal(q.cancel('c'), false);
+    assert.deepEqual(q.release(1), { admit: [], refuse: [] });
+    assert.equal(q.inFlight, 1);
+    assert.deepEqual(q.refused, { 'queue full': 0, 'waited too long': 0 });
+  });
+
+  test('under any sequence, in flight never exceeds the limit nor the queue its bound', () => {
+    // A deterministic pseudo-random walk of arrivals and completions over time.
+    let seed = 7;
+    const rnd = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    const q = new AdmissionQueue<number>(limits);
+    let now = 0;
+    let running = 0;
+    for (let i = 0; i < 5000; i++) {
+      now += rnd() * 2;
+      if (rnd() < 0.55) {
+        const r = q.offer(i, now, now);
+        if (r === 'admitted') running++;
+      } else {
+        if (running > 0) {
+          running--;
+          running += q.release(now).admit.length;
+        } else q.expire(now);
+        // Whoever still waits is within its deadline.
+        assert.ok((q.nextDeadlineMs() ?? now) >= now);
+      }
+      assert.ok(q.inFlight <= limits.inFlightMax);
+      assert.equal(q.inFlight, running);
+      assert.ok(q.queued <= limits.queueMax);
+    }
+    assert.ok(q.refused['queue full'] > 0 && q.refused['waited too long'] > 0);
+  });
+});
+
+describe('StandingQueue', () => {
+  test('one slow turn is a burst, not a standing queue', () => {
+    const q = new StandingQueue(5, 100);
+    q.turnEnded(300, 300);
+    assert.equal(q.standing(301), false);
+    q.turnEnded(302, 1);
+    assert.equal(q.standing(500), false);
+  });
+
+  test('waits over the target in every turn for an interval are a standing queue', () => {
+    const q = new StandingQueue(5, 100);
+    for (let t = 10; t <= 100; t += 10) {
+      assert.equal(q.standing(t), false);
+      q.turnEnded(t, 8);
+    }
+    assert.equal(q.standing(110), true);
+    // One turn within the target ends it.
+    q.turnEnded(100, 4);
+    assert.equal(q.standing(110), false);
+  });
+});

@@ -1,0 +1,159 @@
+/**
+ * Early refusal (issue 14, item 7) through the real server (Fastify, the lifecycle, SQLite) on a
+ * loopback socket: a burst of writes far above what the server runs at once is partly refused at
+ * once with 503, Retry-After and a problem, while every accepted write finishes with its normal
+ * answer, reads keep being served, and fsck finds the state sound. Small limits make the overload
+ * certain on any machine; the defaults are measured by `npm run bench -- api`.
+ */
+import assert from 'node:assert/strict';
+import { Agent, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, test } from 'node:test';
+import type { AdmissionLimits } from '../../src/api/admission.ts';
+import { Tokens } from '../../src/api/auth.ts';
+import type { Api } from '../../src/api/context.ts';
+import { StatusRegistry } from '../../src/agent/index.ts';
+import { buildServer } from '../../src/api/server.ts';
+import { systemClock } from '../../src/core/index.ts';
+import { fsck } from '../../src/lifecycle/index.ts';
+import { applyTopology, parseTopology } from '../../src/topology/index.ts';
+import { makeCloud, type TestCloud } from '../support/cloud.ts';
+
+const VMS = 64;
+const LIMITS: AdmissionLimits = { inFlightMax: 2, queueMax: 4, queueWaitMaxMs: 20, retryAfterSeconds: 1 };
+/** Clients at once: far above what the server answers within the limit. */
+const BURST = 200;
+/** How long they keep sending. */
+const FLOOD_MS = 1500;
+
+let tc: TestCloud;
+let app: Api;
+let url: string;
+let token: string;
+
+before(async () => {
+  tc = await makeCloud();
+  const vms = Array.from({ length: VMS }, (_, i) => `{ name: vm${i}, subnet: s }`).join(', ');
+  const yaml = `subscriptions:
+  - name: flood
+    virtualNetworks:
+      - name: net
+        addressSpace: [127.17.0.0/16]
+        subnets: [{ name: s, cidr: 127.17.0.0/16 }]
+    cloudServices:
+      - { name: flood, vnet: net, vms: [${vms}] }
+`;
+  await applyTopology(tc.cloud, parseTopology(yaml), { operator: true });
+  const tokens = new Tokens(tc.store);
+  token = await tokens.create('op', null);
+  app = await buildServer({
+    cloud: tc.cloud,
+    tokens,
+    registry: new StatusRegistry(systemClock),
+    admission: LIMITS,
+  });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+});
+after(async () => {
+  await app.close();
+  await tc.close();
+});
+
+interface Answer {
+  status: number;
+  retryAfter: string | undefined;
+  type: string | undefined;
+  body: { code?: string; status?: number };
+}
+
+test('a burst above capacity is refused early with 503 and Retry-After while accepted writes finish', async () => {
+  // One connection per request, opened first (by reads, never refused), so that the burst's writes
+  // leave together and reach the server in one turn of its loop.
+  const agent = new Agent({ keepAlive: true, maxSockets: BURST, maxFreeSockets: BURST });
+  try {
+    const get = (path: string) =>
+      new Promise<number>((ok, fail) => {
+        const req = request(`${url}${path}`, { agent, timeout: 20_000 }, (res) => {
+          res.resume();
+          res.on('end', () => ok(res.statusCode ?? 0));
+        });
+        req.on('timeout', () => req.destroy(new Error('no answer in 20 s')));
+        req.on('error', fail);
+        req.end();
+      });
+    const warm = await Promise.all(Array.from({ length: BURST }, () => get('/healthz')));
+    assert.ok(warm.every((s) => s === 200));
+    // The route's first call compiles its schemas (tens of ms): not part of the burst.
+    const first = await fetch(`${url}/v1/services/flood/vms/vm${VMS - 1}/restart`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}` },
+    });
+    assert.equal(first.status, 200, await first.text());
+    // Client and server share this process's loop: let it go idle, so that the server does not
+    // count the time this test spends building the burst as time the burst waited.
+    await new Promise((r) => setTimeout(r, 50));
+    const send = (i: number) =>
+      new Promise<Answer>((ok, fail) => {
+        const verb = Math.floor(i / VMS) % 2 === 0 ? 'deallocate' : 'start';
+        const req = request(
+          `${url}/v1/services/flood/vms/vm${i % VMS}/${verb}`,
+          {
+            method: 'POST',
+            agent,
+            headers: { authorization: `Bearer ${token}` },
+            timeout: 20_000,
+          },
+          (res) => {
+            let text = '';
+            res.setEncoding('utf8');
+            res.on('data', (d: string) => (text += d));
+            res.on('end', () =>
+              ok({
+                status: res.statusCode ?? 0,
+                retryAfter: res.headers['retry-after'],
+                type: res.headers['content-type'],
+                body: JSON.parse(text) as Answer['body'],
+              }),
+            );
+          },
+        );
+        req.on('timeout', () => req.destroy(new Error('no answer in 20 s')));
+        req.on('error', fail);
+        req.end();
+      });
+    const healthz = get('/healthz');
+    // Every socket sends its next write as soon as the last is answered, for a bounded time: a
+    // standing queue, which a single burst (one slow turn, then gone) would not be.
+    const answers: Answer[] = [];
+    const end = performance.now() + FLOOD_MS;
+    await Promise.all(
+      Array.from({ length: BURST }, async (_, w) => {
+        for (let k = 0; performance.now() < end && k < 1000; k++) answers.push(await send(w + k * BURST));
+      }),
+    );
+    const refused = answers.filter((a) => a.status === 503);
+    const accepted = answers.filter((a) => a.status !== 503);
+    assert.ok(refused.length > 0, 'some writes of the burst are refused');
+    assert.ok(accepted.length >= 1, `the first writes of the burst run (${accepted.length} accepted)`);
+    for (const a of refused) {
+      assert.equal(a.retryAfter, '1');
+      assert.match(a.type ?? '', /^application\/problem\+json/);
+      assert.equal(a.body.code, 'OVERLOADED');
+      assert.equal(a.body.status, 503);
+    }
+    // Accepted writes get their ordinary answer: done, or refused by the lifecycle's own rules (a
+    // start of a VM that is already running), never a failure of the server.
+    for (const a of accepted) assert.ok([200, 409].includes(a.status), `status ${a.status}`);
+    assert.equal(await healthz, 200, 'reads are served during the burst');
+  } finally {
+    agent.destroy();
+  }
+  // The slots all came back: writes are accepted again once the burst is over.
+  const r = await fetch(`${url}/v1/services/flood/vms/vm0/start`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}` },
+  });
+  assert.ok([200, 409].includes(r.status), await r.text());
+  assert.deepEqual(await tc.store.read((repo) => fsck(repo)), []);
+});
