@@ -1,6 +1,7 @@
 /** Prometheus metrics at /metrics: requests, latencies, addresses per pool, VMs per state, events. */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Cloud } from '../lifecycle/index.ts';
+import type { AdmissionStats } from './admission.ts';
 import type { DataPlaneStatus } from './context.ts';
 
 export class Metrics {
@@ -25,7 +26,7 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  constructor(cloud: Cloud, status?: Pick<DataPlaneStatus, 'listenerStats'>) {
+  constructor(cloud: Cloud, status?: Pick<DataPlaneStatus, 'listenerStats'>, admission?: AdmissionStats) {
     const registry = this.registry;
     if (status !== undefined) {
       // The data plane's counters as its agents last reported them, per listener (VIP:port).
@@ -118,6 +119,30 @@ export class Metrics {
       'address ranges reloaded from the store because the index was behind',
       () => cloud.book.resyncs,
     );
+    if (admission !== undefined) {
+      // Early refusal (admission.ts) happens before Fastify, so its requests are not in the
+      // request counters above: these say how much was admitted and refused there, and what waits.
+      counted(
+        'vipdip_admission_admitted_total',
+        'writes admitted by admission control',
+        () => admission.admitted,
+      );
+      counted(
+        'vipdip_admission_refused_total',
+        'writes refused early with 503 OVERLOADED (queue full or waited too long)',
+        () => admission.refused,
+      );
+      new Gauge({
+        name: 'vipdip_admission_writes',
+        help: 'writes running or waiting for admission now',
+        labelNames: ['state'],
+        registers: [registry],
+        collect() {
+          this.set({ state: 'running' }, admission.inFlight);
+          this.set({ state: 'waiting' }, admission.queued);
+        },
+      });
+    }
     cloud.onEvents((events) => {
       for (const e of events) this.events.inc({ type: e.type });
     });

@@ -153,7 +153,7 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true } },
   }).withTypeProvider<TypeBoxTypeProvider>();
   // In front of Fastify: above capacity a write is refused before anything else is spent on it.
-  guardServer(app.server, opts.admission ?? DEFAULT_ADMISSION);
+  const admission = guardServer(app.server, opts.admission ?? DEFAULT_ADMISSION);
 
   const registry = opts.registry;
   const ctx: ApiContext = { cloud: opts.cloud, tokens: opts.tokens, registry };
@@ -167,7 +167,7 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
     unwatch();
     done();
   });
-  const metrics = new Metrics(opts.cloud, registry);
+  const metrics = new Metrics(opts.cloud, registry, admission);
 
   // Bodies are read as UTF-8 or refused (415), and JSON nesting is bounded before JSON.parse
   // recurses into it; Fastify's own parser then guards against prototype poisoning as before.

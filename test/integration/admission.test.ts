@@ -146,6 +146,12 @@ test('a burst above capacity is refused early with 503 and Retry-After while acc
     // start of a VM that is already running), never a failure of the server.
     for (const a of accepted) assert.ok([200, 409].includes(a.status), `status ${a.status}`);
     assert.equal(await healthz, 200, 'reads are served during the burst');
+    // /metrics counts what admission did before Fastify saw it: every 503 of the burst, no more.
+    const m = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
+    const figure = (name: string) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(m)?.[1] ?? NaN);
+    assert.equal(figure('vipdip_admission_refused_total'), refused.length);
+    assert.ok(figure('vipdip_admission_admitted_total') >= accepted.length + 1);
+    assert.match(m, /^vipdip_admission_writes\{state="waiting"\} 0$/m);
   } finally {
     agent.destroy();
   }
