@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { AdmissionQueue, StandingQueue, type AdmissionLimits } from './admission.ts';
+import { AdmissionQueue, SenderShares, StandingQueue, type AdmissionLimits } from './admission.ts';
 
 const limits: AdmissionLimits = { inFlightMax: 2, queueMax: 2, queueWaitMaxMs: 5, retryAfterSeconds: 1 };
 
@@ -136,5 +136,67 @@ describe('StandingQueue', () => {
     // One turn within the target ends it.
     q.turnEnded(100, 4);
     assert.equal(q.standing(110), false);
+  });
+});
+
+describe('SenderShares', () => {
+  test('a sender far below an equal share is light; the one taking most is not', () => {
+    const s = new SenderShares(1000);
+    for (let i = 0; i < 500; i++) s.admitted('subscription flood', i);
+    s.admitted('operator', 500);
+    assert.equal(s.light('operator', 501), true);
+    assert.equal(s.light('subscription flood', 501), false);
+    // A sender never seen is light too: it has had nothing yet.
+    assert.equal(s.light('subscription quiet', 501), true);
+  });
+
+  test('one sender alone, or two at equal shares, are never light: the wait limit holds for them', () => {
+    const alone = new SenderShares(1000);
+    for (let i = 0; i < 100; i++) alone.admitted('a', i);
+    assert.equal(alone.light('a', 100), false);
+    const two = new SenderShares(1000);
+    for (let i = 0; i < 100; i++) two.admitted(i % 2 === 0 ? 'a' : 'b', i);
+    assert.equal(two.light('a', 100), false);
+    assert.equal(two.light('b', 100), false);
+  });
+
+  test('shares decay by half per window, so a past flood stops counting against its sender', () => {
+    const s = new SenderShares(1000);
+    for (let i = 0; i < 400; i++) s.admitted('a', 0);
+    for (let i = 0; i < 10; i++) s.admitted('b', 0);
+    assert.equal(s.light('b', 10), true);
+    // Ten windows later a has 0 left (400 / 1024), b nothing: neither has a share to speak of.
+    for (let i = 0; i < 40; i++) s.admitted('b', 10_000);
+    assert.equal(s.light('a', 10_000), true);
+    assert.equal(s.light('b', 10_000), false);
+  });
+
+  test('at most maxSenders keys are kept; the rest share one', () => {
+    const s = new SenderShares(1000, 2);
+    s.admitted('a', 0);
+    s.admitted('b', 0);
+    for (let i = 0; i < 50; i++) s.admitted(`forged ${i}`, 0);
+    // The fifty forged keys are one heavy sender together, not fifty light ones.
+    assert.equal(s.light('others', 1), false);
+    assert.equal(s.light('forged 99', 1), false, 'a key past the limit is counted as the rest');
+    assert.equal(s.light('a', 1), true);
+  });
+});
+
+describe('AdmissionQueue and light senders', () => {
+  test('a light sender may queue past queueMax, up to twice it', () => {
+    const q = new AdmissionQueue<number>({
+      inFlightMax: 1,
+      queueMax: 2,
+      queueWaitMaxMs: 100,
+      retryAfterSeconds: 1,
+    });
+    assert.equal(q.offer(0, 0, 0), 'admitted');
+    assert.equal(q.offer(1, 0, 0), 'queued');
+    assert.equal(q.offer(2, 0, 0), 'queued');
+    assert.equal(q.offer(3, 0, 0), 'queue full');
+    assert.equal(q.offer(4, 0, 0, true), 'queued');
+    assert.equal(q.offer(5, 0, 0, true), 'queued');
+    assert.equal(q.offer(6, 0, 0, true), 'queue full');
   });
 });

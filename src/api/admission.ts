@@ -87,14 +87,15 @@ export class AdmissionQueue<T> {
    * A request arrived at `arrivedMs` (it may have waited in the socket before `nowMs`): it starts at
    * once when a slot is free and nobody waits before it, waits when the queue has room, or is refused.
    */
-  offer(item: T, arrivedMs: number, nowMs: number): Offer {
+  offer(item: T, arrivedMs: number, nowMs: number, light = false): Offer {
     if (nowMs - arrivedMs > this.limits.queueWaitMaxMs) return this.refuse('waited too long');
     if (this.running < this.limits.inFlightMax && this.waiting.length === 0) {
       this.running++;
       this.admitted++;
       return 'admitted';
     }
-    if (this.waiting.length >= this.limits.queueMax) return this.refuse('queue full');
+    // A light sender (SenderShares) may queue past the limit, up to twice it.
+    if (this.waiting.length >= this.limits.queueMax * (light ? 2 : 1)) return this.refuse('queue full');
     this.waiting.push({ item, arrivedMs });
     return 'queued';
   }
@@ -178,6 +179,60 @@ export class StandingQueue {
   }
 }
 
+/**
+ * Who has been served lately: admissions per sender (a token's principal), decayed by half every
+ * window. Under a standing queue every sender's writes would be refused alike, so a tenant flooding
+ * the server would get the operator's and the other tenants' writes refused with its own (SPEC §8: a
+ * tenant reaches nothing past its subscription, not the server's liveness either). A sender that got
+ * less than half its fair share lately is *light*: its writes are not held to the wait limit, and may
+ * queue past `queueMax` (up to twice it). A flood from one sender, or from many unverified tokens
+ * (they share one key), stays heavy and is refused as before. Pure: time is passed in.
+ */
+export class SenderShares {
+  private readonly counts = new Map<string, number>();
+  private total = 0;
+  private windowStart: number | undefined;
+
+  constructor(
+    private readonly windowMs = 1000,
+    private readonly maxSenders = 1024,
+  ) {}
+
+  /** A request of `key` was admitted. */
+  admitted(key: string, nowMs: number): void {
+    this.roll(nowMs);
+    const k = this.counts.has(key) || this.counts.size < this.maxSenders ? key : 'others';
+    this.counts.set(k, (this.counts.get(k) ?? 0) + 1);
+    this.total++;
+  }
+
+  /** Whether `key` got less than half of an equal share of the admissions lately. */
+  light(key: string, nowMs: number): boolean {
+    this.roll(nowMs);
+    const k = this.counts.has(key) || this.counts.size < this.maxSenders ? key : 'others';
+    const mine = this.counts.get(k) ?? 0;
+    const senders = this.counts.size + (this.counts.has(k) ? 0 : 1);
+    return mine * senders * 2 < this.total;
+  }
+
+  private roll(nowMs: number): void {
+    this.windowStart ??= nowMs;
+    // Halve once per window gone by; after 30 windows everything has decayed to nothing.
+    const windows = Math.min(30, Math.floor((nowMs - this.windowStart) / this.windowMs));
+    if (windows === 0) return;
+    this.windowStart += windows * this.windowMs;
+    this.total = 0;
+    for (const [k, n] of this.counts) {
+      const left = Math.floor(n / 2 ** windows);
+      if (left === 0) this.counts.delete(k);
+      else {
+        this.counts.set(k, left);
+        this.total += left;
+      }
+    }
+  }
+}
+
 /** What the guard needs of an HTTP or HTTPS server: its request handlers. */
 interface Server {
   listeners(event: 'request'): unknown[];
@@ -208,6 +263,8 @@ export function guardServer(
   server: Server,
   limits: AdmissionLimits = DEFAULT_ADMISSION,
   now: () => number = () => performance.now(),
+  /** The request's sender, for fairness between senders (SenderShares); one sender by default. */
+  senderOf: (req: IncomingMessage) => string = () => '',
 ): AdmissionStats {
   const handlers = server.listeners('request') as RequestListener[];
   if (handlers.length !== 1)
@@ -250,6 +307,7 @@ export function guardServer(
   let turnStartMs: number | undefined;
   let longestWaitMs = 0;
   const standing = new StandingQueue(limits.queueWaitMaxMs, STANDING_INTERVAL_MS);
+  const shares = new SenderShares();
   const endTurn = () => {
     standing.turnEnded(now(), longestWaitMs);
     turnStartMs = undefined;
@@ -268,7 +326,10 @@ export function guardServer(
     // A wait is held against a request only while waits have stayed over the limit for a while: a
     // single slow turn (a route's first call compiling its schemas, a large apply) queues a few
     // requests once and is gone, and refusing them would help nobody.
-    const arrived = standing.standing(t) ? turnStartMs : t;
+    // A light sender's writes are not held to the wait: one tenant's flood must not refuse the others.
+    const sender = senderOf(req);
+    const light = shares.light(sender, t);
+    const arrived = standing.standing(t) && !light ? turnStartMs : t;
     let state: 'waiting' | 'running' | 'done' = 'waiting';
     const finish = () => {
       if (state === 'running') settle(queue.release(now()));
@@ -279,6 +340,7 @@ export function guardServer(
       start: () => {
         if (state !== 'waiting') return;
         state = 'running';
+        shares.admitted(sender, now());
         handle(req, res);
       },
       refuse: (why) => {
@@ -304,9 +366,10 @@ export function guardServer(
     };
     // 'close' comes after the response is sent, or when the client goes away first.
     res.once('close', finish);
-    const offer = queue.offer(waiter, arrived, t);
+    const offer = queue.offer(waiter, arrived, t, light);
     if (offer === 'admitted') {
       state = 'running';
+      shares.admitted(sender, t);
       return handle(req, res);
     }
     if (offer === 'queued') return arm();

@@ -51,6 +51,20 @@ export class Tokens {
   }
 
   /**
+   * Who a bearer token belonged to when last verified, without asking the store: a fairness key for
+   * admission control (admission.ts), which runs before authentication and must cost microseconds.
+   * Never an authorization: a stale or forged token only lands in the shared `unverified` key, and
+   * the request is authenticated as usual once admitted.
+   */
+  senderKey(authorization: string | undefined): string {
+    const m = /^Bearer ([\x21-\x7e]{1,200})$/.exec(authorization ?? '');
+    const hit = m === null ? undefined : this.cache.get(hashToken(m[1]!));
+    if (hit === undefined) return 'unverified';
+    const p = hit.principal;
+    return p.kind === 'operator' ? 'operator' : `subscription ${p.subscription}`;
+  }
+
+  /**
    * Forgets the verified tokens of a deleted subscription (the store revoked them with it), so that
    * a new subscription of the same name does not inherit them.
    */

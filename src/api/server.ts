@@ -153,7 +153,9 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: true } },
   }).withTypeProvider<TypeBoxTypeProvider>();
   // In front of Fastify: above capacity a write is refused before anything else is spent on it.
-  const admission = guardServer(app.server, opts.admission ?? DEFAULT_ADMISSION);
+  const admission = guardServer(app.server, opts.admission ?? DEFAULT_ADMISSION, undefined, (req) =>
+    opts.tokens.senderKey(req.headers.authorization),
+  );
 
   const registry = opts.registry;
   const ctx: ApiContext = { cloud: opts.cloud, tokens: opts.tokens, registry };

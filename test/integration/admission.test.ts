@@ -24,12 +24,14 @@ const LIMITS: AdmissionLimits = { inFlightMax: 2, queueMax: 4, queueWaitMaxMs: 2
 /** Clients at once: far above what the server answers within the limit. */
 const BURST = 200;
 /** How long they keep sending. */
-const FLOOD_MS = 1500;
+const FLOOD_MS = 2500;
 
 let tc: TestCloud;
 let app: Api;
 let url: string;
 let token: string;
+/** A tenant's token: the burst is this tenant's, while the operator keeps writing now and then. */
+let tenantToken: string;
 
 before(async () => {
   tc = await makeCloud();
@@ -46,6 +48,7 @@ before(async () => {
   await applyTopology(tc.cloud, parseTopology(yaml), { operator: true });
   const tokens = new Tokens(tc.store);
   token = await tokens.create('op', null);
+  tenantToken = await tokens.create('flooder', 'flood');
   app = await buildServer({
     cloud: tc.cloud,
     tokens,
@@ -71,6 +74,7 @@ test('a burst above capacity is refused early with 503 and Retry-After while acc
   // One connection per request, opened first (by reads, never refused), so that the burst's writes
   // leave together and reach the server in one turn of its loop.
   const agent = new Agent({ keepAlive: true, maxSockets: BURST, maxFreeSockets: BURST });
+  const opAgent = new Agent({ keepAlive: true, maxSockets: 1 });
   try {
     const get = (path: string) =>
       new Promise<number>((ok, fail) => {
@@ -84,12 +88,24 @@ test('a burst above capacity is refused early with 503 and Retry-After while acc
       });
     const warm = await Promise.all(Array.from({ length: BURST }, () => get('/healthz')));
     assert.ok(warm.every((s) => s === 200));
+    await new Promise((ok) =>
+      request(`${url}/healthz`, { agent: opAgent }, (res) => {
+        res.resume();
+        res.on('end', ok);
+      }).end(),
+    );
     // The route's first call compiles its schemas (tens of ms): not part of the burst.
     const first = await fetch(`${url}/v1/services/flood/vms/vm${VMS - 1}/restart`, {
       method: 'POST',
       headers: { authorization: `Bearer ${token}` },
     });
     assert.equal(first.status, 200, await first.text());
+    // The tenant's token is verified once before the burst, as any busy client's is.
+    const tenantFirst = await fetch(`${url}/v1/services/flood/vms/vm${VMS - 1}/restart`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${tenantToken}` },
+    });
+    assert.equal(tenantFirst.status, 200, await tenantFirst.text());
     // Client and server share this process's loop: let it go idle, so that the server does not
     // count the time this test spends building the burst as time the burst waited.
     await new Promise((r) => setTimeout(r, 50));
@@ -101,7 +117,7 @@ test('a burst above capacity is refused early with 503 and Retry-After while acc
           {
             method: 'POST',
             agent,
-            headers: { authorization: `Bearer ${token}` },
+            headers: { authorization: `Bearer ${tenantToken}` },
             timeout: 20_000,
           },
           (res) => {
@@ -127,11 +143,40 @@ test('a burst above capacity is refused early with 503 and Retry-After while acc
     // standing queue, which a single burst (one slow turn, then gone) would not be.
     const answers: Answer[] = [];
     const end = performance.now() + FLOOD_MS;
-    await Promise.all(
-      Array.from({ length: BURST }, async (_, w) => {
+    // Meanwhile the operator writes every 50 ms: a light sender, whose writes the tenant's flood
+    // must not get refused (admission's SenderShares).
+    const operator: number[] = [];
+    const operatorWrites = (async () => {
+      await new Promise((r) => setTimeout(r, 300));
+      for (let k = 0; performance.now() < end && k < 100; k++) {
+        const status = await new Promise<number>((ok, fail) => {
+          const req = request(
+            `${url}/v1/services/flood/vms/vm${VMS - 1}/restart`,
+            {
+              method: 'POST',
+              agent: opAgent,
+              headers: { authorization: `Bearer ${token}` },
+              timeout: 20_000,
+            },
+            (res) => {
+              res.resume();
+              res.on('end', () => ok(res.statusCode ?? 0));
+            },
+          );
+          req.on('timeout', () => req.destroy(new Error('no answer in 20 s')));
+          req.on('error', fail);
+          req.end();
+        });
+        operator.push(status);
+        await new Promise((ok) => setTimeout(ok, 50));
+      }
+    })();
+    await Promise.all([
+      operatorWrites,
+      ...Array.from({ length: BURST }, async (_, w) => {
         for (let k = 0; performance.now() < end && k < 1000; k++) answers.push(await send(w + k * BURST));
       }),
-    );
+    ]);
     const refused = answers.filter((a) => a.status === 503);
     const accepted = answers.filter((a) => a.status !== 503);
     assert.ok(refused.length > 0, 'some writes of the burst are refused');
@@ -146,14 +191,21 @@ test('a burst above capacity is refused early with 503 and Retry-After while acc
     // start of a VM that is already running), never a failure of the server.
     for (const a of accepted) assert.ok([200, 409].includes(a.status), `status ${a.status}`);
     assert.equal(await healthz, 200, 'reads are served during the burst');
+    assert.ok(operator.length >= 1, `the operator wrote during the burst (${operator.length})`);
+    assert.deepEqual(
+      operator.filter((st) => st === 503),
+      [],
+      `the operator's writes are not refused for the tenant's flood (${operator.join(' ')})`,
+    );
     // /metrics counts what admission did before Fastify saw it: every 503 of the burst, no more.
     const m = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
     const figure = (name: string) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(m)?.[1] ?? NaN);
     assert.equal(figure('vipdip_admission_refused_total'), refused.length);
-    assert.ok(figure('vipdip_admission_admitted_total') >= accepted.length + 1);
+    assert.ok(figure('vipdip_admission_admitted_total') >= accepted.length + operator.length + 2);
     assert.match(m, /^vipdip_admission_writes\{state="waiting"\} 0$/m);
   } finally {
     agent.destroy();
+    opAgent.destroy();
   }
   // The slots all came back: writes are accepted again once the burst is over.
   const r = await fetch(`${url}/v1/services/flood/vms/vm0/start`, {
