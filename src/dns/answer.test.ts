@@ -7,7 +7,17 @@ import { buildZoneTable } from './zones.ts';
 const TABLE = buildZoneTable(
   {
     services: [{ name: 'shop', vip: '127.100.0.7' }],
-    vms: [{ service: 'shop', name: 'web1', dip: '127.16.1.9', ilpip: null, ilpipEnabled: false }],
+    vms: [
+      {
+        subscription: 'contoso',
+        vnet: 'shop-net',
+        service: 'shop',
+        name: 'web1',
+        dip: '127.16.1.9',
+        ilpip: null,
+        ilpipEnabled: false,
+      },
+    ],
   },
   {
     publicZone: 'cloudapp.vipdip.test',

@@ -15,6 +15,7 @@ import {
   type Packet,
   type Question,
 } from 'dns-packet';
+import { scopeOfOptions } from './scope.ts';
 import { lookup, type NameRecord, type Zone, type ZoneTable } from './zones.ts';
 
 /** RFC 1035 §4.1.1 and RFC 6891 §9 response codes. */
@@ -197,7 +198,9 @@ function answerQuery(query: DecodedPacket, q: Question, header: Header, table: Z
   // Zone transfers are not offered: the zones are computed, and there are no secondaries.
   if (q.type === 'AXFR' || q.type === 'IXFR') return reply(RCODE.REFUSED, false);
 
-  const found = lookup(table, asciiLower(q.name));
+  // Who asks (scope.ts): an option can only narrow the answer. It is never echoed in the reply.
+  const scope = scopeOfOptions(opt?.options ?? []);
+  const found = lookup(table, asciiLower(q.name), scope);
   const ttl = table.ttlSeconds;
   switch (found.kind) {
     case 'outside':

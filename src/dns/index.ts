@@ -21,4 +21,13 @@ export {
   type ZoneConfig,
   type ZoneTable,
 } from './zones.ts';
+export {
+  SCOPE_INTERNET,
+  SCOPE_OPTION_CODE,
+  formatScope,
+  scopeQuery,
+  unscopeReply,
+  vnetScope,
+  type DnsScope,
+} from './scope.ts';
 export { TcpConnectionLimiter, type TcpAdmission, type TcpLimits } from './tcp-limits.ts';

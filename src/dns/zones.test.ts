@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { isVipdipError } from '../core/errors.ts';
+import { SCOPE_INTERNET, vnetScope } from './scope.ts';
 import { buildZoneTable, checkZoneConfig, lookup, vmFqdns, type VmInput, type ZoneConfig } from './zones.ts';
 
 const CONFIG: ZoneConfig = {
@@ -11,6 +12,8 @@ const CONFIG: ZoneConfig = {
 };
 const NOW = Date.UTC(2026, 0, 1);
 const vm = (name: string, dip: string | null, ilpip: string | null = null): VmInput => ({
+  subscription: 'contoso',
+  vnet: 'shop-net',
   service: 'shop',
   name,
   dip,
@@ -112,5 +115,74 @@ describe('zone table', () => {
       public: 'web1.shop.cloudapp.vipdip.test',
     });
     assert.equal(vmFqdns({ service: 'shop', name: 'web1', ilpipEnabled: false }).public, null);
+  });
+
+  describe('scoped by who asks', () => {
+    // contoso/shop-net holds shop (web1, with an ILPIP); fabrikam/blog-net holds blog (www1); the
+    // VNet front-net of contoso holds nothing yet.
+    const t = buildZoneTable(
+      {
+        services: [
+          { name: 'shop', vip: '127.100.0.7' },
+          { name: 'blog', vip: '127.100.0.9' },
+        ],
+        vms: [
+          vm('web1', '127.16.1.9', '127.100.0.8'),
+          { ...vm('www1', '127.32.1.4'), subscription: 'fabrikam', vnet: 'blog-net', service: 'blog' },
+        ],
+      },
+      CONFIG,
+      undefined,
+      NOW,
+    );
+    const seen = (name: string, scope: Parameters<typeof lookup>[2]) => {
+      const r = lookup(t, name, scope);
+      return r.kind === 'found' ? r.record.a : r.kind;
+    };
+    const shopNet = vnetScope('contoso', 'shop-net');
+    const blogNet = vnetScope('fabrikam', 'blog-net');
+
+    test("a VNet sees its own VMs' internal names, and another VNet's are NXDOMAIN like unknown ones", () => {
+      assert.equal(seen('web1.shop.internal.vipdip.test', shopNet), '127.16.1.9');
+      assert.equal(seen('shop.internal.vipdip.test', shopNet), null, 'its ancestors too');
+      assert.equal(seen('www1.blog.internal.vipdip.test', shopNet), 'nxdomain');
+      assert.equal(seen('blog.internal.vipdip.test', shopNet), 'nxdomain');
+      assert.equal(seen('www1.blog.internal.vipdip.test', blogNet), '127.32.1.4');
+      assert.equal(seen('web1.shop.internal.vipdip.test', blogNet), 'nxdomain');
+      const unknown = lookup(t, 'db9.blog.internal.vipdip.test', shopNet);
+      const hidden = lookup(t, 'www1.blog.internal.vipdip.test', shopNet);
+      assert.deepEqual(hidden, unknown, 'the same zone, the same SOA: no hint that the name exists');
+    });
+
+    test('a VNet of the same subscription, or one without VMs, sees no internal name of another', () => {
+      assert.equal(seen('web1.shop.internal.vipdip.test', vnetScope('contoso', 'front-net')), 'nxdomain');
+      assert.equal(seen('web1.shop.internal.vipdip.test', vnetScope('contoso', 'nope')), 'nxdomain');
+    });
+
+    test('the public zone, the apexes and the name server host are everyone’s', () => {
+      for (const scope of [shopNet, blogNet, SCOPE_INTERNET]) {
+        assert.equal(seen('shop.cloudapp.vipdip.test', scope), '127.100.0.7');
+        assert.equal(seen('blog.cloudapp.vipdip.test', scope), '127.100.0.9');
+        assert.equal(seen('web1.shop.cloudapp.vipdip.test', scope), '127.100.0.8', 'an ILPIP is public');
+        assert.equal(seen('ns.internal.vipdip.test', scope), '127.0.0.1');
+        assert.equal(seen('internal.vipdip.test', scope), null);
+        assert.equal(seen('example.com', scope), 'outside');
+      }
+    });
+
+    test('the internet sees no internal name; no scope sees them all, as before', () => {
+      assert.equal(seen('web1.shop.internal.vipdip.test', SCOPE_INTERNET), 'nxdomain');
+      assert.equal(seen('www1.blog.internal.vipdip.test', SCOPE_INTERNET), 'nxdomain');
+      assert.equal(seen('web1.shop.internal.vipdip.test', undefined), '127.16.1.9');
+      assert.equal(seen('www1.blog.internal.vipdip.test', undefined), '127.32.1.4');
+    });
+
+    test('each VNet is indexed with its own names only', () => {
+      assert.deepEqual([...t.vnetNames.keys()].sort(), ['contoso/shop-net', 'fabrikam/blog-net']);
+      assert.deepEqual([...t.vnetNames.get('fabrikam/blog-net')!].sort(), [
+        'blog.internal.vipdip.test',
+        'www1.blog.internal.vipdip.test',
+      ]);
+    });
   });
 });

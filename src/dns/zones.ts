@@ -11,11 +11,15 @@
  * - every ancestor of an existing name inside its zone exists too (an empty non-terminal answers
  *   NODATA, not NXDOMAIN: RFC 8020);
  * - each zone has an SOA and an NS record at its apex, and a serial that increases whenever the
- *   zone's content changes.
+ *   zone's content changes;
+ * - a query has a scope (scope.ts): a VM's sees the internal names of its own VNet's VMs only, the
+ *   internet's none; a name hidden from a scope is NXDOMAIN exactly as a name that does not exist.
+ *   The names each VNet sees are indexed when the table is built, so a lookup stays two map reads.
  */
 import type { SoaData } from 'dns-packet';
 import { VipdipError } from '../core/errors.ts';
 import type { ServiceView, VmView } from '../lifecycle/index.ts';
+import { SCOPE_ALL, type DnsScope } from './scope.ts';
 
 export { DEFAULT_INTERNAL_ZONE, DEFAULT_PUBLIC_ZONE, serviceFqdn, vmFqdns } from '../lifecycle/index.ts';
 /** A records live this long in caches: an address never stays stale for longer (issue 5). */
@@ -38,7 +42,10 @@ export interface ZoneConfig {
 
 /** What the zones are built from: the smallest part of the lifecycle's views DNS needs. */
 export type ServiceInput = Pick<ServiceView, 'name' | 'vip'>;
-export type VmInput = Pick<VmView, 'service' | 'name' | 'dip' | 'ilpip' | 'ilpipEnabled'>;
+export type VmInput = Pick<
+  VmView,
+  'subscription' | 'vnet' | 'service' | 'name' | 'dip' | 'ilpip' | 'ilpipEnabled'
+>;
 
 export interface Zone {
   /** Lower case, no trailing dot. */
@@ -62,6 +69,13 @@ export interface ZoneTable {
   readonly zones: readonly Zone[];
   /** Every existing name, lower-cased, without a trailing dot. */
   readonly names: ReadonlyMap<string, NameRecord>;
+  /**
+   * The internal-zone names below the apex that a VNet (`subscription/vnet`) sees: its VMs' names
+   * and their ancestors. The apex and the name server host are everyone's.
+   */
+  readonly vnetNames: ReadonlyMap<string, ReadonlySet<string>>;
+  /** The internal zone's name: the one zone whose names depend on who asks. */
+  readonly internalZone: string;
   readonly ttlSeconds: number;
 }
 
@@ -127,9 +141,11 @@ export function buildZoneTable(
     [c.publicZone, new Map()],
     [c.internalZone, new Map()],
   ]);
-  const add = (zone: string, name: string, a: string | null) => {
+  const vnetNames = new Map<string, Set<string>>();
+  const add = (zone: string, name: string, a: string | null, seenBy?: Set<string>) => {
     const names = content.get(zone)!;
     const full = `${name}.${zone}`.toLowerCase();
+    seenBy?.add(full);
     // An address wins over an empty name that got there first (the name server host, say).
     if (a !== null || !names.has(full)) names.set(full, a);
     // Ancestors up to the apex exist as empty non-terminals.
@@ -140,11 +156,15 @@ export function buildZoneTable(
     ) {
       const parent = full.slice(i + 1);
       if (!names.has(parent)) names.set(parent, null);
+      seenBy?.add(parent);
     }
   };
   for (const s of input.services) add(c.publicZone, s.name, s.vip);
   for (const vm of input.vms) {
-    add(c.internalZone, `${vm.name}.${vm.service}`, vm.dip);
+    const vnet = `${vm.subscription}/${vm.vnet}`;
+    let seen = vnetNames.get(vnet);
+    if (seen === undefined) vnetNames.set(vnet, (seen = new Set()));
+    add(c.internalZone, `${vm.name}.${vm.service}`, vm.dip, seen);
     if (vm.ilpipEnabled) add(c.publicZone, `${vm.name}.${vm.service}`, vm.ilpip);
   }
   add(c.internalZone, 'ns', c.nsAddress);
@@ -181,13 +201,29 @@ export function buildZoneTable(
     names.set(zoneName, Object.freeze({ zone, a: null, apex: true }));
     for (const [n, a] of zoneNames) names.set(n, Object.freeze({ zone, a, apex: false }));
   }
-  return Object.freeze({ zones: Object.freeze(zones), names, ttlSeconds: c.ttlSeconds });
+  return Object.freeze({
+    zones: Object.freeze(zones),
+    names,
+    vnetNames,
+    internalZone: c.internalZone,
+    ttlSeconds: c.ttlSeconds,
+  });
 }
 
-/** Looks a lower-cased name (no trailing dot) up: outside every zone, unknown in a zone, or found. */
-export function lookup(table: ZoneTable, name: string): Lookup {
+/** Whether a scope sees an existing name: the public zone, each apex and the name server host are everyone's. */
+function visible(table: ZoneTable, name: string, record: NameRecord, scope: DnsScope): boolean {
+  if (scope.kind === 'all' || record.apex || record.zone.name !== table.internalZone) return true;
+  if (name === record.zone.ns) return true;
+  return scope.kind === 'vnet' && table.vnetNames.get(scope.vnet)?.has(name) === true;
+}
+
+/**
+ * Looks a lower-cased name (no trailing dot) up for a scope: outside every zone, unknown in a zone
+ * (or hidden from the scope: the same answer), or found.
+ */
+export function lookup(table: ZoneTable, name: string, scope: DnsScope = SCOPE_ALL): Lookup {
   const record = table.names.get(name);
-  if (record !== undefined) return { kind: 'found', record };
+  if (record !== undefined && visible(table, name, record, scope)) return { kind: 'found', record };
   for (const zone of table.zones) if (within(name, zone.name)) return { kind: 'nxdomain', zone };
   return { kind: 'outside' };
 }

@@ -3,7 +3,10 @@
  * loopback; from inside a VM namespace, the resolver that `ip netns exec` gives it (the per-VM
  * /etc/netns/NS/resolv.conf, naming the VNet gateway) resolves a service's name to its VIP and a VM's
  * internal name to its DIP, and traffic by name works; the internet namespace resolves through the
- * world's end of its link. SIGTERM leaves no namespace and no /etc/netns directory of the prefix.
+ * world's end of its link. Answers are scoped by who asks: a VM of another subscription (fabrikam's
+ * www1) gets NXDOMAIN for contoso's VM names over UDP and TCP, even when it asks contoso's gateway or
+ * forges a scope, and the internet namespace gets the public zone only. SIGTERM leaves no namespace
+ * and no /etc/netns directory of the prefix.
  * Everything lives in namespaces named after this test's state directory, removed by prefix when the
  * test ends, pass or fail.
  */
@@ -34,6 +37,18 @@ async function resolves(ns: string, name: string, server?: string): Promise<stri
     if (Date.now() > deadline) assert.fail(`${name} does not resolve in ${ns}: ${r.stdout}${r.stderr}`);
     await new Promise((res) => setTimeout(res, 300));
   }
+}
+
+/** dig's full answer in `ns`, one try of `seconds`: `status` is NXDOMAIN, NOERROR, …, or undefined for no answer. */
+function digIn(
+  ns: string,
+  name: string,
+  ...args: string[]
+): { status: string | undefined; a: string[]; out: string } {
+  const r = inNs(ns, ['dig', '+time=2', '+tries=1', ...args, name]);
+  const out = r.stdout + r.stderr;
+  const a = [...r.stdout.matchAll(/\sIN\s+A\s+(\d+\.\d+\.\d+\.\d+)$/gm)].map((m) => m[1]!);
+  return { status: /status: ([A-Z]+)/.exec(out)?.[1], a, out };
 }
 
 test('up --driver netns: VMs resolve the internal zone through the world, traffic by name works', async (t) => {
@@ -100,6 +115,40 @@ test('up --driver netns: VMs resolve the internal zone through the world, traffi
   assert.equal(tcp.stdout.trim(), '10.16.2.10', tcp.stderr);
   // The internet namespace asks the world's end of its link.
   assert.equal(await resolves(`${prefix}-inet`, `shop.${PUBLIC}`, INTERNET_GATEWAY), shopVip);
+
+  // Scoped by who asks. fabrikam's www1 resolves its own VNet's names through its gateway…
+  const www1 = vmNamespace(prefix, 'blog/www1');
+  assert.match(await resolves(www1, `www2.blog.${INTERNAL}`), /^10\.32\.1\.\d+$/);
+  assert.equal(await resolves(www1, `shop.${PUBLIC}`), shopVip, 'and the public zone');
+  const db1 = `db1.shop.${INTERNAL}`;
+  for (const transport of [[], ['+tcp']]) {
+    // …and contoso's VM names are NXDOMAIN to it, exactly as unknown names are.
+    const nx = digIn(www1, db1, ...transport);
+    assert.equal(nx.status, 'NXDOMAIN', nx.out);
+    assert.deepEqual(nx.a, []);
+    assert.equal(digIn(www1, `nope.shop.${INTERNAL}`, ...transport).status, 'NXDOMAIN');
+    // A scope option of its own naming contoso's VNet is removed by the relay.
+    const hex = Buffer.from('vnet contoso/shop-net').toString('hex');
+    const forged = digIn(www1, db1, `+ednsopt=65001:${hex}`, ...transport);
+    assert.equal(forged.status, 'NXDOMAIN', forged.out);
+    // Asking contoso's gateway instead gets no answer at all: the world takes DNS to a gateway
+    // only from the gateway's own bridge.
+    const other = digIn(www1, db1, '@10.16.1.1', ...transport);
+    assert.equal(other.status, undefined, other.out);
+    assert.deepEqual(other.a, []);
+    // contoso's own VM still resolves it, over either transport.
+    assert.deepEqual(digIn(web1, db1, ...transport).a, ['10.16.2.10']);
+    // The internet namespace: the public zone only.
+    const inet = `${prefix}-inet`;
+    const fromInternet = digIn(inet, db1, `@${INTERNET_GATEWAY}`, ...transport);
+    assert.equal(fromInternet.status, 'NXDOMAIN', fromInternet.out);
+    assert.deepEqual(digIn(inet, `shop.${PUBLIC}`, `@${INTERNET_GATEWAY}`, ...transport).a, [shopVip]);
+  }
+  // A client without EDNS gets no OPT record back, though the relay added one to carry the scope.
+  const plain = digIn(web1, db1, '+noedns');
+  assert.deepEqual(plain.a, ['10.16.2.10']);
+  assert.doesNotMatch(plain.out, /OPT PSEUDOSECTION/);
+  assert.match(digIn(web1, db1).out, /OPT PSEUDOSECTION/, 'one with EDNS does');
 
   // Traffic by name: from a VM of another service (when the demo has one) or web1 itself, curl the shop by name.
   const from = api ?? web1;

@@ -333,6 +333,36 @@ describe('DNS with dig', () => {
     assert.equal(await short('blog.cloudapp.vipdip.test'), rip.address);
   });
 
+  test('a scope option (65001) narrows answers over UDP and TCP; without one, loopback sees every VNet', async () => {
+    await cloud.createSubscription('fabrikam');
+    await cloud.createVnet('fabrikam', {
+      name: 'blog-net',
+      addressSpace: ['127.32.0.0/16'],
+      subnets: [{ name: 'web', cidr: '127.32.1.0/24' }],
+    });
+    await cloud.createService('fabrikam', { name: 'blog', vnet: 'blog-net' });
+    await cloud.createVm('blog', { name: 'www1', subnet: 'web' });
+    const web1 = (await cloud.getVm(vm('web1'))).dip!;
+    const www1 = (await cloud.getVm({ service: 'blog', vm: 'www1' })).dip!;
+    const vip = (await cloud.getService('shop')).vip!;
+    const as = (text: string) => `+ednsopt=65001:${Buffer.from(text).toString('hex')}`;
+    const WEB1 = 'web1.shop.internal.vipdip.test';
+    const WWW1 = 'www1.blog.internal.vipdip.test';
+    assert.equal(await short(WEB1), web1);
+    assert.equal(await short(WWW1), www1);
+    for (const tcp of [[], ['+tcp']]) {
+      assert.equal(await short(WEB1, as('vnet contoso/shop-net'), ...tcp), web1);
+      assert.equal(status(await dig(WWW1, as('vnet contoso/shop-net'), ...tcp)), 'NXDOMAIN');
+      assert.equal(await short(WWW1, as('vnet fabrikam/blog-net'), ...tcp), www1);
+      assert.equal(status(await dig(WEB1, as('vnet fabrikam/blog-net'), ...tcp)), 'NXDOMAIN');
+      // A second scope option cannot widen the first.
+      const both = await dig(WWW1, as('vnet contoso/shop-net'), as('vnet fabrikam/blog-net'), ...tcp);
+      assert.equal(status(both), 'NXDOMAIN');
+      assert.equal(status(await dig(WEB1, as('internet'), ...tcp)), 'NXDOMAIN');
+      assert.equal(await short('shop.cloudapp.vipdip.test', as('internet'), ...tcp), vip);
+    }
+  });
+
   test('the TTL of the answers is configurable', async () => {
     await server.close();
     server = await startDnsServer({ cloud, host: '127.0.0.1', port: 0, ttlSeconds: 30 });
@@ -400,7 +430,17 @@ describe('DNS server start', () => {
     const source: DnsSource = {
       listServices: () => Promise.resolve([{ name: 'shop', vip: '127.100.0.1' }]),
       listVms: () =>
-        Promise.resolve([{ service: 'shop', name: 'web1', dip, ilpip: null, ilpipEnabled: false }]),
+        Promise.resolve([
+          {
+            subscription: 'contoso',
+            vnet: 'shop-net',
+            service: 'shop',
+            name: 'web1',
+            dip,
+            ilpip: null,
+            ilpipEnabled: false,
+          },
+        ]),
       onEvents: (fn) => {
         emit = fn;
         return () => {};
@@ -460,7 +500,17 @@ describe('DNS server start', () => {
       listVms: async () => {
         if (mode === 'slow') await new Promise((ok) => setTimeout(ok, 150));
         if (mode === 'fail') throw new Error('the store is gone (on purpose)');
-        return [{ service: 'shop', name: 'web1', dip, ilpip: null, ilpipEnabled: false }];
+        return [
+          {
+            subscription: 'contoso',
+            vnet: 'shop-net',
+            service: 'shop',
+            name: 'web1',
+            dip,
+            ilpip: null,
+            ilpipEnabled: false,
+          },
+        ];
       },
       onEvents: (fn) => {
         emit = fn;

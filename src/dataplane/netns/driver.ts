@@ -12,6 +12,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { createInterface } from 'node:readline';
 import { VipdipError, type Cidr } from '../../core/index.ts';
+import { scopeQuery, unscopeReply, type DnsScope } from '../../dns/index.ts';
 import type { ProbeResult, ProbeSpec, Prober, TimeSource } from '../../lb/index.ts';
 import {
   DEFAULT_DRIVER_LIMITS,
@@ -25,9 +26,9 @@ import {
 import { nftState, renderUpdate, type NftState } from './render.ts';
 import {
   EMPTY_WORLD,
-  INTERNET_GATEWAY,
   INTERNET_IF,
   createWorld,
+  dnsListeners,
   netnsEtcDir,
   execWorld,
   inNetns,
@@ -91,6 +92,8 @@ export class NetnsDriver implements DataPlaneDriver {
   private closed = false;
   private helper: ProbeHelper | undefined;
   private dns: WorldDnsTarget | undefined;
+  /** The helper's DNS listeners and who asks through each: the scope a query is relayed with. */
+  private dnsScopes = new Map<string, DnsScope>();
   /** Slots written by the last nft update, and the time it took: for tests and the benchmark. */
   lastUpdate = { elements: 0, ms: 0 };
 
@@ -156,6 +159,7 @@ export class NetnsDriver implements DataPlaneDriver {
         snat: desired.snat,
         vnets: [...next.vnets.values()].map((v) => ({ subscription: v.subscription, bridge: v.bridge })),
         internetIf: INTERNET_IF,
+        dnsListeners: [...dnsListeners(next).keys()],
         tableSize: this.limits.tableSize,
         timeScale: this.opts.time !== undefined ? this.opts.time.wallMs(1_000_000) / 1_000_000 : 1,
       },
@@ -211,14 +215,14 @@ export class NetnsDriver implements DataPlaneDriver {
 
   /** The world addresses DNS answers on: the gateways of the VNets, and the internet link's. */
   dnsAddresses(): string[] {
-    const out = new Set<string>([INTERNET_GATEWAY]);
-    for (const v of this.world.vnets.values()) for (const g of v.gateways) out.add(g.split('/')[0]!);
-    return [...out].sort();
+    return [...dnsListeners(this.world).keys()].sort();
   }
 
   private dnsListen(): void {
     if (this.dns === undefined || this.closed) return;
-    this.worldHelper()?.listen(this.dnsAddresses());
+    // The scopes change before the listeners do: a new listener's first query finds its scope.
+    this.dnsScopes = dnsListeners(this.world);
+    this.worldHelper()?.listen([...this.dnsScopes.keys()].sort());
   }
 
   /** Writes the resolv.conf of new VM namespaces (when DNS is served) and removes those of gone ones. */
@@ -240,19 +244,29 @@ export class NetnsDriver implements DataPlaneDriver {
     await Promise.all(Array.from({ length: 16 }, worker));
   }
 
-  /** Relays one query from the world to vipdip's DNS server, over the transport it came on. */
-  private relayDns(data: Buffer, tcp: boolean): Promise<Buffer | undefined> {
+  /**
+   * Relays one query that arrived on the listener `at` to vipdip's DNS server, over the transport it
+   * came on, with the scope of that listener (dns/scope.ts): a VM sees its own VNet's internal names
+   * only, the internet namespace none. A query from a listener that is no more, or one the relay
+   * cannot parse to scope, is dropped: unscoped, it would see every name.
+   */
+  private async relayDns(data: Buffer, tcp: boolean, at: string): Promise<Buffer | undefined> {
     const dns = this.dns;
-    if (dns === undefined) return Promise.resolve(undefined);
-    return tcp ? relayTcp(dns, data) : relayUdp(dns, data);
+    const scope = this.dnsScopes.get(at);
+    if (dns === undefined || scope === undefined) return undefined;
+    const scoped = scopeQuery(data, scope);
+    if (scoped === undefined) return undefined;
+    const answer = await (tcp ? relayTcp(dns, scoped.query) : relayUdp(dns, scoped.query));
+    return answer !== undefined && scoped.addedOpt ? unscopeReply(answer) : answer;
   }
 
   private worldHelper(): ProbeHelper | undefined {
     const cmd = this.opts.proberCommand;
     if (cmd === undefined || this.closed) return undefined;
     if (this.helper === undefined || this.helper.dead) {
-      this.helper = new ProbeHelper(['netns', 'exec', this.names.world, cmd.command, ...cmd.args], (d, tcp) =>
-        this.relayDns(d, tcp),
+      this.helper = new ProbeHelper(
+        ['netns', 'exec', this.names.world, cmd.command, ...cmd.args],
+        (d, tcp, at) => this.relayDns(d, tcp, at),
       );
       // A helper started again listens where the last one did.
       if (this.dns !== undefined) this.helper.listen(this.dnsAddresses());
@@ -343,7 +357,7 @@ class ProbeHelper {
 
   constructor(
     args: string[],
-    private readonly onDns: (data: Buffer, tcp: boolean) => Promise<Buffer | undefined>,
+    private readonly onDns: (data: Buffer, tcp: boolean, at: string) => Promise<Buffer | undefined>,
   ) {
     this.child = spawn('ip', args, { stdio: ['pipe', 'pipe', 'inherit'] });
     this.child.on('exit', () => {
@@ -363,10 +377,11 @@ class ProbeHelper {
           dns?: number;
           tcp?: boolean;
           data?: string;
+          at?: string;
         };
-        if (typeof r.dns === 'number' && typeof r.data === 'string') {
+        if (typeof r.dns === 'number' && typeof r.data === 'string' && typeof r.at === 'string') {
           const id = r.dns;
-          void this.onDns(Buffer.from(r.data, 'base64'), r.tcp === true).then((answer) => {
+          void this.onDns(Buffer.from(r.data, 'base64'), r.tcp === true, r.at).then((answer) => {
             if (answer !== undefined && !this.dead)
               this.child.stdin!.write(`${JSON.stringify({ dns: id, data: answer.toString('base64') })}\n`);
           });

@@ -7,9 +7,10 @@
  *   start; the probe is lb/'s, so health means the same in every driver.
  * * DNS inside the world: `{listen: [address, …]}` makes it listen on UDP and TCP port 53 of exactly
  *   those world addresses (the VNets' gateways and the internet link's), closing the others. Each
- *   query goes out as `{dns, tcp, data}` (base64 of the message) and its answer comes back as
- *   `{dns, data}`; the driver relays it to vipdip's own DNS server in the root namespace, so VMs and
- *   the internet namespace get the same answers as the host, from the same zone table.
+ *   query goes out as `{dns, tcp, data, at}` (base64 of the message, and the listener address it
+ *   arrived on) and its answer comes back as `{dns, data}`; the driver relays it to vipdip's own DNS
+ *   server in the root namespace, scoped by `at` to who asks (a VNet's VMs, or the internet), from
+ *   the same zone table as the host's answers.
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { createServer, type Server, type Socket as TcpSocket } from 'node:net';
@@ -41,7 +42,7 @@ export async function runProbeHelper(): Promise<void> {
   const waiting = new Map<number, (data: Buffer) => void>();
   let nextQuery = 1;
 
-  const relay = (data: Buffer, tcp: boolean): Promise<Buffer | undefined> =>
+  const relay = (data: Buffer, tcp: boolean, at: string): Promise<Buffer | undefined> =>
     new Promise((resolve) => {
       const id = nextQuery++;
       const guard = setTimeout(() => {
@@ -53,10 +54,10 @@ export async function runProbeHelper(): Promise<void> {
         waiting.delete(id);
         resolve(answer);
       });
-      send({ dns: id, tcp, data: data.toString('base64') });
+      send({ dns: id, tcp, at, data: data.toString('base64') });
     });
 
-  const serveTcp = (conn: TcpSocket) => {
+  const serveTcp = (at: string, conn: TcpSocket) => {
     let buf = Buffer.alloc(0);
     conn.setTimeout(TCP_IDLE_MS, () => conn.destroy());
     conn.on('error', () => {});
@@ -69,7 +70,7 @@ export async function runProbeHelper(): Promise<void> {
       while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
         const msg = buf.subarray(2, 2 + buf.readUInt16BE(0));
         buf = buf.subarray(2 + msg.length);
-        void relay(Buffer.from(msg), true).then((answer) => {
+        void relay(Buffer.from(msg), true, at).then((answer) => {
           if (answer === undefined || conn.destroyed) return;
           const len = Buffer.alloc(2);
           len.writeUInt16BE(answer.length);
@@ -82,11 +83,11 @@ export async function runProbeHelper(): Promise<void> {
   const listen = async (address: string): Promise<void> => {
     const udp = createSocket('udp4');
     udp.on('message', (msg, rinfo) => {
-      void relay(msg, false).then((answer) => {
+      void relay(msg, false, address).then((answer) => {
         if (answer !== undefined) udp.send(answer, rinfo.port, rinfo.address, () => {});
       });
     });
-    const tcp = createServer(serveTcp);
+    const tcp = createServer((conn) => serveTcp(address, conn));
     try {
       await new Promise<void>((resolve, reject) => {
         udp.once('error', reject);

@@ -64,6 +64,7 @@ function sampleInput(backends: DesiredBackend[], tableSize = 7): NftInput {
       { subscription: 's1', bridge: 'vdx-b2' },
     ],
     internetIf: 'vdx-inet',
+    dnsListeners: ['198.18.255.1', '10.2.0.1', '10.1.0.1'],
     tableSize,
   };
 }

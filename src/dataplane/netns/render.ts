@@ -28,6 +28,9 @@
  * * Isolation: the forward chain drops by default; it passes replies, DNATed flows (VIPs are the
  *   only way between subscriptions), and routed traffic between bridges of one subscription or from a
  *   bridge to the internet.
+ * * DNS listeners: a query to a listener's address (a gateway, the internet link's end) must come in
+ *   on the interface that holds it (`fib daddr . iif type local`). Without this a VM could ask another
+ *   VNet's gateway, which the world delivers locally (input, not forward), and get that VNet's scope.
  */
 import { parseIpv4 } from '../../core/index.ts';
 import { FLOW_HASH_SEED, NFT_FLOW_FIELDS, buildMaglevTable, murmur3Text } from '../../lb/index.ts';
@@ -50,6 +53,8 @@ export interface NftInput {
   readonly internetIf: string;
   /** Maglev table size, a prime (65537 by default). */
   readonly tableSize: number;
+  /** The world addresses DNS listens on, each reachable only from its own interface. */
+  readonly dnsListeners?: readonly string[];
   /** Wall-clock milliseconds per model millisecond (the time scale; 1 by default): idle timeouts are in model time. */
   readonly timeScale?: number;
 }
@@ -267,6 +272,20 @@ export function nftState(input: NftInput, prev?: NftState): NftState {
       'ct state established,related accept',
       'ct status dnat accept',
       'iifname . oifname @fwd_paths accept',
+    ],
+  });
+
+  collections.set('dns_listeners', {
+    kind: 'set',
+    type: 'ipv4_addr',
+    elements: new Map(
+      [...(input.dnsListeners ?? [])].sort((a, b) => parseIpv4(a) - parseIpv4(b)).map((a) => [a, '']),
+    ),
+  });
+  chains.set('dns_hook', {
+    hook: 'type filter hook input priority 0; policy accept;',
+    rules: [
+      'meta l4proto { tcp, udp } th dport 53 ip daddr @dns_listeners fib daddr . iif type != local drop',
     ],
   });
   return { chains, collections, objects };

@@ -5,6 +5,7 @@ import {
   EMPTY_WORLD,
   routableVnets,
   bridgeName,
+  dnsListeners,
   planWorld,
   vethName,
   vmNamespace,
@@ -118,5 +119,25 @@ describe('the netns world plan', () => {
     );
     assert.match(r.refused[0]!.error, /overlaps 10\.1\.0\.0\/24 of s1\/net/);
     assert.match(r.refused[1]!.error, /the internet link/);
+  });
+
+  test('DNS listeners: each gateway answers for its VNet, the internet link for the internet', () => {
+    const w = worldSpec(
+      P,
+      [vm('web1', '10.1.0.4'), { ...vm('db1', '10.2.0.4', 's1/other', '10.2.0.0/16'), key: 's1/web/db1' }],
+      [
+        ...vnets,
+        { key: 's2/blog', subscription: 's2', name: 'blog', subnets: ['10.3.1.0/24', '10.3.2.0/24'] },
+      ],
+      [],
+    );
+    assert.deepEqual(Object.fromEntries(dnsListeners(w)), {
+      '198.18.255.1': { kind: 'internet' },
+      '10.1.0.1': { kind: 'vnet', vnet: 's1/net' },
+      '10.2.0.1': { kind: 'vnet', vnet: 's1/other' },
+      '10.3.1.1': { kind: 'vnet', vnet: 's2/blog' },
+      '10.3.2.1': { kind: 'vnet', vnet: 's2/blog' },
+    });
+    assert.deepEqual(Object.fromEntries(dnsListeners(EMPTY_WORLD)), { '198.18.255.1': { kind: 'internet' } });
   });
 });

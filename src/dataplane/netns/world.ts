@@ -12,6 +12,7 @@
 import { execFile, spawnSync } from 'node:child_process';
 import { readdir, rm, stat } from 'node:fs/promises';
 import { cidrsOverlap, formatIpv4, ipv4, parseCidr } from '../../core/index.ts';
+import type { DnsScope } from '../../dns/index.ts';
 import { murmur3Text } from '../../lb/index.ts';
 import type { DesiredVm, DesiredVnet } from '../driver.ts';
 
@@ -145,6 +146,19 @@ export function worldSpec(
     });
   }
   return { vnets: vn, vms: out, publicAddresses: new Set(publicAddresses) };
+}
+
+/**
+ * Who asks through each DNS listener of the world, by the listener's identity (its world address):
+ * a VNet's gateways answer for that VNet, the internet link's end for the internet. A query is only
+ * ever relayed with the scope of the listener it arrived on; the world's input rules (render.ts)
+ * keep a VM from reaching another VNet's gateway, so the address it asked is where it sits.
+ */
+export function dnsListeners(world: WorldSpec): Map<string, DnsScope> {
+  const out = new Map<string, DnsScope>([[INTERNET_GATEWAY, { kind: 'internet' }]]);
+  for (const v of world.vnets.values())
+    for (const g of v.gateways) out.set(g.split('/')[0]!, { kind: 'vnet', vnet: v.key });
+  return out;
 }
 
 export const EMPTY_WORLD: WorldSpec = { vnets: new Map(), vms: new Map(), publicAddresses: new Set() };
