@@ -1,11 +1,21 @@
 /**
  * The control plane over HTTP, for a standalone agent (`vipdip agent --control URL`): snapshots from
- * GET /v1/services and /v1/vms, changes from the event stream (GET /v1/events/stream, resumed with
+ * GET /v1/services and /v1/vms (and /v1/images and /v1/vnets, read again only after an event changed
+ * one or the stream reconnected), changes from the event stream (GET /v1/events/stream, resumed with
  * Last-Event-ID after any disconnect, so no change is missed), reports by PUT /v1/agents/:name/report.
- * It needs the operator token: an agent serves every subscription's VMs on its hosts.
+ * It needs the operator token: an agent serves every subscription's VMs on its hosts, and the
+ * operator's GET /v1/vnets lists every subscription's VNets with their subnets' CIDRs, which the
+ * netns driver builds bridges and VM namespaces from: the snapshot is the in-process source's.
  */
 import { SseParser } from '../core/index.ts';
-import type { EventView, ImageView, ServiceView, VmView } from '../lifecycle/index.ts';
+import {
+  eventKind,
+  type EventView,
+  type ImageView,
+  type ServiceView,
+  type VmView,
+  type VnetView,
+} from '../lifecycle/index.ts';
 import type { ControlSnapshot } from './desired.ts';
 import type { AgentReport } from './report.ts';
 import { affectsDataPlane, type ControlSource } from './source.ts';
@@ -32,18 +42,44 @@ export class RemoteSource implements ControlSource {
   lastSeq = 0;
   /** Connections made to the event stream, for tests and status. */
   connections = 0;
+  /**
+   * Images and VNets change seldom and a VM's change needs neither: they are read whole, but only
+   * when an event of theirs came or the stream (re)connected (a change may have been missed), so
+   * an event costs no listing of them.
+   */
+  private images: readonly ImageView[] = [];
+  private vnets: readonly VnetView[] = [];
+  private imagesDirty = true;
+  private vnetsDirty = true;
+  /** Listings of /v1/vnets made, for tests. */
+  vnetReads = 0;
 
   constructor(private readonly opts: RemoteSourceOptions) {
     this.url = opts.url.replace(/\/+$/, '');
   }
 
   async snapshot(): Promise<ControlSnapshot> {
-    const [services, vms, images] = await Promise.all([
-      this.get<ServiceView[]>('/v1/services'),
-      this.get<VmView[]>('/v1/vms'),
-      this.get<ImageView[]>('/v1/images'),
-    ]);
-    return { services, vms, images };
+    // Cleared before the read: an event that lands during it marks them again, to be read next time.
+    const readImages = this.imagesDirty;
+    const readVnets = this.vnetsDirty;
+    this.imagesDirty = false;
+    this.vnetsDirty = false;
+    try {
+      const [services, vms, images, vnets] = await Promise.all([
+        this.get<ServiceView[]>('/v1/services'),
+        this.get<VmView[]>('/v1/vms'),
+        readImages ? this.get<ImageView[]>('/v1/images') : this.images,
+        readVnets ? this.get<VnetView[]>('/v1/vnets') : this.vnets,
+      ]);
+      if (readVnets) this.vnetReads++;
+      this.images = images;
+      this.vnets = vnets;
+      return { services, vms, images, vnets };
+    } catch (e) {
+      this.imagesDirty ||= readImages;
+      this.vnetsDirty ||= readVnets;
+      throw e;
+    }
   }
 
   /**
@@ -107,6 +143,8 @@ export class RemoteSource implements ControlSource {
         if (!res.ok || res.body === null) throw new Error(`the event stream answered HTTP ${res.status}`);
         this.connections++;
         retryMs = RECONNECT_FIRST_MS;
+        this.imagesDirty = true;
+        this.vnetsDirty = true;
         onChange();
         const parser = new SseParser();
         const decoder = new TextDecoder();
@@ -118,6 +156,9 @@ export class RemoteSource implements ControlSource {
             const e = JSON.parse(m.data) as EventView;
             if (typeof e.seq !== 'number' || e.seq <= this.lastSeq) continue;
             this.lastSeq = e.seq;
+            const kind = eventKind(e.type);
+            if (kind === 'image') this.imagesDirty = true;
+            if (kind === 'vnet') this.vnetsDirty = true;
             changed ||= affectsDataPlane(e.type);
           }
           if (changed) onChange();
