@@ -209,3 +209,30 @@ test('a standalone netns agent: VIP and ILPIP answer through its world, a DIP ch
   await third.exited;
   assert.deepEqual(await namespaces(), []);
 });
+
+test('netns agent and client flags that cannot work: one line and a non-zero exit, no stack trace', () => {
+  const run = (args: string[]) =>
+    spawnSync(process.execPath, [BIN, ...args], {
+      encoding: 'utf8',
+      env: { ...process.env, VIPDIP_TOKEN: 'x', VIPDIP_URL: '' },
+      timeout: 20_000,
+    });
+  for (const [args, message] of [
+    [
+      ['agent', '--driver', 'netns', '--no-lb', '--control', 'http://127.0.0.1:9'],
+      /--no-lb: a netns agent runs a whole world/,
+    ],
+    [
+      ['agent', '--driver', 'netns', '--host', 'h1', '--control', 'http://127.0.0.1:9'],
+      /--host: a netns agent runs a whole world/,
+    ],
+    [['client', '--agent', 'a', '--', 'true'], /--agent needs --control URL/],
+    [['client', '--control', 'http://127.0.0.1:9', '--', 'true'], /--control goes with --agent NAME/],
+    [['client', '--agent', 'a', '--control', 'nope', '--', 'true'], /--control nope: expected an http/],
+  ] as const) {
+    const r = run([...args]);
+    assert.equal(r.status, 2, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
+    assert.match(r.stderr, message);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  }
+});
