@@ -213,3 +213,122 @@ test('after changes to VNets and VMs, the remote source follows on the stream an
     await close();
   }
 });
+
+test('through any sequence of changes, the remote source’s snapshot kept per event gives the in-process desired state', async () => {
+  const { local, remote, close } = sources();
+  const unsubscribe = remote.subscribe(() => {});
+  const scope = scopes['every host, with the load balancer']!;
+  const cloud = tc.cloud;
+  try {
+    await eventually('the stream connects', () => remote.connections === 1, 10_000, 20);
+    const steps: (() => Promise<unknown>)[] = [
+      () => cloud.createVm('shop', { name: 'x1', subnet: 'front' }),
+      () => cloud.createVm('api', { name: 'x2', subnet: 'back', ilpip: true }),
+      () => cloud.createService('contoso', { name: 'extra', vnet: 'shop-net' }),
+      () => cloud.createVm('extra', { name: 'e1', subnet: 'back', staticDip: '10.16.2.77' }),
+      () => cloud.vmOperation({ service: 'shop', vm: 'x1' }, 'deallocate'),
+      () => cloud.createReservedIp('contoso', 'ip2'),
+      () => cloud.associateReservedIp('contoso', 'ip2', 'extra'),
+      () => cloud.vmOperation({ service: 'api', vm: 'x2' }, 'redeploy'),
+      () => cloud.maintenance({ rack: 'rack1' }),
+      () => cloud.updateVm({ service: 'api', vm: 'x2' }, { ilpip: false }),
+      () => cloud.disassociateReservedIp('contoso', 'ip2'),
+      () => cloud.vmOperation({ service: 'shop', vm: 'x1' }, 'start'),
+      () => cloud.vmOperation({ service: 'extra', vm: 'e1' }, 'delete'),
+      () => cloud.deleteService('extra'),
+      () => cloud.createImage('web', { command: 'exec true', env: { A: '1' } }),
+      () => cloud.updateVm({ service: 'shop', vm: 'x1' }, { workload: 'web' }),
+      () => cloud.updateImage('web', { command: 'exec false' }),
+      () => cloud.addSubnet('contoso', 'shop-net', { name: 'more', cidr: '10.16.8.0/24' }),
+      () => cloud.createVm('shop', { name: 'x3', subnet: 'more' }),
+      () => cloud.vmOperation({ service: 'shop', vm: 'x3' }, 'delete'),
+      () => cloud.deleteSubnet('contoso', 'shop-net', 'more'),
+    ];
+    const connections = remote.connections;
+    for (const [i, step] of steps.entries()) {
+      await step();
+      const want = desiredState(await local.snapshot(), scope);
+      await eventually(
+        `after step ${i}`,
+        async () => {
+          assert.deepEqual(desiredState(await remote.snapshot(), scope), want);
+          return true;
+        },
+        10_000,
+        20,
+      );
+    }
+    // Kept per event all along: no reconnect made it read everything again.
+    assert.equal(remote.connections, connections);
+  } finally {
+    unsubscribe();
+    await close();
+  }
+});
+
+/** Resources the remote source receives for one snapshot after one VM is deallocated, in a cloud of `vms` VMs. */
+async function readsPerChange(vms: number): Promise<number> {
+  const t = await makeCloud({ pools: ['198.18.0.0/24'] });
+  const tokens = new Tokens(t.store);
+  const server = await buildServer({ cloud: t.cloud, tokens, registry });
+  const remote = new RemoteSource({
+    url: await server.listen({ host: '127.0.0.1', port: 0 }),
+    token: await tokens.create('op', null),
+    agent: 'cost',
+  });
+  let changes = 0;
+  const unsubscribe = remote.subscribe(() => changes++);
+  try {
+    await applyTopology(
+      t.cloud,
+      parseTopology({
+        subscriptions: [
+          {
+            name: 's',
+            virtualNetworks: [
+              { name: 'n', addressSpace: ['10.0.0.0/16'], subnets: [{ name: 'a', cidr: '10.0.0.0/22' }] },
+            ],
+            cloudServices: Array.from({ length: vms / 4 }, (_, s) => ({
+              name: `s${s}`,
+              vnet: 'n',
+              vms: Array.from({ length: 4 }, (_, v) => ({
+                name: `v${v}`,
+                subnet: 'a',
+                endpoints: [http({ lbSet: 'web' })],
+              })),
+            })),
+          },
+        ],
+      }),
+      { operator: true },
+    );
+    await eventually('the stream connects', () => remote.connections === 1, 10_000, 20);
+    // The apply's events arrive, then a full read (after the connect) settles the snapshot.
+    await eventually(
+      'the snapshot holds every VM',
+      async () =>
+        (await remote.snapshot()).vms.length === vms && (await remote.snapshot()).vms.length === vms,
+      10_000,
+      20,
+    );
+    const seen = changes;
+    await t.cloud.vmOperation({ service: 's0', vm: 'v0' }, 'deallocate');
+    await eventually('the change arrives', () => changes > seen, 10_000, 20);
+    const before = remote.resourcesRead;
+    const snap = await remote.snapshot();
+    assert.equal(snap.vms.find((v) => v.service === 's0' && v.name === 'v0')?.state, 'deallocated');
+    return remote.resourcesRead - before;
+  } finally {
+    unsubscribe();
+    await remote.close();
+    await server.close();
+    await t.close();
+  }
+}
+
+test('a remote snapshot after one change reads as few resources at 200 VMs as at 16', async () => {
+  const small = await readsPerChange(16);
+  const large = await readsPerChange(200);
+  assert.ok(small > 0, 'the changed VM is read again');
+  assert.equal(large, small);
+});
