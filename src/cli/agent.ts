@@ -22,7 +22,9 @@ import {
 } from '../agent/index.ts';
 import { agentWorldPrefix, createDriver, NetnsDriver } from '../dataplane/index.ts';
 import { scaledTime } from '../lb/index.ts';
+import { DEFAULT_INTERNAL_ZONE } from '../lifecycle/index.ts';
 import { resolveConnection } from './client.ts';
+import { parseListen } from './control-plane.ts';
 import { CliError, UsageError } from './errors.ts';
 import { parseTimeScale, VIPDIP_BIN } from './up-options.ts';
 
@@ -34,6 +36,8 @@ interface AgentCliOptions {
   lb: boolean;
   state?: string;
   timeScale: string;
+  dns?: string;
+  internalZone: string;
 }
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -54,6 +58,11 @@ export function registerAgent(program: Command): void {
     .option('--no-lb', 'run workloads only, not the load balancer (listeners and probes)')
     .option('--state <dir>', 'a state directory whose operator.token to use without VIPDIP_TOKEN')
     .option('--time-scale <factor>', 'run probe, idle and report intervals this many times real time', '1')
+    .option(
+      '--dns <host:port>',
+      "with --driver netns: answer DNS in the world, relayed to this server (the control plane's --dns)",
+    )
+    .option('--internal-zone <name>', "with --dns: the VMs' search domain", DEFAULT_INTERNAL_ZONE)
     .action(async (opts: AgentCliOptions) => {
       const scale = parseTimeScale(opts.timeScale);
       let url: URL;
@@ -82,6 +91,9 @@ export function registerAgent(program: Command): void {
           `--driver netns ${opts.lb ? '--host' : '--no-lb'}: a netns agent runs a whole world of its own, every host and the load balancer`,
         );
       }
+      if (opts.dns !== undefined && !netns) throw new UsageError('--dns goes with --driver netns');
+      const dns = opts.dns === undefined ? undefined : parseListen(opts.dns, '--dns');
+      if (dns?.port === 0) throw new UsageError(`--dns ${opts.dns}: the DNS server's port, not 0`);
       const driver = createDriver(opts.driver, {
         time,
         prefix: agentWorldPrefix(conn.url, name),
@@ -125,6 +137,15 @@ export function registerAgent(program: Command): void {
           log: (l) => process.stderr.write(`vipdip agent ${name}: ${l}\n`),
         },
       });
+      if (dns !== undefined && driver instanceof NetnsDriver) {
+        // The world's gateways answer DNS for its VMs, relayed over loopback to the control plane's server.
+        try {
+          await driver.serveDns({ address: dns.host, port: dns.port, searchZone: opts.internalZone });
+        } catch (e) {
+          await driver.close();
+          throw e;
+        }
+      }
       await agent.start();
       process.stdout.write(
         `vipdip agent ${name} is up: control plane ${conn.url}, driver ${driver.name}, ` +

@@ -13,6 +13,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { test } from 'node:test';
 import {
   agentWorldPrefix,
+  INTERNET_GATEWAY,
   namespacesWithPrefix,
   removeWorld,
   vmNamespace,
@@ -65,9 +66,20 @@ test('a standalone netns agent: VIP and ILPIP answer through its world, a DIP ch
   });
 
   const srv = (held.srv = await startServer({
-    args: ['--driver', 'none', '--time-scale', SCALE, '--public-pool', '198.18.77.0/24'],
+    args: [
+      '--driver',
+      'none',
+      '--time-scale',
+      SCALE,
+      '--public-pool',
+      '198.18.77.0/24',
+      '--dns',
+      '127.0.0.1:0',
+    ],
   }));
   const control = srv.url;
+  const dnsPort = /DNS on 127\.0\.0\.1:(\d+)/.exec(srv.output())?.[1];
+  assert.ok(dnsPort !== undefined, srv.output());
   const prefix = (held.prefix = agentWorldPrefix(control, name));
   const ok = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
     const r = await call(srv, srv.operatorToken, method, path, body);
@@ -82,7 +94,20 @@ test('a standalone netns agent: VIP and ILPIP answer through its world, a DIP ch
   const startAgent = async () => {
     const proc = spawn(
       process.execPath,
-      [BIN, 'agent', '--control', control, '--driver', 'netns', '--name', name, '--time-scale', SCALE],
+      [
+        BIN,
+        'agent',
+        '--control',
+        control,
+        '--driver',
+        'netns',
+        '--name',
+        name,
+        '--time-scale',
+        SCALE,
+        '--dns',
+        `127.0.0.1:${dnsPort}`,
+      ],
       {
         env: { ...process.env, VIPDIP_TOKEN: srv.operatorToken },
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -166,6 +191,51 @@ test('a standalone netns agent: VIP and ILPIP answer through its world, a DIP ch
   assert.ok(web2.ilpip !== null);
   assert.equal(curl(`http://${web2.ilpip}:8000/`), 'web2', 'the ILPIP leads to its own VM');
   assert.equal(dipOf('web1'), (await vms()).get('web1')!.dip);
+
+  // DNS in the agent's world, relayed to the control plane's server: a VM resolves the service's name
+  // to its VIP and another VM's internal name (through its search domain) to its DIP, as does the
+  // internet namespace through its link's world end.
+  const hasDig = spawnSync('dig', ['-v'], { stdio: 'ignore' }).error === undefined;
+  if (!hasDig && process.env.VIPDIP_REQUIRE_NETNS)
+    throw new Error('the netns agent test needs dig (dnsutils)');
+  if (!hasDig) t.diagnostic('the DNS part is skipped: it needs dig (dnsutils)');
+  else {
+    const dig = (ns: string, qname: string, server?: string) => {
+      const r = spawnSync(
+        'ip',
+        [
+          'netns',
+          'exec',
+          ns,
+          'dig',
+          '+short',
+          '+time=1',
+          '+tries=1',
+          ...(server ? [`@${server}`] : []),
+          qname,
+        ],
+        { encoding: 'utf8', timeout: 10_000 },
+      );
+      return r.stdout.trim();
+    };
+    const web1Ns = vmNamespace(prefix, 'edge-web/web1');
+    await eventually(
+      'a VM resolves the VIP by name',
+      () => dig(web1Ns, 'edge-web.cloudapp.vipdip.test') === vip,
+      20_000,
+      200,
+    );
+    assert.equal(dig(web1Ns, 'web2.edge-web.internal.vipdip.test'), web2.dip);
+    const short = spawnSync('ip', ['netns', 'exec', web1Ns, 'getent', 'hosts', 'web2.edge-web'], {
+      encoding: 'utf8',
+    });
+    assert.match(
+      short.stdout,
+      new RegExp(`^${web2.dip?.replace(/\./g, '\\.')}\\s`),
+      short.stdout + short.stderr,
+    );
+    assert.equal(dig(`${prefix}-inet`, 'edge-web.cloudapp.vipdip.test', INTERNET_GATEWAY), vip);
+  }
 
   // Deallocate: web1 leaves rotation and its namespace goes; start: it comes back on the DIP it got.
   await ok('POST', '/v1/services/edge-web/vms/web1/deallocate');
