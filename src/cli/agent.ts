@@ -92,7 +92,12 @@ export function registerAgent(program: Command): void {
         );
       }
       if (opts.dns !== undefined && !netns) throw new UsageError('--dns goes with --driver netns');
-      const dns = opts.dns === undefined ? undefined : parseListen(opts.dns, '--dns');
+      let dns: { host: string; port: number } | undefined;
+      try {
+        dns = opts.dns === undefined ? undefined : parseListen(opts.dns, '--dns');
+      } catch {
+        throw new UsageError(`--dns ${opts.dns}: expected HOST:PORT, such as 127.0.0.1:5353`);
+      }
       if (dns?.port === 0) throw new UsageError(`--dns ${opts.dns}: the DNS server's port, not 0`);
       const driver = createDriver(opts.driver, {
         time,
@@ -138,7 +143,7 @@ export function registerAgent(program: Command): void {
         },
       });
       if (dns !== undefined && driver instanceof NetnsDriver) {
-        // The world's gateways answer DNS for its VMs, relayed over loopback to the control plane's server.
+        // The world's gateways answer DNS for its VMs, relayed to the control plane's server.
         try {
           await driver.serveDns({ address: dns.host, port: dns.port, searchZone: opts.internalZone });
         } catch (e) {

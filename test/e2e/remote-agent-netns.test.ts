@@ -296,6 +296,11 @@ test('netns agent and client flags that cannot work: one line and a non-zero exi
       ['agent', '--driver', 'netns', '--host', 'h1', '--control', 'http://127.0.0.1:9'],
       /--host: a netns agent runs a whole world/,
     ],
+    [['agent', '--dns', '127.0.0.1:53', '--control', 'http://127.0.0.1:9'], /--dns goes with --driver netns/],
+    [
+      ['agent', '--driver', 'netns', '--dns', 'nope', '--control', 'http://127.0.0.1:9'],
+      /--dns nope: expected HOST:PORT/,
+    ],
     [['client', '--agent', 'a', '--', 'true'], /--agent needs --control URL/],
     [['client', '--control', 'http://127.0.0.1:9', '--', 'true'], /--control goes with --agent NAME/],
     [['client', '--agent', 'a', '--control', 'nope', '--', 'true'], /--control nope: expected an http/],
