@@ -1,14 +1,28 @@
 /**
- * The control plane over HTTP, for a standalone agent (`vipdip agent --control URL`): snapshots from
- * GET /v1/services and /v1/vms, changes from the event stream (GET /v1/events/stream, resumed with
- * Last-Event-ID after any disconnect, so no change is missed), reports by PUT /v1/agents/:name/report.
- * It needs the operator token: an agent serves every subscription's VMs on its hosts.
+ * The control plane over HTTP, for a standalone agent (`vipdip agent --control URL`): changes from
+ * the event stream (GET /v1/events/stream, resumed with Last-Event-ID after any disconnect, so no
+ * change is missed), reports by PUT /v1/agents/:name/report. The snapshot is kept per change as the
+ * in-process source keeps it (source.ts): a full read (GET /v1/services, /v1/vms, /v1/images,
+ * /v1/vnets) at start, after every (re)connect of the stream, on a gap in the event sequence and
+ * every FULL_RESYNC_INTERVAL_MS; in between, an event reads again only the VMs and services it names
+ * (GET /v1/services/:service[/vms/:vm]), and the images or VNets only when it is one of theirs. So a
+ * change costs the same few requests however large the cloud.
+ * It needs the operator token: an agent serves every subscription's VMs on its hosts, and the
+ * operator's GET /v1/vnets lists every subscription's VNets with their subnets' CIDRs, which the
+ * netns driver builds bridges and VM namespaces from: the snapshot is the in-process source's.
  */
 import { SseParser } from '../core/index.ts';
-import type { EventView, ImageView, ServiceView, VmView } from '../lifecycle/index.ts';
+import {
+  eventKind,
+  type EventView,
+  type ImageView,
+  type ServiceView,
+  type VmView,
+  type VnetView,
+} from '../lifecycle/index.ts';
 import type { ControlSnapshot } from './desired.ts';
 import type { AgentReport } from './report.ts';
-import { affectsDataPlane, type ControlSource } from './source.ts';
+import { affectsDataPlane, touchedBy, type ControlSource } from './source.ts';
 
 /** The server sends a comment every 15 s; three missed ones mean the connection is dead. */
 const STREAM_STALL_MS = 45_000;
@@ -16,6 +30,15 @@ const RECONNECT_FIRST_MS = 250;
 const RECONNECT_MAX_MS = 5000;
 const REQUEST_TIMEOUT_MS = 30_000;
 const EVENTS_PAGE = 1000;
+/** However well the stream is followed, the whole state is read again this often (as in-process). */
+const FULL_RESYNC_INTERVAL_MS = 60_000;
+/**
+ * More resources to read again than this (a large apply just committed), and one full read costs less
+ * than a request per resource.
+ */
+const CHANGED_READS_MAX = 64;
+/** Requests in flight while reading changed resources again. */
+const CHANGED_READS_PARALLEL = 8;
 
 export interface RemoteSourceOptions {
   url: string;
@@ -32,18 +55,117 @@ export class RemoteSource implements ControlSource {
   lastSeq = 0;
   /** Connections made to the event stream, for tests and status. */
   connections = 0;
+  /** The snapshot, kept per change: VMs by `service/vm`, services by name. */
+  private services = new Map<string, ServiceView>();
+  private vms = new Map<string, VmView>();
+  private dirtyServices = new Set<string>();
+  private dirtyVms = new Set<string>();
+  /**
+   * Images and VNets change seldom and a VM's change needs neither: they are read whole, but only
+   * when an event of theirs came or on a full read.
+   */
+  private images: readonly ImageView[] = [];
+  private vnets: readonly VnetView[] = [];
+  private imagesDirty = true;
+  private vnetsDirty = true;
+  private full = true;
+  private lastFullMs = 0;
+  /** Resources (services, VMs, images, VNets) received for snapshots, and listings of /v1/vnets: for tests. */
+  resourcesRead = 0;
+  vnetReads = 0;
 
-  constructor(private readonly opts: RemoteSourceOptions) {
+  constructor(
+    private readonly opts: RemoteSourceOptions,
+    private readonly nowMs: () => number = () => performance.now(),
+  ) {
     this.url = opts.url.replace(/\/+$/, '');
   }
 
   async snapshot(): Promise<ControlSnapshot> {
-    const [services, vms, images] = await Promise.all([
-      this.get<ServiceView[]>('/v1/services'),
-      this.get<VmView[]>('/v1/vms'),
-      this.get<ImageView[]>('/v1/images'),
+    try {
+      const dirty = this.dirtyServices.size + this.dirtyVms.size;
+      if (this.full || dirty > CHANGED_READS_MAX || this.nowMs() - this.lastFullMs >= FULL_RESYNC_INTERVAL_MS)
+        await this.readAll();
+      else await this.readChanged();
+      // Cleared before the read: an event that lands during it marks them again, to be read next time.
+      if (this.imagesDirty) {
+        this.imagesDirty = false;
+        this.images = await this.read<ImageView[]>('/v1/images');
+      }
+      if (this.vnetsDirty) {
+        this.vnetsDirty = false;
+        this.vnets = await this.read<VnetView[]>('/v1/vnets');
+        this.vnetReads++;
+      }
+    } catch (e) {
+      // Whatever was half read is read again whole.
+      this.full = true;
+      throw e;
+    }
+    return {
+      services: [...this.services.values()],
+      vms: [...this.vms.values()],
+      images: this.images,
+      vnets: this.vnets,
+    };
+  }
+
+  private async readAll(): Promise<void> {
+    this.full = false;
+    this.imagesDirty = true;
+    this.vnetsDirty = true;
+    this.dirtyServices = new Set();
+    this.dirtyVms = new Set();
+    this.lastFullMs = this.nowMs();
+    const [services, vms] = await Promise.all([
+      this.read<ServiceView[]>('/v1/services'),
+      this.read<VmView[]>('/v1/vms'),
     ]);
-    return { services, vms, images };
+    this.services = new Map(services.map((s) => [s.name, s]));
+    this.vms = new Map(vms.map((v) => [`${v.service}/${v.name}`, v]));
+  }
+
+  private async readChanged(): Promise<void> {
+    const jobs: (() => Promise<void>)[] = [];
+    for (const name of this.dirtyServices) {
+      jobs.push(async () => {
+        const s = await this.readOrGone<ServiceView>(`/v1/services/${encodeURIComponent(name)}`);
+        if (s === undefined) this.services.delete(name);
+        else this.services.set(name, s);
+      });
+    }
+    for (const key of this.dirtyVms) {
+      const [service, vm] = key.split('/') as [string, string];
+      jobs.push(async () => {
+        const v = await this.readOrGone<VmView>(
+          `/v1/services/${encodeURIComponent(service)}/vms/${encodeURIComponent(vm)}`,
+        );
+        if (v === undefined) this.vms.delete(key);
+        else this.vms.set(key, v);
+      });
+    }
+    this.dirtyServices = new Set();
+    this.dirtyVms = new Set();
+    const worker = async () => {
+      for (let job = jobs.shift(); job !== undefined; job = jobs.shift()) await job();
+    };
+    await Promise.all(Array.from({ length: CHANGED_READS_PARALLEL }, worker));
+  }
+
+  private async read<T>(path: string): Promise<T> {
+    const r = await this.get<T>(path);
+    this.resourcesRead += Array.isArray(r) ? r.length : 1;
+    return r;
+  }
+
+  /** A resource deleted since its event: gone from the snapshot. */
+  private async readOrGone<T>(path: string): Promise<T | undefined> {
+    try {
+      return await this.read<T>(path);
+    } catch (e) {
+      if (e instanceof HttpStatusError && e.status === 404) return undefined;
+      throw e;
+    }
   }
 
   /**
@@ -107,6 +229,8 @@ export class RemoteSource implements ControlSource {
         if (!res.ok || res.body === null) throw new Error(`the event stream answered HTTP ${res.status}`);
         this.connections++;
         retryMs = RECONNECT_FIRST_MS;
+        // The state may have moved while the stream was down: everything is read again.
+        this.full = true;
         onChange();
         const parser = new SseParser();
         const decoder = new TextDecoder();
@@ -117,7 +241,14 @@ export class RemoteSource implements ControlSource {
             if (m.event === 'health' || m.id === undefined) continue;
             const e = JSON.parse(m.data) as EventView;
             if (typeof e.seq !== 'number' || e.seq <= this.lastSeq) continue;
+            if (e.seq !== this.lastSeq + 1) this.full = true; // a change may have been missed
             this.lastSeq = e.seq;
+            const kind = eventKind(e.type);
+            if (kind === 'image') this.imagesDirty = true;
+            if (kind === 'vnet') this.vnetsDirty = true;
+            const t = touchedBy(e);
+            for (const v of t.vms) this.dirtyVms.add(v);
+            for (const sv of t.services) this.dirtyServices.add(sv);
             changed ||= affectsDataPlane(e.type);
           }
           if (changed) onChange();
@@ -162,9 +293,18 @@ export class RemoteSource implements ControlSource {
       } catch {
         // not a problem document
       }
-      throw new Error(`${method} ${path} answered HTTP ${res.status}: ${detail}`);
+      throw new HttpStatusError(res.status, `${method} ${path} answered HTTP ${res.status}: ${detail}`);
     }
     return (text === '' ? undefined : JSON.parse(text)) as T;
+  }
+}
+
+class HttpStatusError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
   }
 }
 

@@ -5,6 +5,11 @@
  * load balancer for every VIP and ILPIP unless --no-lb, and reports health and workloads back with
  * the operator token. On one machine only one agent can run the load balancer of the local driver
  * (the listeners bind the VIPs); the others take --no-lb.
+ *
+ * With `--driver netns` (Linux, root) its VMs are real hosts in a netns world of its own, built from
+ * the VNets the API lists: the world's prefix is the agent's identity (agentWorldPrefix of the
+ * control URL and --name), so `vipdip client --agent NAME --control URL -- CMD` enters it, and a
+ * restart of the same agent removes what a killed one left behind.
  */
 import { hostname } from 'node:os';
 import type { Command } from 'commander';
@@ -15,9 +20,11 @@ import {
   RemoteSource,
   sandboxLimits,
 } from '../agent/index.ts';
-import { createDriver } from '../dataplane/index.ts';
+import { agentWorldPrefix, createDriver, NetnsDriver } from '../dataplane/index.ts';
 import { scaledTime } from '../lb/index.ts';
+import { DEFAULT_INTERNAL_ZONE } from '../lifecycle/index.ts';
 import { resolveConnection } from './client.ts';
+import { parseListen } from './control-plane.ts';
 import { CliError, UsageError } from './errors.ts';
 import { parseTimeScale, VIPDIP_BIN } from './up-options.ts';
 
@@ -29,6 +36,8 @@ interface AgentCliOptions {
   lb: boolean;
   state?: string;
   timeScale: string;
+  dns?: string;
+  internalZone: string;
 }
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -45,10 +54,15 @@ export function registerAgent(program: Command): void {
       [],
     )
     .option('--name <name>', 'the name this agent reports under (default: the machine name and its hosts)')
-    .option('--driver <name>', 'data-plane driver: local or none', 'local')
+    .option('--driver <name>', 'data-plane driver: local, netns or none', 'local')
     .option('--no-lb', 'run workloads only, not the load balancer (listeners and probes)')
     .option('--state <dir>', 'a state directory whose operator.token to use without VIPDIP_TOKEN')
     .option('--time-scale <factor>', 'run probe, idle and report intervals this many times real time', '1')
+    .option(
+      '--dns <host:port>',
+      "with --driver netns: answer DNS in the world, relayed to this server (the control plane's --dns)",
+    )
+    .option('--internal-zone <name>', "with --dns: the VMs' search domain", DEFAULT_INTERNAL_ZONE)
     .action(async (opts: AgentCliOptions) => {
       const scale = parseTimeScale(opts.timeScale);
       let url: URL;
@@ -69,13 +83,28 @@ export function registerAgent(program: Command): void {
         throw new UsageError(`--name ${name}: letters, digits, '.', '_', '+' and '-' only`);
       }
       const time = scaledTime(scale);
-      if (opts.driver === 'netns') {
-        // A remote agent's snapshot has no subnets yet (the API's VM view names them only).
+      const netns = opts.driver === 'netns';
+      if (netns && (!opts.lb || opts.host.length > 0)) {
+        // A world is one machine's whole cloud: its VIPs lead to every VM's namespace in it, and two
+        // agents' worlds never meet, so a VM whose workload another agent ran would answer nothing.
         throw new UsageError(
-          '--driver netns: run it with `vipdip up --driver netns`; a standalone agent supports local and none',
+          `--driver netns ${opts.lb ? '--host' : '--no-lb'}: a netns agent runs a whole world of its own, every host and the load balancer`,
         );
       }
-      const driver = createDriver(opts.driver, { time });
+      if (opts.dns !== undefined && !netns) throw new UsageError('--dns goes with --driver netns');
+      let dns: { host: string; port: number } | undefined;
+      try {
+        dns = opts.dns === undefined ? undefined : parseListen(opts.dns, '--dns');
+      } catch {
+        throw new UsageError(`--dns ${opts.dns}: expected HOST:PORT, such as 127.0.0.1:5353`);
+      }
+      if (dns?.port === 0) throw new UsageError(`--dns ${opts.dns}: the DNS server's port, not 0`);
+      const driver = createDriver(opts.driver, {
+        time,
+        prefix: agentWorldPrefix(conn.url, name),
+        // The prober runs inside the netns world: the built-in prober of this same vipdip.
+        proberCommand: { command: process.execPath, args: [VIPDIP_BIN, 'workload', 'netns-prober'] },
+      });
       const source = new RemoteSource({
         url: conn.url,
         token: conn.token,
@@ -113,11 +142,24 @@ export function registerAgent(program: Command): void {
           log: (l) => process.stderr.write(`vipdip agent ${name}: ${l}\n`),
         },
       });
+      if (dns !== undefined && driver instanceof NetnsDriver) {
+        // The world's gateways answer DNS for its VMs, relayed to the control plane's server.
+        try {
+          await driver.serveDns({ address: dns.host, port: dns.port, searchZone: opts.internalZone });
+        } catch (e) {
+          await driver.close();
+          throw e;
+        }
+      }
       await agent.start();
       process.stdout.write(
         `vipdip agent ${name} is up: control plane ${conn.url}, driver ${driver.name}, ` +
           `${opts.host.length > 0 ? `hosts ${opts.host.join(', ')}` : 'every host'}, ` +
           `load balancer ${opts.lb ? `on (${driver.status().listeners.length} listeners)` : 'off'}\n` +
+          (driver instanceof NetnsDriver
+            ? `  netns world ${driver.names.world}; try a VIP with ` +
+              `vipdip client --agent ${name} --control ${conn.url} -- curl http://VIP:PORT/\n`
+            : '') +
           '  Ctrl-C stops it\n',
       );
       await new Promise<void>((resolve) => {

@@ -12,6 +12,8 @@ export interface DriverOptions {
   limits?: Partial<DriverLimits>;
   /** The state directory (absolute): the netns driver names its namespaces after it. */
   stateDir?: string;
+  /** The netns driver's namespace prefix when it is not named after a state directory (agentWorldPrefix). */
+  prefix?: string;
   /** How the netns driver starts its prober inside the world. */
   proberCommand?: WorkloadCommand;
 }
@@ -24,7 +26,7 @@ export function createDriver(name: string, opts: DriverOptions = {}): DataPlaneD
       return new LocalDriver(opts);
     case 'netns':
       return new NetnsDriver({
-        prefix: worldPrefix(opts.stateDir ?? process.cwd()),
+        prefix: opts.prefix ?? worldPrefix(opts.stateDir ?? process.cwd()),
         ...(opts.limits !== undefined ? { limits: opts.limits } : {}),
         ...(opts.time !== undefined ? { time: opts.time } : {}),
         ...(opts.proberCommand !== undefined ? { proberCommand: opts.proberCommand } : {}),

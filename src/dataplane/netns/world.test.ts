@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { DesiredVm } from '../driver.ts';
 import {
+  agentWorldPrefix,
   EMPTY_WORLD,
   routableVnets,
   bridgeName,
@@ -35,6 +36,17 @@ describe('the netns world plan', () => {
     assert.ok(vmNamespace(P, 'web/web1').startsWith(`${P}-`));
     assert.ok(vmNamespace(P, 'web/web1').endsWith('-web1'));
     for (const n of [bridgeName('s1/net'), vethName('web/web1')]) assert.ok(n.length <= 15, n);
+  });
+
+  test("names: a standalone agent's prefix is its control URL and name, the same however the URL is spelled", () => {
+    const p = agentWorldPrefix('http://127.0.0.1:7480', 'edge1');
+    assert.match(p, /^vd[0-9a-z]{6}$/);
+    assert.equal(agentWorldPrefix('http://127.0.0.1:7480/', 'edge1'), p);
+    assert.equal(agentWorldPrefix('HTTP://LOCALHOST:80/', 'a'), agentWorldPrefix('http://localhost', 'a'));
+    assert.notEqual(agentWorldPrefix('http://127.0.0.1:7480', 'edge2'), p);
+    assert.notEqual(agentWorldPrefix('http://127.0.0.1:7481', 'edge1'), p);
+    assert.notEqual(worldPrefix('http://127.0.0.1:7480'), p);
+    assert.throws(() => agentWorldPrefix('not a url', 'edge1'));
   });
 
   test('from nothing: bridges with their gateways, a namespace and veth per VM, VIPs on lo', () => {

@@ -27,6 +27,18 @@ const hash = (text: string, chars: number) => murmur3Text(text).toString(36).pad
 /** `vd` + 6 characters of the state directory's hash: every namespace name of one instance starts with it. */
 export const worldPrefix = (stateDir: string): string => `vd${hash(stateDir, 6)}`;
 
+/**
+ * The prefix of a standalone agent's world (`vipdip agent --driver netns`), which has no state
+ * directory of its own: named after its identity, the control plane it follows and its name. A
+ * restart of the same agent finds and removes what a killed one left, two agents (or an agent and a
+ * `vipdip up`) never meet, and `vipdip client --agent NAME --control URL` finds it. The URL is
+ * compared as its origin and path, so `http://LOCALHOST:80/` and `http://localhost` are one.
+ */
+export const agentWorldPrefix = (controlUrl: string, agent: string): string => {
+  const u = new URL(controlUrl);
+  return worldPrefix(`agent ${u.origin}${u.pathname.replace(/\/+$/, '')} ${agent}`);
+};
+
 export interface WorldNames {
   readonly prefix: string;
   readonly world: string;
