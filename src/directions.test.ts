@@ -107,6 +107,15 @@ describe('the directions between domains', () => {
     assert.deepEqual(offending('ipam', { allowed: ['core'] }), []);
   });
 
+  test("dns/ reads the lifecycle's vocabulary and nothing else: no store, API, agent or data plane", () => {
+    assert.deepEqual(offending('dns', { allowed: ['core', 'lifecycle'] }), []);
+  });
+
+  test('dataplane/ sits below the control plane: core/, lb/ and dns/ (its relay) only', () => {
+    // The agent hands a driver its desired state as the driver's own types (dataplane/driver.ts).
+    assert.deepEqual(offending('dataplane', { allowed: ['core', 'lb', 'dns'] }), []);
+  });
+
   test('api/ imports nothing from agent/: it declares the status interface it needs', () => {
     assert.deepEqual(offending('api', { forbidden: ['agent'] }), []);
   });
