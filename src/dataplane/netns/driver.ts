@@ -8,7 +8,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { createInterface } from 'node:readline';
 import { VipdipError, type Cidr } from '../../core/index.ts';
@@ -23,6 +23,7 @@ import {
   type ReconcileResult,
   type WorkloadCommand,
 } from '../driver.ts';
+import { NftChannel } from './nft-channel.ts';
 import { nftState, renderUpdate, type NftState } from './render.ts';
 import {
   EMPTY_WORLD,
@@ -31,11 +32,9 @@ import {
   dnsListeners,
   netnsEtcDir,
   execWorld,
-  inNetns,
   planWorld,
   removeWorld,
   routableVnets,
-  run,
   vmNamespace,
   worldNames,
   worldSpec,
@@ -54,6 +53,11 @@ export interface NetnsDriverOptions {
    * answers DNS in the world. No probes and no DNS in the world without it.
    */
   proberCommand?: WorkloadCommand;
+  /**
+   * `false`: every ruleset update through a new `nft -f` process instead of the long-lived `nft -i`
+   * channel (the old path, kept for side-by-side benchmarks).
+   */
+  nftInteractive?: boolean;
 }
 
 /** vipdip's DNS server (in the root namespace), which the world's DNS relays to. */
@@ -87,15 +91,29 @@ export class NetnsDriver implements DataPlaneDriver {
   private world: WorldSpec = EMPTY_WORLD;
   private nft: NftState | undefined;
   private started: Promise<void> | undefined;
-  private queue: Promise<unknown> = Promise.resolve();
+  /** The reconcile running now, and the latest state asked for while it runs (with who waits for it). */
+  private running: Promise<void> | undefined;
+  private pending:
+    | {
+        desired: DesiredDataPlane;
+        waiters: { resolve(r: ReconcileResult): void; reject(e: unknown): void }[];
+      }
+    | undefined;
+  /** One long-lived nft channel per network namespace that has a ruleset. */
+  private readonly nftChannels = new Map<string, NftChannel>();
   private last: DesiredDataPlane = { endpoints: [], snat: [] };
   private closed = false;
   private helper: ProbeHelper | undefined;
   private dns: WorldDnsTarget | undefined;
   /** The helper's DNS listeners and who asks through each: the scope a query is relayed with. */
   private dnsScopes = new Map<string, DnsScope>();
-  /** Slots written by the last nft update, and the time it took: for tests and the benchmark. */
-  lastUpdate = { elements: 0, ms: 0 };
+  /**
+   * Slots written by the last nft update, the time it took, and when (performance.now()) the kernel
+   * had it: for tests and the benchmark.
+   */
+  lastUpdate = { elements: 0, ms: 0, inForceAt: 0 };
+  /** Reconciles run, and reconcile calls answered by a later run (coalesced): for tests and the benchmark. */
+  readonly reconcileStats = { runs: 0, coalesced: 0 };
 
   constructor(private readonly opts: NetnsDriverOptions) {
     const why = netnsUnsupported();
@@ -120,10 +138,44 @@ export class NetnsDriver implements DataPlaneDriver {
     return this.started;
   }
 
+  /**
+   * Reconciles coalesce: a call made while a reconcile runs waits for the next one, which applies the
+   * latest state asked for; calls in between are answered by it too (their states are superseded).
+   * So a burst of changes costs one reconcile after the running one, not one each.
+   */
   reconcile(desired: DesiredDataPlane): Promise<ReconcileResult> {
-    const r = this.queue.then(() => this.apply(desired));
-    this.queue = r.catch(() => {});
-    return r;
+    return new Promise((resolve, reject) => {
+      if (this.pending !== undefined) {
+        this.pending.desired = desired;
+        this.pending.waiters.push({ resolve, reject });
+        this.reconcileStats.coalesced++;
+      } else this.pending = { desired, waiters: [{ resolve, reject }] };
+      this.kick();
+    });
+  }
+
+  private kick(): void {
+    if (this.running !== undefined || this.pending === undefined) return;
+    const job = this.pending;
+    this.pending = undefined;
+    this.reconcileStats.runs++;
+    this.running = this.apply(job.desired).then(
+      (r) => {
+        for (const w of job.waiters) w.resolve(r);
+      },
+      (e: unknown) => {
+        for (const w of job.waiters) w.reject(e);
+      },
+    );
+    void this.running.finally(() => {
+      this.running = undefined;
+      this.kick();
+    });
+  }
+
+  /** Resolves when no reconcile runs and none waits. */
+  private async idle(): Promise<void> {
+    while (this.running !== undefined) await this.running;
   }
 
   private async apply(desired: DesiredDataPlane): Promise<ReconcileResult> {
@@ -145,14 +197,8 @@ export class NetnsDriver implements DataPlaneDriver {
       routable.vnets,
       desired.endpoints.map((e) => e.address),
     );
-    // The world's devices (`ip`) and the ruleset (`nft`) go in at the same time: the rules name
-    // bridges and the internet link by name only and need no device to exist, and with 1,000 VMs
-    // each takes seconds (`ip` mostly in the kernel, `nft` parsing ten 65,537-slot maps).
     const plan = planWorld(this.world, next);
-    const worldDone = execWorld(this.names, plan).then(
-      () => undefined,
-      (e: unknown) => e as Error,
-    );
+    await ensureNeighbourRoom(next.vms.size);
     const nft = nftState(
       {
         endpoints: desired.endpoints,
@@ -166,12 +212,26 @@ export class NetnsDriver implements DataPlaneDriver {
       this.nft,
     );
     const update = renderUpdate(this.nft, nft);
+    // The ruleset goes in first, the world's devices (`ip`) after or alongside: the rules name
+    // bridges and the internet link by name only and need no device to exist. A small update (a DIP
+    // or health change: a few elements through the open `nft -i`) is waited for before any `ip`
+    // process starts, so the new DNAT is in force within milliseconds of the reconcile and does not
+    // share the CPU with `ip`; a large one (a first build: seconds of `nft` parsing slot maps) runs
+    // alongside the devices, since each takes seconds.
     const t0 = performance.now();
-    const nftDone = (update.script !== '' ? this.nftLoad(update.script) : Promise.resolve('')).then(
+    const nftDone = (
+      update.script !== '' ? this.applyRuleset(this.names.world, update.script) : Promise.resolve()
+    ).then(
       () => {
-        this.lastUpdate = { elements: update.elementsWritten, ms: performance.now() - t0 };
+        const now = performance.now();
+        this.lastUpdate = { elements: update.elementsWritten, ms: now - t0, inForceAt: now };
         return undefined;
       },
+      (e: unknown) => e as Error,
+    );
+    if (update.script.length <= SMALL_UPDATE_BYTES) await nftDone;
+    const worldDone = execWorld(this.names, plan).then(
+      () => undefined,
       (e: unknown) => e as Error,
     );
     const [worldError, nftError] = await Promise.all([worldDone, nftDone]);
@@ -277,12 +337,30 @@ export class NetnsDriver implements DataPlaneDriver {
   private async rebuild(): Promise<void> {
     this.world = EMPTY_WORLD;
     this.nft = undefined;
+    await this.closeNftChannels();
     await removeWorld(this.opts.prefix);
     await createWorld(this.names);
   }
 
-  private nftLoad(script: string): Promise<string> {
-    return run(...inNetns(this.names.world, ['nft', '-f', '-']), script);
+  /**
+   * Applies nft text `script` as one transaction in network namespace `ns`, through that namespace's
+   * long-lived channel (nft-channel.ts): resolves when the kernel has it, rejects when it was refused
+   * (nothing of it is then in force). The one way this driver changes a ruleset.
+   */
+  private applyRuleset(ns: string, script: string): Promise<void> {
+    let ch = this.nftChannels.get(ns);
+    if (ch === undefined) {
+      ch = new NftChannel(ns, { interactive: this.opts.nftInteractive ?? true });
+      this.nftChannels.set(ns, ch);
+    }
+    return ch.apply(script);
+  }
+
+  /** Ends every nft channel: before its namespace is deleted (a process inside keeps it alive). */
+  private async closeNftChannels(): Promise<void> {
+    const all = [...this.nftChannels.values()];
+    this.nftChannels.clear();
+    await Promise.all(all.map((c) => c.close()));
   }
 
   status(): DriverStatus {
@@ -339,8 +417,9 @@ export class NetnsDriver implements DataPlaneDriver {
 
   async close(): Promise<void> {
     this.closed = true;
-    await this.queue;
+    await this.idle();
     this.helper?.stop();
+    await this.closeNftChannels();
     if (this.started !== undefined) {
       await this.started.catch(() => {});
       await removeWorld(this.opts.prefix);
@@ -422,6 +501,35 @@ class ProbeHelper {
     this.child.kill();
   }
 }
+
+/**
+ * Makes room in the kernel's neighbour (ARP) table for a world of `vms` VMs. That table is one for
+ * the whole machine, every namespace included: its limits exist only in the initial namespace
+ * (`/proc/sys/net/ipv4/neigh/default/gc_thresh*`; a new namespace has no such directory), and each
+ * VM costs at least two entries (the VM's for its gateway, the world's for the VM). At the default
+ * gc_thresh3 of 1,024 a world of 1,000 VMs overflowed ("neighbor table overflow" in dmesg) and 106
+ * of 250 VIPs never answered. The limits are only ever raised, to 4 entries per VM above the
+ * default, never lowered, and no other setting of the host is touched.
+ */
+async function ensureNeighbourRoom(vms: number): Promise<void> {
+  if (vms <= 128) return;
+  const want: [string, number][] = [
+    ['gc_thresh2', 3 * vms + 512],
+    ['gc_thresh3', 4 * vms + 1024],
+  ];
+  for (const [name, value] of want) {
+    const path = `/proc/sys/net/ipv4/neigh/default/${name}`;
+    const now = Number((await readFile(path, 'utf8').catch(() => '')).trim());
+    if (Number.isFinite(now) && now >= value) continue;
+    await writeFile(path, `${value}\n`).catch(() => {});
+  }
+}
+
+/**
+ * Ruleset updates up to this size (bytes of nft text) are waited for before the `ip` work of a
+ * reconcile starts; larger ones (whole slot maps) run alongside it.
+ */
+const SMALL_UPDATE_BYTES = 16 * 1024;
 
 /** How long the relay waits for vipdip's DNS server. */
 const DNS_UPSTREAM_MS = 4000;
