@@ -7,6 +7,7 @@
 import { inNamespace } from '../../src/agent/sandbox.ts';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { test, type TestContext } from 'node:test';
 import { parseIpv4 } from '../../src/core/index.ts';
@@ -312,10 +313,58 @@ test('the netns driver on the kernel', async (t) => {
     await driver.reconcile(sampleDesired());
   });
 
-  await t.test('close removes every namespace of the prefix', async () => {
+  await t.test(
+    'changes asked while a reconcile runs coalesce into one more, with the latest state',
+    async () => {
+      const at = (dip: string) => SAMPLE_VMS.map((v) => (v.vm === 'web2' ? { ...v, dip } : v));
+      const runs0 = driver.reconcileStats.runs;
+      const results = await Promise.all([
+        driver.reconcile(sampleDesired(at('10.1.0.9'))),
+        driver.reconcile(sampleDesired(at('10.1.0.10'))),
+        driver.reconcile(sampleDesired(at('10.1.0.11'))),
+        driver.reconcile(sampleDesired()),
+      ]);
+      for (const r of results) assert.deepEqual(r.failed, []);
+      const runs = driver.reconcileStats.runs - runs0;
+      assert.ok(runs >= 1 && runs <= 2, `4 calls, ${runs} reconciles: the middle ones are superseded`);
+      // The last state asked for is the one in force: web2 back on its own address, none of the others.
+      const addrs = spawnSync('ip', ['-n', ns('web', 'web2'), '-4', '-o', 'addr', 'show', 'dev', 'eth0'], {
+        encoding: 'utf8',
+      }).stdout;
+      assert.match(addrs, /10\.1\.0\.5\/24/);
+      assert.doesNotMatch(addrs, /10\.1\.0\.(9|10|11)\//);
+      const map = spawnSync(
+        'ip',
+        ['netns', 'exec', driver.names.world, 'nft', 'list', 'table', 'ip', 'vipdip'],
+        {
+          encoding: 'utf8',
+        },
+      ).stdout;
+      assert.match(map, /10\.1\.0\.5 \. /);
+      assert.doesNotMatch(map, /10\.1\.0\.(9|10|11) \. /);
+    },
+  );
+
+  await t.test('close removes every namespace of the prefix, and its nft process', async () => {
     assert.ok((await namespacesWithPrefix(prefix)).length >= SAMPLE_VMS.length + 2);
+    // The long-lived `nft -i` of the world: a process whose network namespace is the world's.
+    const world = statSync(`/run/netns/${driver.names.world}`).ino;
+    const nftPids = readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .filter((p) => {
+        try {
+          return (
+            statSync(`/proc/${p}/ns/net`).ino === world &&
+            readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'nft'
+          );
+        } catch {
+          return false;
+        }
+      });
+    assert.equal(nftPids.length, 1, 'one nft channel in the world');
     await driver.close();
     assert.deepEqual(await namespacesWithPrefix(prefix), []);
+    assert.equal(existsSync(`/proc/${nftPids[0]}`), false, 'the channel process is gone');
   });
 });
 
