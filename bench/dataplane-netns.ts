@@ -10,6 +10,8 @@
  *
  *   npm run bench -- dataplane-netns [--rounds N] [--seconds S] [--connections C] [--changes N]
  *   npm run bench -- dataplane-netns --sizes 16,256,1000   (only the build time of worlds of N VMs)
+ *   npm run bench -- dataplane-netns --dip-changes 200     (DIP change → rule in force, channel vs nft -f)
+ *   npm run bench -- dataplane-netns --apply 100,1000 [--vips V]   (apply of N VMs → every VIP answers)
  *
  * Every namespace it makes carries the prefix `vdbench…` and is removed at the end, also on failure.
  */
@@ -17,6 +19,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { NetnsDriver, type DesiredDataPlane } from '../src/dataplane/index.ts';
 import { removeWorld, vmNamespace } from '../src/dataplane/netns/world.ts';
@@ -120,7 +123,16 @@ function desired(extraDip = '10.1.0.6'): DesiredDataPlane {
 }
 
 function parseArgs(args: string[]) {
-  const o = { rounds: 3, seconds: 5, connections: 50, changes: 100, sizes: [] as number[] };
+  const o = {
+    rounds: 3,
+    seconds: 5,
+    connections: 50,
+    changes: 100,
+    sizes: [] as number[],
+    dipChanges: 0,
+    apply: [] as number[],
+    vips: 10,
+  };
   for (let i = 0; i < args.length; i += 2) {
     const v = Number(args[i + 1]);
     if (args[i] === '--sizes')
@@ -131,6 +143,12 @@ function parseArgs(args: string[]) {
     else if (args[i] === '--seconds') o.seconds = v;
     else if (args[i] === '--connections') o.connections = v;
     else if (args[i] === '--changes') o.changes = v;
+    else if (args[i] === '--dip-changes') o.dipChanges = v;
+    else if (args[i] === '--vips') o.vips = v;
+    else if (args[i] === '--apply')
+      o.apply = String(args[i + 1])
+        .split(',')
+        .map(Number);
     else throw new Error(`bench dataplane-netns: unknown argument ${args[i]}`);
   }
   return o;
@@ -248,11 +266,234 @@ async function sizes(ns: number[]): Promise<void> {
   );
 }
 
+/**
+ * DIP change → rule in force, side by side: two small worlds (the bench's three VMs), one driver
+ * with the long-lived `nft -i` channel, one with a new `nft -f` process per update, changed in
+ * interleaved rounds of ten. Each change moves the spare VM's DIP, so one `reconcile` rewrites the
+ * backend's element of a two-backend endpoint and moves the VM's address. Measured from the
+ * `reconcile` call (the desired state changed) to the moment the channel reported the transaction
+ * committed by the kernel (`lastUpdate.inForceAt`), and to the reconcile's return (address moved
+ * too). After each round the kernel's map is read back and must hold the last DIP. Then a burst of
+ * 20 changes made without waiting: how many reconciles ran (coalescing) and when the last was in force.
+ */
+async function dipChanges(n: number, rounds: number): Promise<void> {
+  const modes = [
+    { name: 'channel (`nft -i`)', interactive: true },
+    { name: '`nft -f` per update', interactive: false },
+  ];
+  const prefixes = modes.map((_, i) => `vdbd${i}x${process.pid.toString(36)}`);
+  const drivers = modes.map(
+    (m, i) => new NetnsDriver({ prefix: prefixes[i]!, nftInteractive: m.interactive }),
+  );
+  const inForce: number[][] = modes.map(() => []);
+  const total: number[][] = modes.map(() => []);
+  const count = [0, 0];
+  const burst: { calls: number; runs: number; lastInForceMs: number; allMs: number }[] = [];
+  const load0 = loadavg()[0]!;
+  try {
+    for (const d of drivers) {
+      const r = await d.reconcile(desired());
+      if (r.failed.length > 0) throw new Error(JSON.stringify(r.failed));
+    }
+    for (let round = 0; count[0]! < n; round++) {
+      for (const i of round % 2 === 0 ? [0, 1] : [1, 0]) {
+        const d = drivers[i]!;
+        let dip = '';
+        for (let j = 0; j < 10 && count[i]! < n; j++) {
+          dip = count[i]!++ % 2 === 0 ? '10.1.0.7' : '10.1.0.6';
+          const t0 = performance.now();
+          const r = await d.reconcile(desired(dip));
+          total[i]!.push(performance.now() - t0);
+          inForce[i]!.push(d.lastUpdate.inForceAt - t0);
+          if (r.failed.length > 0) throw new Error(JSON.stringify(r.failed));
+        }
+        const { stdout } = await exec('ip', [
+          ...inNs(d.names.world, 'nft', ['list', 'map', 'ip', 'vipdip', 'backends_tcp_198_18_0_10_9000']),
+        ]);
+        if (!stdout.includes(`${dip} . 8000`)) throw new Error(`the kernel's map lacks ${dip}:\n${stdout}`);
+      }
+    }
+    for (let b = 0; b < rounds; b++) {
+      const d = drivers[0]!;
+      const runs0 = d.reconcileStats.runs;
+      const t0 = performance.now();
+      const calls = Array.from({ length: 20 }, (_, j) =>
+        d.reconcile(desired(j % 2 === 0 ? '10.1.0.7' : '10.1.0.8')),
+      );
+      await Promise.all(calls);
+      burst.push({
+        calls: 20,
+        runs: d.reconcileStats.runs - runs0,
+        lastInForceMs: d.lastUpdate.inForceAt - t0,
+        allMs: performance.now() - t0,
+      });
+      await d.reconcile(desired());
+    }
+  } finally {
+    for (const d of drivers) await d.close();
+    for (const p of prefixes) await removeWorld(p);
+  }
+  const f = (xs: number[]) =>
+    `p50 ${pct(xs, 0.5).toFixed(1)} ms, p99 **${pct(xs, 0.99).toFixed(1)} ms**, max ${Math.max(...xs).toFixed(1)} ms`;
+  const rows = modes.map((m, i) => `| ${m.name} | ${f(inForce[i]!)} | ${f(total[i]!)} |`);
+  const body =
+    `Measured ${new Date().toISOString().slice(0, 10)}, load average ${load0.toFixed(1)} at the start and ${loadavg()[0]!.toFixed(1)} at the end, on the shared 2-core machine. ${n} DIP changes per path, in interleaved rounds of ten, two worlds side by side (three VMs each; the changed endpoint has two backends behind a 65,537-slot map whose slots hold tags, so one element of the backend map is rewritten). "In force": from the \`reconcile\` call (the desired state changed) to the kernel's commit of the nft transaction, as the channel reports it; each round ends by reading the map back from the kernel (it held the last DIP every time). "Reconcile": to the call's return (the VM's address moved too; the ruleset now goes in before any \`ip\` process starts).\n\n` +
+    `| path | DIP change → rule in force | → reconcile returned |\n| --- | ---: | ---: |\n${rows.join('\n')}\n\n` +
+    `Bursts of 20 changes asked without waiting (channel path): ${burst.map((b) => `${b.runs} reconciles, last state in force after ${b.lastInForceMs.toFixed(0)} ms`).join('; ')} (reconciles coalesce: one runs, the next takes the latest state). Target: p99 ≤ 50 ms. This measures from the driver's desired state, not from the store: the agent's reading of the store comes before it.\n\n` +
+    `\`npm run bench -- dataplane-netns --dip-changes ${n}\` (root).`;
+  console.log(body);
+  await saveJson('dataplane-netns', 'dipChanges', { modes: modes.map((m) => m.name), inForce, total, burst });
+  await saveSection('dataplane-netns-dip', 'Data plane, netns driver: DIP change to rule in force', body);
+}
+
+/**
+ * Prober run inside the internet namespace: after a line on stdin, connects to every HOST:PORT
+ * given, again every 50 ms until it answers an HTTP request with 200, and prints when each first
+ * answered (Date.now()), or what was still silent at the deadline.
+ */
+const PROBER = `
+const net = require('node:net');
+const [limit, ...targets] = process.argv.slice(1);
+const first = {}; let left = targets.length; let deadline = 0; let finished = false;
+const finish = () => { if (finished) return; finished = true; console.log(JSON.stringify({ first })); process.exit(0); };
+const tryOne = (t) => {
+  if (finished) return;
+  const [h, p] = t.split(':'); const s = net.connect({ host: h, port: Number(p) }); let done = false;
+  const fail = () => { if (done) return; done = true; s.destroy();
+    if (Date.now() < deadline) setTimeout(() => tryOne(t), 50); else finish(); };
+  s.setTimeout(1000, fail); s.on('error', fail); s.on('close', fail);
+  s.on('connect', () => s.write('GET / HTTP/1.0\\r\\n\\r\\n'));
+  s.on('data', (d) => { if (done) return; if (!String(d).includes(' 200 ')) return fail();
+    done = true; s.destroy(); first[t] = Date.now(); if (--left === 0) finish(); });
+};
+process.stdin.once('data', () => { deadline = Date.now() + Number(limit); for (const t of targets) tryOne(t); });
+console.log('ready');
+`;
+
+const vipAddress = (s: number) => `198.18.${(s + 10) >> 8}.${(s + 10) & 255}`;
+
+/**
+ * Apply of N VMs → every VIP answering, from the internet namespace. The empty world exists first
+ * (\`vipdip up\` makes it once); then, from t0: one \`reconcile\` of N VMs in one VNet behind V VIPs
+ * (port 80, a 65,537-slot Maglev map each, N/V backends each); when it returns, one responder
+ * process (bench/netns-responder.py) opens a listening socket on DIP:8000 inside every VM namespace
+ * and answers HTTP (no per-VM workload process: 1,000 of them do not fit this machine). A prober in
+ * the internet namespace, started before t0, sends an HTTP request to every VIP every 50 ms until
+ * each has answered 200 once; the figure is the last VIP's first answer.
+ */
+async function applyUntilAnswering(ns: number[], vipCount: number): Promise<void> {
+  const rows: string[] = [];
+  const raw: unknown[] = [];
+  const load0 = loadavg()[0]!;
+  for (const n of ns) {
+    const v = Math.min(vipCount, n);
+    const prefix = `vdba${n}x${process.pid.toString(36)}`;
+    const d = new NetnsDriver({ prefix });
+    const vms = Array.from({ length: n }, (_, i) => ({
+      key: `s/svc${i % v}/vm${i}`,
+      subscription: 's',
+      service: `svc${i % v}`,
+      vm: `vm${i}`,
+      vnet: 's/net',
+      cidr: '10.8.0.0/16',
+      dip: `10.8.${(i + 4) >> 8}.${(i + 4) & 255}`,
+    }));
+    const state: DesiredDataPlane = {
+      endpoints: Array.from({ length: v }, (_, s) => ({
+        key: `tcp/${vipAddress(s)}:80`,
+        kind: 'vip' as const,
+        subscription: 's',
+        service: `svc${s}`,
+        name: 'http',
+        lbSet: null,
+        address: vipAddress(s),
+        protocol: 'tcp' as const,
+        port: 80,
+        distribution: 'fiveTuple' as const,
+        idleMs: 60_000,
+        acl: [],
+        proxyProtocol: false,
+        backends: vms
+          .filter((x) => x.service === `svc${s}`)
+          .map((x) => ({ id: x.key, vm: x.vm, dip: x.dip, port: 8000, healthy: true })),
+      })),
+      snat: vms.map((x) => ({ dip: x.dip, source: vipAddress(Number(x.service.slice(3))) })),
+      vms,
+      vnets: [{ key: 's/net', subscription: 's', name: 'net', subnets: ['10.8.0.0/16'] }],
+    };
+    let prober: ChildProcess | undefined;
+    let responder: ChildProcess | undefined;
+    try {
+      await d.start();
+      const limitMs = 180_000;
+      prober = spawn(
+        'ip',
+        inNs(d.names.internet, process.execPath, [
+          '-e',
+          PROBER,
+          String(limitMs),
+          ...Array.from({ length: v }, (_, s) => `${vipAddress(s)}:80`),
+        ]),
+        { stdio: ['pipe', 'pipe', 'inherit'] },
+      );
+      const lines = createInterface({ input: prober.stdout! });
+      const it = lines[Symbol.asyncIterator]();
+      if ((await it.next()).value !== 'ready') throw new Error('the prober did not start');
+      const t0 = Date.now();
+      prober.stdin!.write('go\n');
+      const r = await d.reconcile(state);
+      const reconcileMs = Date.now() - t0;
+      const nftMs = d.lastUpdate.ms;
+      if (r.failed.length > 0) throw new Error(JSON.stringify(r.failed.slice(0, 3)));
+      responder = spawn('python3', [`${ROOT}/bench/netns-responder.py`, '8000'], {
+        stdio: ['pipe', 'pipe', 'inherit'],
+      });
+      responder.stdin!.write(
+        `${vms.map((x) => `${vmNamespace(prefix, `${x.service}/${x.vm}`)} ${x.dip}`).join(',')}\n`,
+      );
+      const rl = createInterface({ input: responder.stdout! })[Symbol.asyncIterator]();
+      const ready = (await rl.next()).value as string | undefined;
+      if (ready?.startsWith('ready') !== true) throw new Error(`the responder said ${ready}`);
+      const respondersMs = Date.now() - t0;
+      const out = JSON.parse(String((await it.next()).value)) as { first: Record<string, number> };
+      const times = Object.values(out.first).map((x) => x - t0);
+      const answered = times.length;
+      const allMs = answered === v ? Math.max(...times) : NaN;
+      rows.push(
+        `| ${n} | ${v} | ${(nftMs / 1000).toFixed(1)} s | ${(reconcileMs / 1000).toFixed(1)} s | ${(respondersMs / 1000).toFixed(1)} s | ${answered === v ? `**${(allMs / 1000).toFixed(1)} s**` : `${v - answered} of ${v} never answered in ${limitMs / 1000} s`} |`,
+      );
+      raw.push({ vms: n, vips: v, nftMs, reconcileMs, respondersMs, allMs, answered });
+      console.error(
+        `  ${n} VMs, ${v} VIPs: nft ${nftMs.toFixed(0)} ms, reconcile ${reconcileMs} ms, listening ${respondersMs} ms, all answering ${allMs} ms (${answered}/${v})`,
+      );
+    } finally {
+      prober?.kill('SIGKILL');
+      responder?.stdin?.end();
+      responder?.kill('SIGKILL');
+      await d.close();
+      await removeWorld(prefix);
+    }
+  }
+  const body =
+    `Measured ${new Date().toISOString().slice(0, 10)}, load average ${load0.toFixed(1)} at the start, ${loadavg()[0]!.toFixed(1)} at the end, on the shared 2-core machine. From t0 (the empty world already made, as \`vipdip up\` makes it once): one \`reconcile\` of N VMs in one VNet behind V VIPs (a 65,537-slot Maglev map each, N/V backends each); when it returns, one responder process listens on DIP:8000 inside every VM namespace (bench/netns-responder.py: a socket per VM namespace, no per-VM workload process, which at 1,000 would not fit this machine); a prober in the internet namespace asks every VIP for HTTP every 50 ms until each has answered 200 once. "All answering" is the last VIP's first answer.\n\n` +
+    `| VMs | VIPs | ruleset in (\`nft -f\`, alongside the devices) | reconcile returned | backends listening | every VIP answering |\n| ---: | ---: | ---: | ---: | ---: | ---: |\n${rows.join('\n')}\n\n` +
+    `Target: ≤ 10 s for 1,000 VMs. \`npm run bench -- dataplane-netns --apply ${ns.join(',')} --vips ${vipCount}\` (root).`;
+  console.log(body);
+  await saveJson('dataplane-netns', `apply-v${vipCount}`, raw);
+  await saveSection(
+    `dataplane-netns-apply-v${vipCount}`,
+    `Data plane, netns driver: apply of N VMs to every VIP answering (${vipCount} VIPs)`,
+    body,
+  );
+}
+
 export async function run(args: string[]): Promise<void> {
   const o = parseArgs(args);
   if (process.getuid?.() !== 0)
     throw new Error('bench dataplane-netns: needs root (network namespaces and nftables)');
   if (o.sizes.length > 0) return sizes(o.sizes);
+  if (o.dipChanges > 0) return dipChanges(o.dipChanges, o.rounds);
+  if (o.apply.length > 0) return applyUntilAnswering(o.apply, o.vips);
   const children: ChildProcess[] = [];
   const cleanups: (() => void)[] = [];
   const driver = new NetnsDriver({ prefix: PREFIX });
