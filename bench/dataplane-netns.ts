@@ -425,7 +425,7 @@ async function applyUntilAnswering(ns: number[], vipCount: number): Promise<void
     let responder: ChildProcess | undefined;
     try {
       await d.start();
-      const limitMs = 180_000;
+      const limitMs = 900_000;
       prober = spawn(
         'ip',
         inNs(d.names.internet, process.execPath, [
