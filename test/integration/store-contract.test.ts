@@ -501,6 +501,61 @@ for (const dialect of DIALECTS) {
         for (let i = 1; i < stored.length; i++) assert.ok(stored[i]!.time >= stored[i - 1]!.time);
       });
 
+      test("an event's text comes back exactly as written: quotes, backslashes, semicolons and all", async () => {
+        // On PostgreSQL the statement that appends a transaction's events and commits it carries
+        // the values in its text (the simple query protocol binds no parameters).
+        const odd = `it's a \\ back\\slash; "quoted" $1 E'\\x41' ünïcødé 🌐\ncommit`;
+        const last = await t.store.read((r) => r.lastSeq());
+        const appended = await t.store.write((r) =>
+          r.appendEvents([
+            {
+              time: new Date().toISOString(),
+              type: 'vm.updated',
+              subscription: odd,
+              resource: `vm/${odd}`,
+              reason: odd,
+              old: JSON.stringify({ workload: odd }),
+              new: null,
+              changes: null,
+            },
+          ]),
+        );
+        assert.equal(appended[0]!.seq, last + 1);
+        const [row] = await t.store.read((r) => r.events({ since: last }));
+        assert.equal(row?.reason, odd);
+        assert.equal(row?.subscription, odd);
+        assert.equal(row?.resource, `vm/${odd}`);
+        assert.deepEqual(JSON.parse(row?.old ?? 'null'), { workload: odd });
+        assert.equal(row?.new, null);
+      });
+
+      test('nothing is written after the events: on PostgreSQL they commit the transaction', async (c) => {
+        if (dialect !== 'postgres') return c.skip('SQLite commits on its own');
+        const last = await t.store.read((r) => r.lastSeq());
+        const event = {
+          time: new Date().toISOString(),
+          type: 'vm.updated',
+          subscription: null,
+          resource: 'vm/shop/late',
+          reason: 'test',
+          old: null,
+          new: null,
+          changes: null,
+        };
+        await assert.rejects(
+          t.store.write(async (r) => {
+            await r.appendEvents([event]);
+            await r.insertSubscription({ name: 'late', created_at: new Date().toISOString() });
+          }),
+          /after its transaction committed/,
+        );
+        // The events were committed with their statement; the insert after them never ran.
+        assert.equal(await t.store.read((r) => r.lastSeq()), last + 1);
+        assert.ok(!(await t.store.read((r) => r.subscriptions())).some((x) => x.name === 'late'));
+        // The connection goes back to the pool in a usable state.
+        await cloud.createVm('shop', { name: 'after', subnet: 'front' });
+      });
+
       test('a snapshot reads one consistent state', async () => {
         await cloud.createVm('shop', { name: 'web1', subnet: 'front' });
         const [vms, bindings] = await t.store.snapshot(

@@ -1,4 +1,5 @@
-import { sql } from 'kysely';
+import { sql, type RawBuilder } from 'kysely';
+import pg from 'pg';
 import {
   EVENT_PARAMS,
   POSTGRES_MAX_PARAMS,
@@ -24,14 +25,35 @@ const POOLS_LOCK_KEY = 7_480_001;
 /** Key of the transaction-level advisory lock that serializes image changes with the VMs naming them. */
 const IMAGES_LOCK_KEY = 7_480_002;
 
+/**
+ * Ends the text of the statement that appends a transaction's last events and commits it, in one
+ * message of the simple query protocol (the store's connection sees it and runs it so).
+ */
+export const COMMIT_WITH_EVENTS = ';\ncommit';
+
+/** A value written into the statement's text (the simple query protocol binds no parameters). */
+const literal = (v: string | null): RawBuilder<unknown> => sql.raw(v === null ? 'null' : pg.escapeLiteral(v));
+
 /** The queries whose SQL differs on PostgreSQL; everything else is the shared `Repo`. */
 export class PostgresRepo extends Repo {
+  private ended = false;
+
   constructor(
     db: Kysely<Database> | Transaction<Database>,
     opts: RepoOptions,
     private readonly origin: string,
+    /**
+     * A write transaction the store lets this repo commit: the statement that appends its events,
+     * which is its last, commits it as well.
+     */
+    private readonly commitWithEvents = false,
   ) {
     super(db, opts);
+  }
+
+  /** Whether the transaction was committed with its events (the store then sends no COMMIT). */
+  get committed(): boolean {
+    return this.ended;
   }
 
   /**
@@ -41,31 +63,43 @@ export class PostgresRepo extends Repo {
    * this transaction ends, so no other transaction numbers its events before this one is committed
    * and visible: a reader by sequence number never sees a later event before an earlier one, and a
    * rollback gives its numbers back (no gap).
+   *
+   * In a write the store lets it commit, the COMMIT travels in the same message as the statement,
+   * so that the server commits as soon as the events are in: the counter row, which every writer
+   * of every replica takes in turn, is held for the statement and the commit only, never for a
+   * round trip to the replica and back (which on a busy machine is where most of its time went).
+   * Nothing may be written after it (the store's connection refuses it).
    */
   override async appendEvents(events: readonly NewEvent[]): Promise<AppendedEvent[]> {
+    if (this.ended) throw new Error('internal: events appended after the transaction committed');
     // Chunks keep each statement under the protocol's parameter limit (with room for the few the
     // statement binds besides the events); the counter row, locked by
-    // the first, keeps the numbering gap-free across them.
+    // the first, keeps the numbering gap-free across them. The last one commits.
+    const parts = chunks(events, Math.floor((POSTGRES_MAX_PARAMS - 16) / EVENT_PARAMS));
     const out: AppendedEvent[] = [];
-    for (const chunk of chunks(events, Math.floor((POSTGRES_MAX_PARAMS - 16) / EVENT_PARAMS)))
-      out.push(...(await this.appendChunk(chunk)));
+    for (const [i, chunk] of parts.entries())
+      out.push(...(await this.appendChunk(chunk, this.commitWithEvents && i === parts.length - 1)));
     return out;
   }
 
-  private async appendChunk(events: readonly NewEvent[]): Promise<AppendedEvent[]> {
+  private async appendChunk(events: readonly NewEvent[], commit: boolean): Promise<AppendedEvent[]> {
     const n = events.length;
     if (n === 0) return [];
+    // Committing, the statement goes by the simple protocol, which takes several statements but no
+    // parameters: the values are written into the text as literals. Else they are parameters.
+    const v = commit ? literal : (x: string | null) => sql`${x}`;
     const latest = events.reduce((m, e) => (e.time > m ? e.time : m), '');
     const rows = sql.join(
       events.map(
         (e, i) =>
-          sql`(${sql.lit(i + 1)}, ${e.time}::text, ${e.type}::text, ${e.subscription ?? null}::text, ${e.resource}::text, ${e.reason}::text, ${e.old ?? null}::text, ${e.new ?? null}::text, ${e.changes ?? null}::text)`,
+          sql`(${sql.lit(i + 1)}, ${v(e.time)}::text, ${v(e.type)}::text, ${v(e.subscription ?? null)}::text, ${v(e.resource)}::text, ${v(e.reason)}::text, ${v(e.old ?? null)}::text, ${v(e.new ?? null)}::text, ${v(e.changes ?? null)}::text)`,
       ),
     );
+    const origin = v(this.origin);
     const r = await sql<{ seq: number; time: string }>`
       with prev as (select seq, "time" from event_counter where id = 1 for update),
       bump as (
-        update event_counter set seq = prev.seq + ${sql.lit(n)}, "time" = greatest(prev."time", ${latest}::text)
+        update event_counter set seq = prev.seq + ${sql.lit(n)}, "time" = greatest(prev."time", ${v(latest)}::text)
         from prev where event_counter.id = 1
       ),
       ins as (
@@ -77,17 +111,20 @@ export class PostgresRepo extends Repo {
       -- The wake-up carries the events themselves when they fit in a notification, so that the
       -- other replicas need not read them back; else it carries the last number only.
       body as (
-        select ${this.origin}::text || ' ' || json_agg(
+        select ${origin}::text || ' ' || json_agg(
           json_build_array(i.seq, i."time", i."type", i.subscription, i.resource, i.reason, i."old", i."new", i.changes)
           order by i.seq)::text as j
         from ins i
       ),
       note as (
-        select pg_notify(${EVENTS_CHANNEL}::text, case when octet_length(body.j) <= ${sql.lit(MAX_NOTIFY_BYTES)} then body.j
-          else ${this.origin}::text || ' ' || (prev.seq + ${sql.lit(n)}) end)
+        select pg_notify(${v(EVENTS_CHANNEL)}::text, case when octet_length(body.j) <= ${sql.lit(MAX_NOTIFY_BYTES)} then body.j
+          else ${origin}::text || ' ' || (prev.seq + ${sql.lit(n)}) end)
         from prev, body
       )
-      select ins.seq, ins."time" from ins, note order by ins.seq`.execute(this.db);
+      select ins.seq, ins."time" from ins, note order by ins.seq${sql.raw(commit ? COMMIT_WITH_EVENTS : '')}`.execute(
+      this.db,
+    );
+    if (commit) this.ended = true;
     if (r.rows.length !== n) throw new Error('the event counter row is missing');
     return r.rows.map((x) => ({ seq: Number(x.seq), time: x.time }));
   }

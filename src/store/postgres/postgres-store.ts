@@ -5,13 +5,13 @@
  * locks, how events are numbered and how replicas follow each other.
  */
 import { randomBytes } from 'node:crypto';
-import { Kysely, Migrator, PostgresDialect, type PostgresPool, type PostgresPoolClient } from 'kysely';
+import { Kysely, Migrator, PostgresDialect, sql, type PostgresPool, type PostgresPoolClient } from 'kysely';
 import pg from 'pg';
 import { VipdipError, isVipdipError } from '../../core/errors.ts';
 import { migrations } from '../migrations/index.ts';
 import type { Database } from '../schema.ts';
 import { RunAgain, type EventRow, type Repo, type Store } from '../store.ts';
-import { EVENTS_CHANNEL, PostgresRepo } from './postgres-repo.ts';
+import { COMMIT_WITH_EVENTS, EVENTS_CHANNEL, PostgresRepo } from './postgres-repo.ts';
 
 /** Session advisory lock held while migrating, so that replicas starting together migrate once. */
 const MIGRATION_LOCK_KEY = 7_480_000;
@@ -119,10 +119,22 @@ function countingPool(pool: pg.Pool, count: { statements: number }): PostgresPoo
         broken = true;
       };
       client.on('error', ignore);
+      // Set once a transaction committed with its events (PostgresRepo.appendEvents): until the
+      // next BEGIN, a statement would run outside any transaction, so it is refused.
+      let ended = false;
       return {
         query: (async (text: string, params: readonly unknown[]) => {
           count.statements++;
+          if (ended && !/^(begin|commit|rollback)$/i.test(text))
+            throw new Error('internal: a statement after its transaction committed with its events');
+          if (text === 'begin') ended = false;
           try {
+            if (text.endsWith(COMMIT_WITH_EVENTS)) {
+              // Several statements (no parameters, never prepared): the answer is the first's.
+              const all = (await client.query(text)) as unknown as pg.QueryResult | pg.QueryResult[];
+              ended = true;
+              return Array.isArray(all) ? all[0] : all;
+            }
             const name = names.of(text);
             return name === undefined
               ? await client.query(text, params as unknown[])
@@ -193,9 +205,22 @@ export class PostgresStore implements Store {
     for (let attempt = 1; ; attempt++) {
       let repo: PostgresRepo | undefined;
       try {
-        return await this.db.transaction().execute((trx) => {
-          repo = new PostgresRepo(trx, { lock: true }, this.origin);
-          return fn(repo);
+        // BEGIN, COMMIT and ROLLBACK by hand rather than Kysely's transaction(): a transaction that
+        // appends events commits in the same message as its last statement (PostgresRepo), and
+        // then needs no COMMIT of its own.
+        return await this.db.connection().execute(async (conn) => {
+          await sql`begin`.execute(conn);
+          const r = new PostgresRepo(conn, { lock: true }, this.origin, true);
+          repo = r;
+          let result: T;
+          try {
+            result = await fn(r);
+          } catch (e) {
+            if (!r.committed) await sql`rollback`.execute(conn);
+            throw e;
+          }
+          if (!r.committed) await sql`commit`.execute(conn);
+          return result;
         });
       } catch (e) {
         repo?.rollbackMemory();
