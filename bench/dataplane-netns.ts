@@ -215,7 +215,11 @@ async function sizes(ns: number[]): Promise<void> {
           .filter((v) => v.service === `svc${s}`)
           .map((v) => ({ id: v.key, vm: v.vm, dip: v.dip, port: 8000, healthy: true })),
       })),
-      snat: vms.map((v) => ({ dip: v.dip, source: `198.18.0.${Number(v.service.slice(3)) + 10}` })),
+      snat: vms.map((v) => ({
+        subscription: 's',
+        dip: v.dip,
+        source: `198.18.0.${Number(v.service.slice(3)) + 10}`,
+      })),
       vms,
       vnets: [{ key: 's/net', subscription: 's', name: 'net', subnets: ['10.8.0.0/16'] }],
     };
