@@ -206,8 +206,7 @@ export class NetnsDriver implements DataPlaneDriver {
       }),
     );
     this.lastUpdate = { elements, ms: performance.now() - t0 };
-    const [execError] = await Promise.all([worldDone]);
-    worldError ??= execError;
+    worldError ??= await worldDone;
     this.loaded = true;
     for (const f of nftErrors) {
       if (f === undefined) continue;
