@@ -1,9 +1,10 @@
 /**
  * The netns driver's data plane against a direct path and HAProxy, all inside one world (root only):
  * the netns driver builds a world with two VMs (an HTTP backend and an iperf3 server, started in
- * their namespaces), a VIP in front of each, and HAProxy 2.6 (`mode tcp`) runs in the world with the
- * same backends. Clients (wrk, iperf3) run in the internet namespace; the direct path reaches the
- * DIPs through the world's forwarding (the benchmark lets the internet reach the bridge for it). UDP
+ * their namespaces), a VIP in front of each, and HAProxy 2.6 (`mode tcp`) runs in the
+ * subscription's router with the same backends. Clients (wrk, iperf3) run in the internet
+ * namespace; the direct path reaches the DIPs through the world's forwarding, core then router (the
+ * benchmark lets the internet reach the bridge for it). UDP
  * round trips (an echo in the HTTP VM) go direct and through a UDP VIP; HAProxy has no UDP. Then
  * the time from a DIP change to the new ruleset in force (one reconcile: the VM's address moves and
  * the moved Maglev slots are rewritten), over many changes.
@@ -233,7 +234,11 @@ async function sizes(ns: number[]): Promise<void> {
           .filter((v) => v.service === `svc${s}`)
           .map((v) => ({ id: v.key, vm: v.vm, dip: v.dip, port: 8000, healthy: true })),
       })),
-      snat: vms.map((v) => ({ dip: v.dip, source: `198.18.0.${Number(v.service.slice(3)) + 10}` })),
+      snat: vms.map((v) => ({
+        subscription: 's',
+        dip: v.dip,
+        source: `198.18.0.${Number(v.service.slice(3)) + 10}`,
+      })),
       vms,
       vnets: [{ key: 's/net', subscription: 's', name: 'net', subnets: ['10.8.0.0/16'] }],
     };
@@ -308,7 +313,7 @@ async function dipChanges(n: number, rounds: number): Promise<void> {
           if (r.failed.length > 0) throw new Error(JSON.stringify(r.failed));
         }
         const { stdout } = await exec('ip', [
-          ...inNs(d.names.world, 'nft', ['list', 'map', 'ip', 'vipdip', 'backends_tcp_198_18_0_10_9000']),
+          ...inNs(d.router('s')!.ns, 'nft', ['list', 'map', 'ip', 'vipdip', 'backends_tcp_198_18_0_10_9000']),
         ]);
         if (!stdout.includes(`${dip} . 8000`)) throw new Error(`the kernel's map lacks ${dip}:\n${stdout}`);
       }
@@ -417,7 +422,11 @@ async function applyUntilAnswering(ns: number[], vipCount: number): Promise<void
           .filter((x) => x.service === `svc${s}`)
           .map((x) => ({ id: x.key, vm: x.vm, dip: x.dip, port: 8000, healthy: true })),
       })),
-      snat: vms.map((x) => ({ dip: x.dip, source: vipAddress(Number(x.service.slice(3))) })),
+      snat: vms.map((x) => ({
+        subscription: 's',
+        dip: x.dip,
+        source: vipAddress(Number(x.service.slice(3))),
+      })),
       vms,
       vnets: [{ key: 's/net', subscription: 's', name: 'net', subnets: ['10.8.0.0/16'] }],
     };
@@ -534,23 +543,27 @@ export async function run(args: string[]): Promise<void> {
         },
       ),
     );
-    // The direct path: let the internet reach the VNet's bridge (benchmark only; the driver's own
-    // ruleset never has this path).
+    // The direct path: let the internet reach the VNet's bridge through the core and the
+    // subscription's router (benchmark only; the driver's own routes and rulesets never have this
+    // path). HAProxy runs in the router, where the DIPs are, with its address routed there by the core.
+    const router = driver.router('s')!;
     const bridge = [
-      ...(await exec('ip', ['-n', w, '-o', 'link', 'show', 'type', 'bridge'])).stdout.matchAll(
+      ...(await exec('ip', ['-n', router.ns, '-o', 'link', 'show', 'type', 'bridge'])).stdout.matchAll(
         /^\d+: (\S+):/gm,
       ),
     ][0]![1]!;
     await exec(
       'ip',
-      inNs(w, 'nft', ['add', 'element', 'ip', 'vipdip', 'fwd_paths', `{ "inet0" . "${bridge}" }`]),
+      inNs(router.ns, 'nft', ['add', 'element', 'ip', 'vipdip', 'fwd_paths', `{ "up0" . "${bridge}" }`]),
     );
-    await exec('ip', ['-n', w, 'addr', 'add', `${HAPROXY}/32`, 'dev', 'lo']);
+    await exec('ip', ['-n', w, 'route', 'add', '10.1.0.0/24', 'via', router.routerAddr]);
+    await exec('ip', ['-n', w, 'route', 'add', `${HAPROXY}/32`, 'via', router.routerAddr]);
+    await exec('ip', ['-n', router.ns, 'addr', 'add', `${HAPROXY}/32`, 'dev', 'lo']);
     const cfg = `global\n  maxconn 4000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\nfrontend http\n  bind ${HAPROXY}:8080\n  default_backend http\nbackend http\n  server h1 ${HTTP_DIP}:8000\nfrontend iperf\n  bind ${HAPROXY}:5201\n  default_backend iperf\nbackend iperf\n  server i1 ${IPERF_DIP}:5201\n`;
     const dir = mkdtempSync(join(tmpdir(), 'vipdip-bench-netns-'));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     writeFileSync(join(dir, 'haproxy.cfg'), cfg);
-    const hap = spawn('ip', inNs(w, 'haproxy', ['-db', '-f', join(dir, 'haproxy.cfg')]), {
+    const hap = spawn('ip', inNs(router.ns, 'haproxy', ['-db', '-f', join(dir, 'haproxy.cfg')]), {
       stdio: ['ignore', 'ignore', 'inherit'],
     });
     children.push(hap);
@@ -623,7 +636,7 @@ export async function run(args: string[]): Promise<void> {
       ),
     ].join('\n');
     const body =
-      `Measured ${new Date().toISOString().slice(0, 10)} on ${m.cpus} × ${m.cpu}, Node ${process.versions.node}; everything inside the netns driver's world: clients (wrk 1 thread ${o.connections} connections, iperf3) in the internet namespace, backends in their VM namespaces, HAProxy (\`mode tcp\`) in the world. Medians of ${o.rounds} interleaved rounds of ${o.seconds} s. The direct path is routed by the world too (the benchmark adds the internet → bridge path), so the three differ only by what is on the path: nothing, nftables DNAT (jhash into a 65,537-slot Maglev map), or HAProxy.\n\n` +
+      `Measured ${new Date().toISOString().slice(0, 10)} on ${m.cpus} × ${m.cpu}, Node ${process.versions.node}; everything inside the netns driver's world: clients (wrk 1 thread ${o.connections} connections, iperf3) in the internet namespace, backends in their VM namespaces, HAProxy (\`mode tcp\`) in the subscription's router, where the DIPs are. Medians of ${o.rounds} interleaved rounds of ${o.seconds} s. The direct path is routed by the world too (the benchmark adds the internet → core → router → bridge path), so the three differ only by what is on the path: nothing, nftables DNAT (jhash into a 65,537-slot Maglev map), or HAProxy.\n\n` +
       `${table}\n\n` +
       `${udpLine}\n\n` +
       `Load average (1 min) at the end of the rounds: ${loadAfterRounds.toFixed(1)} on ${m.cpus} cores, shared with other work: the paths' figures move by tens of per cent from round to round (the raw rounds are in bench/results/dataplane-netns.json), so a ratio above 1 against direct is noise, not a gain.\n\n` +

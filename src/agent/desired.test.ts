@@ -114,6 +114,7 @@ describe('the desired state of the data plane', () => {
     assert.deepEqual([...d.probes.keys()].sort(), ['shop/web1/http', 'shop/web2/http']);
     assert.deepEqual(d.probes.get('shop/web1/http'), {
       protocol: 'http',
+      network: 'contoso',
       address: '127.16.1.11',
       port: 8000,
       path: '/',
@@ -140,6 +141,7 @@ describe('the desired state of the data plane', () => {
     );
     assert.deepEqual(s.probes.get('api/api1/web'), {
       protocol: 'tcp',
+      network: 'contoso',
       address: '127.16.3.11',
       port: 8000,
       intervalMs: 15_000,
@@ -165,7 +167,7 @@ describe('the desired state of the data plane', () => {
     assert.equal(snat.size, 4);
   });
 
-  test('a DIP held in two VNets (overlapping, in two subscriptions) gets no NAT rather than a wrong one', () => {
+  test('a DIP held in two VNets (overlapping, in two subscriptions) gets the NAT of each subscription', () => {
     const twice = desiredState(
       {
         services: [svc('a', '127.100.0.1'), svc('b', '127.100.0.2', 'other')],
@@ -176,7 +178,16 @@ describe('the desired state of the data plane', () => {
       },
       all,
     );
-    assert.deepEqual(twice.snat, []);
+    const sub = (name: string) => twice.snat.filter((x) => x.subscription === name);
+    assert.equal(twice.snat.length, 2);
+    assert.deepEqual(
+      sub('other').map((x) => [x.dip, x.source]),
+      [['127.16.1.5', '127.100.0.2']],
+    );
+    assert.deepEqual(
+      twice.snat.filter((x) => x.subscription !== 'other').map((x) => [x.dip, x.source]),
+      [['127.16.1.5', '127.100.0.1']],
+    );
   });
 
   test('a service without a VIP has no listener', () => {

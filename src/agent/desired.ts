@@ -151,6 +151,7 @@ function probeSpec(vm: VmView, e: Endpoint): ProbeSpec | undefined {
     if (e.protocol !== 'tcp') return undefined;
     return {
       protocol: 'tcp',
+      network: vm.subscription,
       address: vm.dip,
       port: e.localPort,
       intervalMs: IMPLICIT_CHECK_INTERVAL_MS,
@@ -159,6 +160,7 @@ function probeSpec(vm: VmView, e: Endpoint): ProbeSpec | undefined {
   }
   return {
     protocol: e.probe.protocol,
+    network: vm.subscription,
     address: vm.dip,
     port: e.probe.port,
     ...(e.probe.path !== undefined ? { path: e.probe.path } : {}),
@@ -182,16 +184,17 @@ export function desiredState(snap: ControlSnapshot, scope: AgentScope): AgentDes
     knownWorkloads: new Set(),
   };
 
-  // Source NAT of every allocated DIP; a DIP held twice (overlapping VNets of two subscriptions,
-  // which loopback cannot tell apart) gets none rather than a wrong one.
-  const sources = new Map<string, string | null>();
+  // Source NAT of every allocated DIP, keyed by its subscription too: VNets of two subscriptions may
+  // overlap (a driver that cannot tell their DIPs apart, on loopback, leaves such a DIP out).
+  const sources = new Map<string, SourceNat>();
   for (const vm of vms) {
     if (vm.dip === null) continue;
     const source = vm.ilpip ?? services.get(vm.service)?.vip ?? null;
     if (source === null) continue;
-    sources.set(vm.dip, sources.has(vm.dip) ? null : source);
+    const key = `${vm.subscription} ${vm.dip}`;
+    if (!sources.has(key)) sources.set(key, { subscription: vm.subscription, dip: vm.dip, source });
   }
-  for (const [dip, source] of sources) if (source !== null) out.snat.push({ dip, source });
+  out.snat.push(...sources.values());
 
   if (scope.lb) {
     const groups = new Map<string, EndpointTemplate>();

@@ -48,6 +48,11 @@ export interface DesiredEndpoint {
 
 /** The address VM → VIP flows leave from (R6): a DIP's own ILPIP, else its service's VIP. */
 export interface SourceNat {
+  /**
+   * The subscription whose VNet holds the DIP: DIPs of two subscriptions may be equal (their VNets
+   * may overlap), and a driver that routes each subscription apart (netns) keys SNAT by both.
+   */
+  readonly subscription: string;
   readonly dip: string;
   readonly source: string;
 }

@@ -169,7 +169,14 @@ export class LocalDriver implements DataPlaneDriver {
 
     const snatOf = JSON.stringify(desired.snat);
     if (snatOf !== this.snatOf) {
-      this.snat = new Map(desired.snat.map((s) => [parseIpv4(s.dip), s.source]));
+      // Loopback cannot tell equal DIPs of two subscriptions apart: such a DIP gets no NAT rather
+      // than a wrong one.
+      const snat = new Map<number, string | null>();
+      for (const s of desired.snat) {
+        const k = parseIpv4(s.dip);
+        snat.set(k, snat.has(k) ? null : s.source);
+      }
+      this.snat = new Map([...snat].filter((e): e is [number, string] => e[1] !== null));
       this.snatOf = snatOf;
     }
     // A backend the agent has taken out (or that left every set) needs no passive verdict any more.

@@ -24,6 +24,11 @@ export interface ProbeSpec {
   readonly path?: string;
   readonly intervalMs: number;
   readonly timeoutMs: number;
+  /**
+   * The network the address belongs to (its subscription), for drivers where equal addresses of
+   * two subscriptions are different hosts (netns: the probe runs inside that subscription's router).
+   */
+  readonly network?: string;
 }
 
 export interface ProbeResult {

@@ -16,6 +16,7 @@ import {
   INTERNET_GATEWAY,
   namespacesWithPrefix,
   removeWorld,
+  routerNamespace,
   vmNamespace,
 } from '../../src/dataplane/netns/world.ts';
 import { eventually } from '../support/net.ts';
@@ -160,6 +161,7 @@ test('a standalone netns agent: VIP and ILPIP answer through its world, a DIP ch
     [
       `${prefix}-inet`,
       `${prefix}-world`,
+      routerNamespace(prefix, 'edge'),
       vmNamespace(prefix, 'edge-web/web1'),
       vmNamespace(prefix, 'edge-web/web2'),
     ].sort();

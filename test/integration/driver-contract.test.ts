@@ -359,7 +359,10 @@ for (const { name, make } of DRIVERS) {
       const natted = io.host(3, 50);
       // The caller's VIP, as netns requires of a source (one the world answers for); local takes any.
       const source = io.vip(3).replace(/\.1$/, '.200');
-      await io.reconcile({ endpoints: [endpoint(vip, port, [{ b: a }])], snat: [{ dip: natted, source }] });
+      await io.reconcile({
+        endpoints: [endpoint(vip, port, [{ b: a }])],
+        snat: [{ subscription: 'contoso', dip: natted, source }],
+      });
       const plain = await io.hello(vip, port, io.plainClient(3));
       const nat = await io.hello(vip, port, natted);
       assert.deepEqual([plain, nat], [`web1 ${io.plainSeen(3)}`, `web1 ${source}`]);

@@ -12,7 +12,12 @@ import { createInterface } from 'node:readline';
 import { test, type TestContext } from 'node:test';
 import { parseIpv4 } from '../../src/core/index.ts';
 import { NetnsDriver } from '../../src/dataplane/index.ts';
-import { removeWorld, vmNamespace, namespacesWithPrefix } from '../../src/dataplane/netns/world.ts';
+import {
+  removeWorld,
+  routerNamespace,
+  vmNamespace,
+  namespacesWithPrefix,
+} from '../../src/dataplane/netns/world.ts';
 import { PickerSnapshot } from '../../src/lb/index.ts';
 import {
   BACKEND_PORT,
@@ -238,10 +243,15 @@ test('the netns driver on the kernel', async (t) => {
       const next = async () => String((await lines.next()).value);
       const vm = (await next()).split(' ')[0]!;
       assert.match(vm, /^web[12]$/);
-      // The world's conntrack entry of this flow: its timeout is the idle time (conntrack's default is 5 days).
-      const table = spawnSync('ip', ['netns', 'exec', driver.names.world, 'cat', '/proc/net/nf_conntrack'], {
-        encoding: 'utf8',
-      }).stdout;
+      // The conntrack entry of this flow in its subscription's router: its timeout is the idle time
+      // (conntrack's default is 5 days).
+      const table = spawnSync(
+        'ip',
+        ['netns', 'exec', driver.router('s1')!.ns, 'cat', '/proc/net/nf_conntrack'],
+        {
+          encoding: 'utf8',
+        },
+      ).stdout;
       const entry = table
         .split('\n')
         .find((l) => l.includes(`dst=${SAMPLE_VIPS.web} `) && l.includes('ESTABLISHED'));
@@ -396,19 +406,23 @@ test('after kill -9 of the process that built a world, a new driver of the same 
   const r = await driver.reconcile(sampleDesired(remaining));
   assert.deepEqual(r.failed, []);
   const after = (await namespacesWithPrefix(prefix)).sort();
+  // s2's router went with its last VM (blog1 was s2's only one) and its VIP.
   const want = [
     driver.names.world,
     driver.names.internet,
+    routerNamespace(prefix, 's1'),
     ...remaining.map((v) => vmNamespace(prefix, `${v.service}/${v.vm}`)),
   ].sort();
   assert.deepEqual(after, want);
-  const rules = spawnSync('ip', ['netns', 'exec', driver.names.world, 'nft', 'list', 'tables'], {
-    encoding: 'utf8',
-  }).stdout;
-  assert.equal(rules.trim(), 'table ip vipdip');
+  for (const ns of [driver.names.world, routerNamespace(prefix, 's1')]) {
+    const rules = spawnSync('ip', ['netns', 'exec', ns, 'nft', 'list', 'tables'], {
+      encoding: 'utf8',
+    }).stdout;
+    assert.equal(rules.trim(), 'table ip vipdip');
+  }
   const dnat = spawnSync(
     'ip',
-    ['netns', 'exec', driver.names.world, 'nft', 'list', 'chain', 'ip', 'vipdip', 'dnat_hook'],
+    ['netns', 'exec', routerNamespace(prefix, 's1'), 'nft', 'list', 'chain', 'ip', 'vipdip', 'dnat_hook'],
     {
       encoding: 'utf8',
     },

@@ -42,7 +42,7 @@ const vip = (address: string, port: number, backends: DesiredBackend[], acl = fa
 });
 const input = (endpoints: DesiredEndpoint[], snat: [string, string][]): NftInput => ({
   endpoints,
-  snat: snat.map(([dip, source]) => ({ dip, source })),
+  snat: snat.map(([dip, source]) => ({ subscription: 's', dip, source })),
   vnets: [
     { subscription: 's', bridge: 'vdy-b1' },
     { subscription: 't', bridge: 'vdy-b2' },

@@ -96,10 +96,15 @@ const CIDRS: Record<string, string> = { s1: '10.1.0.0/24', s2: '10.2.0.0/24' };
 export const BACKEND_PORT = 8000;
 export const VIP_PORT = 80;
 
-/** The sample's desired state; `healthy(vm)` decides each backend's health (all healthy by default). */
+/**
+ * The sample's desired state; `healthy(vm)` decides each backend's health (all healthy by default).
+ * `vips` by service and `cidrs` (each subscription's one VNet) default to the sample's.
+ */
 export function sampleDesired(
   vms: SampleVm[] = SAMPLE_VMS,
   healthy: (vm: string) => boolean = () => true,
+  vips: Record<string, string> = SAMPLE_VIPS,
+  cidrs: Record<string, string> = CIDRS,
 ): DesiredDataPlane {
   const endpoints: DesiredEndpoint[] = [];
   for (const service of new Set(vms.map((v) => v.service))) {
@@ -112,13 +117,13 @@ export function sampleDesired(
       healthy: healthy(v.vm),
     }));
     endpoints.push({
-      key: `tcp/${SAMPLE_VIPS[service]}:${VIP_PORT}`,
+      key: `tcp/${vips[service]}:${VIP_PORT}`,
       kind: 'vip',
       subscription: members[0]!.subscription,
       service,
       name: 'http',
       lbSet: null,
-      address: SAMPLE_VIPS[service]!,
+      address: vips[service]!,
       protocol: 'tcp',
       port: VIP_PORT,
       distribution: 'fiveTuple',
@@ -134,15 +139,15 @@ export function sampleDesired(
     service: v.service,
     vm: v.vm,
     vnet: `${v.subscription}/net`,
-    cidr: CIDRS[v.subscription]!,
+    cidr: cidrs[v.subscription]!,
     dip: v.dip,
   }));
   const subs = [...new Set(vms.map((v) => v.subscription))];
   return {
     endpoints,
-    snat: vms.map((v) => ({ dip: v.dip, source: SAMPLE_VIPS[v.service]! })),
+    snat: vms.map((v) => ({ subscription: v.subscription, dip: v.dip, source: vips[v.service]! })),
     vms: dvms,
-    vnets: subs.map((s) => ({ key: `${s}/net`, subscription: s, name: 'net', subnets: [CIDRS[s]!] })),
+    vnets: subs.map((s) => ({ key: `${s}/net`, subscription: s, name: 'net', subnets: [cidrs[s]!] })),
   };
 }
 

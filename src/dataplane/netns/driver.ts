@@ -1,11 +1,12 @@
 /**
  * The `netns` driver: VMs are network namespaces, the load balancer is the kernel. A reconcile is a
- * world diff (world.ts: bridges, VM namespaces, addresses, run with `ip -batch`) and an nft diff
- * (render.ts: one `nft -f` transaction inside the world, only the moved Maglev slots for a health or
- * DIP change). Probes run from the world through a helper process there; workloads run inside their
- * VM's namespace (`ip netns exec`). Everything this driver makes lives in namespaces named with its
- * prefix: it removes a previous run's at start and its own on close.
- */
+ * world diff (world.ts: a router namespace per subscription behind the core, bridges, VM namespaces,
+ * addresses, run with `ip -batch`) and an nft diff per namespace (render.ts: one `nft -f`
+ * transaction in each router whose rules changed, only the moved Maglev slots for a health or DIP
+ * change). Probes run from the router of the DIP's subscription through a helper process there (the
+ * core's helper answers DNS for the internet); workloads run inside their VM's namespace (`ip netns
+ * exec`). Everything this driver makes lives in namespaces named with its prefix: it removes a
+ * previous run's at start and its own on close. */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -24,10 +25,10 @@ import {
   type WorkloadCommand,
 } from '../driver.ts';
 import { NftChannel } from './nft-channel.ts';
-import { nftState, renderUpdate, type NftState } from './render.ts';
+import { coreNftState, nftState, renderUpdate, routerNftInput, type NftState } from './render.ts';
 import {
   EMPTY_WORLD,
-  INTERNET_IF,
+  addNamespaces,
   createWorld,
   dnsListeners,
   netnsEtcDir,
@@ -35,10 +36,12 @@ import {
   planWorld,
   removeWorld,
   routableVnets,
+  routerHolding,
   vmNamespace,
   worldNames,
   worldSpec,
   type WorldNames,
+  type WorldRouter,
   type WorldSpec,
 } from './world.ts';
 
@@ -89,7 +92,8 @@ export class NetnsDriver implements DataPlaneDriver {
   readonly names: WorldNames;
   private readonly limits: DriverLimits;
   private world: WorldSpec = EMPTY_WORLD;
-  private nft: NftState | undefined;
+  /** The ruleset in force in each namespace (the core and the routers); absent: load it whole. */
+  private nft = new Map<string, NftState>();
   private started: Promise<void> | undefined;
   /** The reconcile running now, and the latest state asked for while it runs (with who waits for it). */
   private running: Promise<void> | undefined;
@@ -103,10 +107,13 @@ export class NetnsDriver implements DataPlaneDriver {
   private readonly nftChannels = new Map<string, NftChannel>();
   private last: DesiredDataPlane = { endpoints: [], snat: [] };
   private closed = false;
-  private helper: ProbeHelper | undefined;
+  /** The helper of each namespace (the core's answers DNS for the internet; a router's probes its DIPs and answers its VNets). */
+  private helpers = new Map<string, ProbeHelper>();
   private dns: WorldDnsTarget | undefined;
-  /** The helper's DNS listeners and who asks through each: the scope a query is relayed with. */
-  private dnsScopes = new Map<string, DnsScope>();
+  /** By namespace, the helper's DNS listeners and who asks through each: the scope a query is relayed with. */
+  private dnsScopes = new Map<string, Map<string, DnsScope>>();
+  /** Whether the last reconcile's rulesets all went in. */
+  private loaded = false;
   /**
    * Slots written by the last nft update, the time it took, and when (performance.now()) the kernel
    * had it: for tests and the benchmark.
@@ -195,50 +202,83 @@ export class NetnsDriver implements DataPlaneDriver {
       this.opts.prefix,
       routable.vms,
       routable.vnets,
-      desired.endpoints.map((e) => e.address),
+      [
+        ...desired.endpoints.map((e) => ({ address: e.address, subscription: e.subscription })),
+        // A caller's VIP or ILPIP is where its replies come back to, endpoints or not.
+        ...desired.snat.map((x) => ({ address: x.source, subscription: x.subscription })),
+      ],
+      this.world,
     );
     const plan = planWorld(this.world, next);
     await ensureNeighbourRoom(next.vms.size);
-    const nft = nftState(
-      {
-        endpoints: desired.endpoints,
-        snat: desired.snat,
-        vnets: [...next.vnets.values()].map((v) => ({ subscription: v.subscription, bridge: v.bridge })),
-        internetIf: INTERNET_IF,
-        dnsListeners: [...dnsListeners(next).keys()],
-        tableSize: this.limits.tableSize,
-        timeScale: this.opts.time !== undefined ? this.opts.time.wallMs(1_000_000) / 1_000_000 : 1,
-      },
-      this.nft,
+    // The namespaces first: a new router's ruleset goes into it. Then the rulesets (`nft`) and the
+    // devices (`ip`): the rules name bridges and links by name only and need no device to exist. A
+    // small update (a DIP or health change: a few elements through each namespace's open `nft -i`)
+    // is waited for before any `ip` process starts, so the new DNAT is in force within milliseconds
+    // of the reconcile and does not share the CPU with `ip`; a large one (a first build: seconds of
+    // `nft` parsing ten 65,537-slot maps with 1,000 VMs) runs alongside the devices.
+    let worldError: Error | undefined;
+    try {
+      await addNamespaces(plan);
+    } catch (e) {
+      worldError = e as Error;
+    }
+    // A namespace about to go loses its nft channel first (a process inside would keep it alive).
+    await Promise.all(plan.deleteNamespaces.map((ns) => this.closeNftChannel(ns)));
+    const timeScale = this.opts.time !== undefined ? this.opts.time.wallMs(1_000_000) / 1_000_000 : 1;
+    const states = new Map<string, NftState>();
+    states.set(
+      this.names.world,
+      coreNftState([...(dnsListeners(next, this.names.world).get(this.names.world)?.keys() ?? [])]),
     );
-    const update = renderUpdate(this.nft, nft);
-    // The ruleset goes in first, the world's devices (`ip`) after or alongside: the rules name
-    // bridges and the internet link by name only and need no device to exist. A small update (a DIP
-    // or health change: a few elements through the open `nft -i`) is waited for before any `ip`
-    // process starts, so the new DNAT is in force within milliseconds of the reconcile and does not
-    // share the CPU with `ip`; a large one (a first build: seconds of `nft` parsing slot maps) runs
-    // alongside the devices, since each takes seconds.
+    for (const [ns, input] of routerNftInput(next, desired, {
+      tableSize: this.limits.tableSize,
+      timeScale,
+    }))
+      states.set(ns, nftState(input, this.nft.get(ns)));
+    const routerOf = new Map([...next.routers.values()].map((r) => [r.ns, r.subscription]));
+    // A gone router's ruleset goes with its namespace.
+    for (const ns of this.nft.keys()) if (!states.has(ns)) this.nft.delete(ns);
+    const updates = [...states]
+      .filter(([ns]) => worldError === undefined || this.nft.has(ns) || ns === this.names.world)
+      .map(([ns, state]) => ({ ns, state, update: renderUpdate(this.nft.get(ns), state) }));
     const t0 = performance.now();
-    const nftDone = (
-      update.script !== '' ? this.applyRuleset(this.names.world, update.script) : Promise.resolve()
-    ).then(
-      () => {
-        const now = performance.now();
-        this.lastUpdate = { elements: update.elementsWritten, ms: now - t0, inForceAt: now };
-        return undefined;
-      },
-      (e: unknown) => e as Error,
-    );
-    if (update.script.length <= SMALL_UPDATE_BYTES) await nftDone;
-    const worldDone = execWorld(this.names, plan).then(
-      () => undefined,
-      (e: unknown) => e as Error,
-    );
-    const [worldError, nftError] = await Promise.all([worldDone, nftDone]);
-    if (nftError === undefined) this.nft = nft;
-    else {
-      this.nft = undefined; // the next reconcile loads the whole ruleset
-      for (const ep of desired.endpoints) result.failed.push({ key: ep.key, error: nftError.message });
+    const elements = updates.reduce((n, u) => n + u.update.elementsWritten, 0);
+    const nftDone = Promise.all(
+      updates.map(async ({ ns, state, update }) => {
+        try {
+          if (update.script !== '') await this.applyRuleset(ns, update.script);
+          this.nft.set(ns, state);
+          return undefined;
+        } catch (e) {
+          this.nft.delete(ns); // the next reconcile loads its whole ruleset
+          return { ns, error: e as Error };
+        }
+      }),
+    ).then((errors) => {
+      const now = performance.now();
+      this.lastUpdate = { elements, ms: now - t0, inForceAt: now };
+      return errors;
+    });
+    const bytes = updates.reduce((n, u) => n + u.update.script.length, 0);
+    if (bytes <= SMALL_UPDATE_BYTES) await nftDone;
+    const worldDone =
+      worldError !== undefined
+        ? Promise.resolve(worldError)
+        : execWorld(this.names, plan).then(
+            () => undefined,
+            (e: unknown) => e as Error,
+          );
+    const nftErrors = await nftDone;
+    worldError ??= await worldDone;
+    this.loaded = true;
+    for (const f of nftErrors) {
+      if (f === undefined) continue;
+      this.loaded = false;
+      const sub = routerOf.get(f.ns);
+      for (const ep of desired.endpoints)
+        if (sub === undefined || ep.subscription === sub)
+          result.failed.push({ key: ep.key, error: f.error.message });
     }
     if (worldError !== undefined) {
       // The world is now somewhere between the two: rebuild it whole next time.
@@ -246,6 +286,12 @@ export class NetnsDriver implements DataPlaneDriver {
       await this.rebuild();
       return result;
     }
+    // Helpers of routers that are gone stop (their namespace went with them).
+    for (const [ns, h] of this.helpers)
+      if (ns !== this.names.world && !routerOf.has(ns)) {
+        h.stop();
+        this.helpers.delete(ns);
+      }
     this.world = next;
     // New VMs, and moved ones (another VNet is another gateway), get their resolv.conf.
     const moved = plan.readdressed.map((k) => next.vms.get(k)?.ns).filter((n) => n !== undefined);
@@ -273,16 +319,23 @@ export class NetnsDriver implements DataPlaneDriver {
     this.dnsListen();
   }
 
-  /** The world addresses DNS answers on: the gateways of the VNets, and the internet link's. */
+  /** The world addresses DNS answers on: the gateways of the VNets (of every router), and the internet link's. */
   dnsAddresses(): string[] {
-    return [...dnsListeners(this.world).keys()].sort();
+    return [
+      ...new Set([...dnsListeners(this.world, this.names.world).values()].flatMap((m) => [...m.keys()])),
+    ].sort();
+  }
+
+  /** The router of a subscription, while it has one: its namespace and link (tests and the benchmark). */
+  router(subscription: string): WorldRouter | undefined {
+    return this.world.routers.get(subscription);
   }
 
   private dnsListen(): void {
     if (this.dns === undefined || this.closed) return;
     // The scopes change before the listeners do: a new listener's first query finds its scope.
-    this.dnsScopes = dnsListeners(this.world);
-    this.worldHelper()?.listen([...this.dnsScopes.keys()].sort());
+    this.dnsScopes = dnsListeners(this.world, this.names.world);
+    for (const [ns, scopes] of this.dnsScopes) this.helper(ns)?.listen([...scopes.keys()].sort());
   }
 
   /** Writes the resolv.conf of new VM namespaces (when DNS is served) and removes those of gone ones. */
@@ -305,14 +358,15 @@ export class NetnsDriver implements DataPlaneDriver {
   }
 
   /**
-   * Relays one query that arrived on the listener `at` to vipdip's DNS server, over the transport it
+   * Relays one query that arrived on the listener `at` of namespace `ns` to vipdip's DNS server, over the transport it
    * came on, with the scope of that listener (dns/scope.ts): a VM sees its own VNet's internal names
    * only, the internet namespace none. A query from a listener that is no more, or one the relay
    * cannot parse to scope, is dropped: unscoped, it would see every name.
    */
-  private async relayDns(data: Buffer, tcp: boolean, at: string): Promise<Buffer | undefined> {
+  private async relayDns(ns: string, data: Buffer, tcp: boolean, at: string): Promise<Buffer | undefined> {
     const dns = this.dns;
-    const scope = this.dnsScopes.get(at);
+    // By the namespace the query arrived in and then the address: gateways of two subscriptions may be equal.
+    const scope = this.dnsScopes.get(ns)?.get(at);
     if (dns === undefined || scope === undefined) return undefined;
     const scoped = scopeQuery(data, scope);
     if (scoped === undefined) return undefined;
@@ -320,32 +374,38 @@ export class NetnsDriver implements DataPlaneDriver {
     return answer !== undefined && scoped.addedOpt ? unscopeReply(answer) : answer;
   }
 
-  private worldHelper(): ProbeHelper | undefined {
+  /** The helper of namespace `ns` (the core or a router), started when first needed or after it died. */
+  private helper(ns: string): ProbeHelper | undefined {
     const cmd = this.opts.proberCommand;
     if (cmd === undefined || this.closed) return undefined;
-    if (this.helper === undefined || this.helper.dead) {
-      this.helper = new ProbeHelper(
-        ['netns', 'exec', this.names.world, cmd.command, ...cmd.args],
-        (d, tcp, at) => this.relayDns(d, tcp, at),
+    let h = this.helpers.get(ns);
+    if (h === undefined || h.dead) {
+      h = new ProbeHelper(['netns', 'exec', ns, cmd.command, ...cmd.args], (d, tcp, at) =>
+        this.relayDns(ns, d, tcp, at),
       );
+      this.helpers.set(ns, h);
       // A helper started again listens where the last one did.
-      if (this.dns !== undefined) this.helper.listen(this.dnsAddresses());
+      const scopes = this.dns !== undefined ? this.dnsScopes.get(ns) : undefined;
+      if (scopes !== undefined) h.listen([...scopes.keys()].sort());
     }
-    return this.helper;
+    return h;
   }
 
   private async rebuild(): Promise<void> {
     this.world = EMPTY_WORLD;
-    this.nft = undefined;
+    this.nft.clear();
+    for (const h of this.helpers.values()) h.stop();
+    this.helpers.clear();
     await this.closeNftChannels();
     await removeWorld(this.opts.prefix);
     await createWorld(this.names);
   }
 
   /**
-   * Applies nft text `script` as one transaction in network namespace `ns`, through that namespace's
-   * long-lived channel (nft-channel.ts): resolves when the kernel has it, rejects when it was refused
-   * (nothing of it is then in force). The one way this driver changes a ruleset.
+   * Applies nft text `script` as one transaction in network namespace `ns` (the core or a router),
+   * through that namespace's long-lived channel (nft-channel.ts): resolves when the kernel has it,
+   * rejects when it was refused (nothing of it is then in force). The one way this driver changes a
+   * ruleset.
    */
   private applyRuleset(ns: string, script: string): Promise<void> {
     let ch = this.nftChannels.get(ns);
@@ -354,6 +414,13 @@ export class NetnsDriver implements DataPlaneDriver {
       this.nftChannels.set(ns, ch);
     }
     return ch.apply(script);
+  }
+
+  /** Ends the nft channel of `ns`, if it has one. */
+  private async closeNftChannel(ns: string): Promise<void> {
+    const ch = this.nftChannels.get(ns);
+    this.nftChannels.delete(ns);
+    await ch?.close();
   }
 
   /** Ends every nft channel: before its namespace is deleted (a process inside keeps it alive). */
@@ -371,8 +438,8 @@ export class NetnsDriver implements DataPlaneDriver {
         address: e.address,
         protocol: e.protocol,
         port: e.port,
-        state: this.nft !== undefined ? ('listening' as const) : ('failed' as const),
-        error: this.nft !== undefined ? null : 'the ruleset is not loaded',
+        state: this.loaded ? ('listening' as const) : ('failed' as const),
+        error: this.loaded ? null : 'the ruleset is not loaded',
         activeFlows: 0,
         accepted: 0,
         deniedAcl: 0,
@@ -410,7 +477,24 @@ export class NetnsDriver implements DataPlaneDriver {
     } catch (e) {
       return { ok: false, detail: `no world to probe from: ${(e as Error).message}` };
     }
-    const helper = this.worldHelper();
+    // From inside the router of the DIP's subscription (`network`), where its VNet is routed; a
+    // probe that names none goes to the router holding the address. A router made by the reconcile
+    // under way is waited for.
+    const where = () =>
+      spec.network !== undefined
+        ? this.world.routers.get(spec.network)?.ns
+        : routerHolding(this.world, spec.address);
+    let ns = where();
+    if (ns === undefined) {
+      await this.idle();
+      ns = where();
+    }
+    if (ns === undefined)
+      return {
+        ok: false,
+        detail: `no router holds ${spec.address}${spec.network !== undefined ? ` for ${spec.network}` : ''}`,
+      };
+    const helper = this.helper(ns);
     if (helper === undefined) return { ok: false, detail: 'the driver is closed' };
     return helper.probe(spec, deadlineMs);
   }
@@ -418,7 +502,8 @@ export class NetnsDriver implements DataPlaneDriver {
   async close(): Promise<void> {
     this.closed = true;
     await this.idle();
-    this.helper?.stop();
+    for (const h of this.helpers.values()) h.stop();
+    this.helpers.clear();
     await this.closeNftChannels();
     if (this.started !== undefined) {
       await this.started.catch(() => {});

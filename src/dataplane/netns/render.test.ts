@@ -4,9 +4,19 @@ import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { buildMaglevTable } from '../../lb/index.ts';
 import type { DesiredBackend, DesiredEndpoint } from '../driver.ts';
-import { idleTimeoutObject, nftState, renderRuleset, renderUpdate, type NftInput } from './render.ts';
+import {
+  coreNftState,
+  idleTimeoutObject,
+  nftState,
+  renderRuleset,
+  renderUpdate,
+  routerNftInput,
+  type NftInput,
+} from './render.ts';
+import { dnsListeners, worldSpec } from './world.ts';
 
 const GOLDEN = fileURLToPath(new URL('./testdata/ruleset.golden.nft', import.meta.url));
+const ROUTERS_GOLDEN = fileURLToPath(new URL('./testdata/routers.golden.nft', import.meta.url));
 
 const backend = (vm: string, dip: string, healthy = true): DesiredBackend => ({
   id: `s1/web/${vm}`,
@@ -55,8 +65,8 @@ function sampleInput(backends: DesiredBackend[], tableSize = 7): NftInput {
       }),
     ],
     snat: [
-      { dip: '10.1.0.5', source: '198.18.0.10' },
-      { dip: '10.1.0.4', source: '198.18.0.20' },
+      { subscription: 's1', dip: '10.1.0.5', source: '198.18.0.10' },
+      { subscription: 's1', dip: '10.1.0.4', source: '198.18.0.20' },
     ],
     vnets: [
       { subscription: 's1', bridge: 'vdx-b1' },
@@ -220,5 +230,61 @@ describe('the netns ruleset', () => {
       !lines.some((l) => / ct timeout ip vipdip idle_tcp_240/.test(l)),
       'the TCP object stays as it is',
     );
+  });
+
+  test('two subscriptions with the same address space: a router each, each with its own VIPs, SNAT and gateways only, as the golden file says', () => {
+    const net = (sub: string) => ({
+      key: `${sub}/net`,
+      subscription: sub,
+      name: 'net',
+      subnets: ['10.1.0.0/24'],
+    });
+    const vm = (sub: string, service: string) => ({
+      key: `${sub}/${service}/vm1`,
+      subscription: sub,
+      service,
+      vm: 'vm1',
+      vnet: `${sub}/net`,
+      cidr: '10.1.0.0/24',
+      dip: '10.1.0.4',
+    });
+    const ep = (sub: string, service: string, vip: string) =>
+      endpoint({
+        key: `tcp/${vip}:80`,
+        subscription: sub,
+        service,
+        address: vip,
+        port: 80,
+        backends: [{ id: `${sub}/${service}/vm1`, vm: 'vm1', dip: '10.1.0.4', port: 8000, healthy: true }],
+      });
+    const desired = {
+      endpoints: [ep('s2', 'blog', '198.18.0.20'), ep('s1', 'web', '198.18.0.10')],
+      snat: [
+        { subscription: 's2', dip: '10.1.0.4', source: '198.18.0.20' },
+        { subscription: 's1', dip: '10.1.0.4', source: '198.18.0.10' },
+      ],
+    };
+    const world = worldSpec(
+      'vdx',
+      [vm('s1', 'web'), vm('s2', 'blog')],
+      [net('s1'), net('s2')],
+      desired.endpoints.map((e) => ({ address: e.address, subscription: e.subscription })),
+    );
+    const inputs = routerNftInput(world, desired, { tableSize: 7 });
+    assert.equal(inputs.size, 2);
+    for (const [ns, input] of inputs) {
+      const sub = [...world.routers.values()].find((r) => r.ns === ns)!.subscription;
+      assert.ok(input.endpoints.every((e) => e.subscription === sub));
+      assert.ok(input.snat.every((x) => x.subscription === sub));
+      assert.deepEqual(input.dnsListeners, ['10.1.0.1']);
+    }
+    const core = [...dnsListeners(world, 'vdx-world').get('vdx-world')!.keys()];
+    const text = [
+      '# vdx-world',
+      renderRuleset(coreNftState(core)),
+      ...[...inputs].flatMap(([ns, input]) => [`# ${ns}`, renderRuleset(nftState(input))]),
+    ].join('\n');
+    if (process.env.UPDATE_GOLDEN) writeFileSync(ROUTERS_GOLDEN, text);
+    assert.equal(text, readFileSync(ROUTERS_GOLDEN, 'utf8'));
   });
 });

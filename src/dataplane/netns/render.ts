@@ -1,5 +1,6 @@
 /**
- * The netns driver's nftables, rendered purely: the desired state of the world's rules as data
+ * The netns driver's nftables, rendered purely: the desired state of each router's rules (and the
+ * core's few) as data
  * (chains with their rules, maps and sets with their elements), the whole ruleset as one `nft -f`
  * text, and the update from one state to the next as one `nft -f` transaction that touches only what
  * changed — above all, only the Maglev slots that moved (a 65,537-slot map loads in ~0.3 s, its
@@ -18,23 +19,25 @@
  * * ACLs: a filter chain at priority -150 (before DNAT at -100) jumps per endpoint to a chain of its
  *   rules in `order`; the first matching subnet decides, and an allow-list ends with a denial (a
  *   TCP reset, as `local` gives, or a drop for UDP).
- * * R6: in postrouting, a flow that was DNATed (to a VIP) or leaves for the internet takes the
+ * * R6: in postrouting, a flow that was DNATed (to a VIP) or leaves by the uplink takes the
  *   caller's VIP or ILPIP as source, from the `snat` map keyed by DIP.
  * * Idle timeouts: a `ct timeout` object per protocol and idle time (`idle_tcp_240`: TCP established
  *   240 s; UDP: replied 240 s), set on each endpoint's new flows in a chain at priority -190: after
  *   conntrack (-200) has made the entry and before it is confirmed, the only window in which the
  *   kernel (6.x) takes `ct timeout set` (at raw, -300, there is no entry yet and it does nothing). A flow idle for
  *   longer loses its entry and its DNAT: its next packet meets the VIP itself, which refuses it.
- * * Isolation: the forward chain drops by default; it passes replies, DNATed flows (VIPs are the
- *   only way between subscriptions), and routed traffic between bridges of one subscription or from a
- *   bridge to the internet.
+ * * Isolation: each subscription has a router of its own, whose table holds only its own VNets, so
+ *   another subscription's DIPs have no route (the core routes public addresses only). A router's
+ *   forward chain drops by default; it passes replies, DNATed flows (its VIPs), and routed traffic
+ *   between its bridges or from a bridge to its uplink (the core: other VIPs, the internet).
  * * DNS listeners: a query to a listener's address (a gateway, the internet link's end) must come in
  *   on the interface that holds it (`fib daddr . iif type local`). Without this a VM could ask another
  *   VNet's gateway, which the world delivers locally (input, not forward), and get that VNet's scope.
  */
 import { parseIpv4 } from '../../core/index.ts';
 import { FLOW_HASH_SEED, NFT_FLOW_FIELDS, buildMaglevTable, murmur3Text } from '../../lb/index.ts';
-import type { DesiredEndpoint, SourceNat } from '../driver.ts';
+import type { DesiredDataPlane, DesiredEndpoint, SourceNat } from '../driver.ts';
+import { ROUTER_UPLINK, type WorldSpec } from './world.ts';
 
 export const NFT_TABLE = 'vipdip';
 
@@ -49,7 +52,7 @@ export interface NftInput {
   readonly endpoints: readonly DesiredEndpoint[];
   readonly snat: readonly SourceNat[];
   readonly vnets: readonly NftVnet[];
-  /** The world's end of the veth to the internet namespace. */
+  /** The way out of the router: its uplink to the core (other subscriptions' VIPs, the internet). */
   readonly internetIf: string;
   /** Maglev table size, a prime (65537 by default). */
   readonly tableSize: number;
@@ -275,12 +278,20 @@ export function nftState(input: NftInput, prev?: NftState): NftState {
     ],
   });
 
+  dnsRules(input.dnsListeners ?? [], chains, collections);
+  return { chains, collections, objects };
+}
+
+/** DNS to a listener's address must arrive on the interface that holds it. */
+function dnsRules(
+  listeners: readonly string[],
+  chains: Map<string, NftChain>,
+  collections: Map<string, NftCollection>,
+): void {
   collections.set('dns_listeners', {
     kind: 'set',
     type: 'ipv4_addr',
-    elements: new Map(
-      [...(input.dnsListeners ?? [])].sort((a, b) => parseIpv4(a) - parseIpv4(b)).map((a) => [a, '']),
-    ),
+    elements: new Map([...listeners].sort((a, b) => parseIpv4(a) - parseIpv4(b)).map((a) => [a, ''])),
   });
   chains.set('dns_hook', {
     hook: 'type filter hook input priority 0; policy accept;',
@@ -288,7 +299,50 @@ export function nftState(input: NftInput, prev?: NftState): NftState {
       'meta l4proto { tcp, udp } th dport 53 ip daddr @dns_listeners fib daddr . iif type != local drop',
     ],
   });
-  return { chains, collections, objects };
+}
+
+/**
+ * The core's ruleset: the core routes public addresses only (its strict reverse-path filter keeps
+ * each router to its own), and answers DNS for the internet on its link's end. Pure.
+ */
+export function coreNftState(dnsListeners: readonly string[]): NftState {
+  const chains = new Map<string, NftChain>();
+  const collections = new Map<string, NftCollection>();
+  dnsRules(dnsListeners, chains, collections);
+  return { chains, collections, objects: new Map() };
+}
+
+/** Tuning shared by every router's ruleset. */
+export interface RouterNftOptions {
+  readonly tableSize: number;
+  readonly timeScale?: number;
+}
+
+/**
+ * Desired state → the input of each router's ruleset, by router namespace: its subscription's
+ * endpoints (VIPs and ILPIPs), the SNAT of its DIPs, its VNets' bridges, its uplink to the core as
+ * "the internet", and its gateways as DNS listeners. A router's table never names another
+ * subscription's address. Pure.
+ */
+export function routerNftInput(
+  world: WorldSpec,
+  desired: Pick<DesiredDataPlane, 'endpoints' | 'snat'>,
+  opts: RouterNftOptions,
+): Map<string, NftInput> {
+  const out = new Map<string, NftInput>();
+  for (const r of [...world.routers.values()].sort((a, b) => compare(a.ns, b.ns))) {
+    const vnets = [...world.vnets.values()].filter((v) => v.router === r.ns);
+    out.set(r.ns, {
+      endpoints: desired.endpoints.filter((e) => e.subscription === r.subscription),
+      snat: desired.snat.filter((s) => s.subscription === r.subscription),
+      vnets: vnets.map((v) => ({ subscription: v.subscription, bridge: v.bridge })),
+      internetIf: ROUTER_UPLINK,
+      dnsListeners: vnets.flatMap((v) => v.gateways.map((g) => g.split('/')[0]!)),
+      tableSize: opts.tableSize,
+      ...(opts.timeScale !== undefined ? { timeScale: opts.timeScale } : {}),
+    });
+  }
+  return out;
 }
 
 /** `type mark : …`, or `typeof …` as given. */

@@ -8,6 +8,8 @@ import {
   bridgeName,
   dnsListeners,
   planWorld,
+  routerLinkName,
+  routerNamespace,
   vethName,
   vmNamespace,
   worldPrefix,
@@ -28,6 +30,8 @@ const vnets = [
   { key: 's1/other', subscription: 's1', name: 'other', subnets: ['10.2.0.0/16'] },
 ];
 const P = 'vdabc123';
+const R1 = routerNamespace(P, 's1');
+const pub = (...a: string[]) => a.map((address) => ({ address, subscription: 's1' }));
 
 describe('the netns world plan', () => {
   test('names: one prefix per state directory, device names within IFNAMSIZ', () => {
@@ -49,18 +53,31 @@ describe('the netns world plan', () => {
     assert.throws(() => agentWorldPrefix('not a url', 'edge1'));
   });
 
-  test('from nothing: bridges with their gateways, a namespace and veth per VM, VIPs on lo', () => {
-    const next = worldSpec(P, [vm('web1', '10.1.0.4')], vnets, ['198.18.0.10']);
+  test('from nothing: a router per subscription linked to the core, bridges and VM veths in it, VIPs on its lo and routed to it by the core', () => {
+    const next = worldSpec(P, [vm('web1', '10.1.0.4')], vnets, pub('198.18.0.10'));
     const plan = planWorld(EMPTY_WORLD, next);
     const br = bridgeName('s1/net');
-    assert.deepEqual(plan.addNamespaces, [vmNamespace(P, 'web/web1')]);
-    assert.ok(plan.world.includes(`link add ${br} type bridge`));
-    assert.ok(plan.world.includes(`addr add 10.1.0.1/24 dev ${br}`));
-    assert.ok(plan.world.includes(`addr add 10.2.0.1/16 dev ${bridgeName('s1/other')}`));
-    assert.ok(plan.world.includes(`link set ${vethName('web/web1')} master ${br}`));
+    const r = next.routers.get('s1')!;
+    assert.equal(r.ns, R1);
+    assert.deepEqual([r.coreAddr, r.routerAddr], ['100.127.0.1', '100.127.0.2']);
+    assert.deepEqual(plan.addNamespaces, [R1, vmNamespace(P, 'web/web1')]);
+    assert.deepEqual(plan.newRouters, [R1]);
+    assert.deepEqual(plan.core, [
+      `link add ${routerLinkName('s1')} type veth peer name up0 netns ${R1}`,
+      `link set ${routerLinkName('s1')} addrgenmode none`,
+      'addr add 100.127.0.1/30 dev ' + routerLinkName('s1'),
+      `link set ${routerLinkName('s1')} up`,
+      `route replace 198.18.0.10/32 via 100.127.0.2 dev ${routerLinkName('s1')}`,
+    ]);
+    const router = plan.routers.get(R1)!;
+    assert.ok(router.includes('route add default via 100.127.0.1'));
+    assert.ok(router.includes(`link add ${br} type bridge`));
+    assert.ok(router.includes(`addr add 10.1.0.1/24 dev ${br}`));
+    assert.ok(router.includes(`addr add 10.2.0.1/16 dev ${bridgeName('s1/other')}`));
+    assert.ok(router.includes(`link set ${vethName('web/web1')} master ${br}`));
     // The world is IPv4: no link-local addresses, so no DAD or MLD per link (a third of a 1,000-VM build).
-    assert.ok(plan.world.includes(`link set ${vethName('web/web1')} addrgenmode none`));
-    assert.ok(plan.world.includes('addr add 198.18.0.10/32 dev lo'));
+    assert.ok(router.includes(`link set ${vethName('web/web1')} addrgenmode none`));
+    assert.ok(router.includes('addr add 198.18.0.10/32 dev lo'));
     assert.deepEqual(plan.vms.get(vmNamespace(P, 'web/web1')), [
       'link set lo up',
       'link set eth0 addrgenmode none',
@@ -71,12 +88,14 @@ describe('the netns world plan', () => {
   });
 
   test('the same world again is no work at all', () => {
-    const s = worldSpec(P, [vm('web1', '10.1.0.4')], vnets, ['198.18.0.10']);
-    const plan = planWorld(s, worldSpec(P, [vm('web1', '10.1.0.4')], vnets, ['198.18.0.10']));
+    const s = worldSpec(P, [vm('web1', '10.1.0.4')], vnets, pub('198.18.0.10'));
+    const plan = planWorld(s, worldSpec(P, [vm('web1', '10.1.0.4')], vnets, pub('198.18.0.10'), s));
     assert.deepEqual(plan, {
       deleteNamespaces: [],
       addNamespaces: [],
-      world: [],
+      newRouters: [],
+      core: [],
+      routers: new Map(),
       vms: new Map(),
       readdressed: [],
     });
@@ -84,7 +103,7 @@ describe('the netns world plan', () => {
 
   test('a DIP change flushes the old address from eth0 and names the VM for a workload restart', () => {
     const a = worldSpec(P, [vm('web1', '10.1.0.4')], vnets, []);
-    const plan = planWorld(a, worldSpec(P, [vm('web1', '10.1.0.9')], vnets, []));
+    const plan = planWorld(a, worldSpec(P, [vm('web1', '10.1.0.9')], vnets, [], a));
     assert.deepEqual(plan.readdressed, ['s1/web/web1']);
     assert.deepEqual(plan.vms.get(vmNamespace(P, 'web/web1')), [
       'addr flush dev eth0',
@@ -96,60 +115,103 @@ describe('the netns world plan', () => {
 
   test('a VM moved to another VNet keeps its namespace and changes bridge and address', () => {
     const a = worldSpec(P, [vm('web1', '10.1.0.4')], vnets, []);
-    const plan = planWorld(a, worldSpec(P, [vm('web1', '10.2.0.4', 's1/other', '10.2.0.0/16')], vnets, []));
-    assert.ok(plan.world.includes(`link set ${vethName('web/web1')} master ${bridgeName('s1/other')}`));
+    const plan = planWorld(
+      a,
+      worldSpec(P, [vm('web1', '10.2.0.4', 's1/other', '10.2.0.0/16')], vnets, [], a),
+    );
+    assert.deepEqual(plan.routers.get(R1), [
+      `link set ${vethName('web/web1')} master ${bridgeName('s1/other')}`,
+    ]);
     assert.deepEqual(plan.readdressed, ['s1/web/web1']);
   });
 
-  test('a VM gone: its veth, then its namespace; a VIP gone leaves lo', () => {
-    const a = worldSpec(P, [vm('web1', '10.1.0.4'), vm('web2', '10.1.0.5')], vnets, ['198.18.0.10']);
-    const plan = planWorld(a, worldSpec(P, [vm('web1', '10.1.0.4')], vnets, []));
+  test('a VM gone: its veth, then its namespace; a VIP gone leaves the router and the core', () => {
+    const a = worldSpec(P, [vm('web1', '10.1.0.4'), vm('web2', '10.1.0.5')], vnets, pub('198.18.0.10'));
+    const plan = planWorld(a, worldSpec(P, [vm('web1', '10.1.0.4')], vnets, [], a));
     assert.deepEqual(plan.deleteNamespaces, [vmNamespace(P, 'web/web2')]);
-    assert.deepEqual(plan.world, [`link del ${vethName('web/web2')}`, 'addr del 198.18.0.10/32 dev lo']);
+    assert.deepEqual(plan.routers.get(R1), [
+      'addr del 198.18.0.10/32 dev lo',
+      `link del ${vethName('web/web2')}`,
+    ]);
+    assert.deepEqual(plan.core, ['route del 198.18.0.10/32']);
   });
 
-  test('a VNet overlapping an earlier one (or the internet link) is left out with its VMs, and said why', () => {
+  test('a subscription gone: the core drops its link, its VMs and then its router namespace go', () => {
+    const s2vm = { ...vm('x1', '10.1.0.4', 's2/net'), key: 's2/x/x1', subscription: 's2', service: 'x' };
+    const s2net = { key: 's2/net', subscription: 's2', name: 'net', subnets: ['10.1.0.0/24'] };
+    const a = worldSpec(P, [vm('web1', '10.1.0.4'), s2vm], [...vnets, s2net], pub('198.18.0.10'));
+    assert.equal(a.routers.get('s2')!.coreAddr, '100.127.0.5');
+    const plan = planWorld(a, worldSpec(P, [vm('web1', '10.1.0.4')], vnets, pub('198.18.0.10'), a));
+    assert.deepEqual(plan.core, [`link del ${routerLinkName('s2')}`]);
+    assert.deepEqual(plan.routers, new Map());
+    assert.deepEqual(plan.deleteNamespaces, [vmNamespace(P, 'x/x1'), routerNamespace(P, 's2')]);
+  });
+
+  test('a router keeps its link while others come and go', () => {
+    const s2net = { key: 's2/net', subscription: 's2', name: 'net', subnets: ['10.1.0.0/24'] };
+    const a = worldSpec(P, [], [...vnets, s2net], []);
+    const b = worldSpec(P, [], [s2net], [], a);
+    assert.equal(b.routers.get('s2')!.link, 1);
+    const c = worldSpec(P, [], [{ ...s2net, key: 's0/net', subscription: 's0' }, s2net], [], b);
+    assert.equal(c.routers.get('s2')!.link, 1);
+    assert.equal(c.routers.get('s0')!.link, 0);
+  });
+
+  test('VNets of two subscriptions may overlap; one overlapping an earlier one of its own subscription (or the router links) is left out with its VMs, and said why', () => {
     const r = routableVnets(
       [vm('web1', '10.1.0.4'), { ...vm('x1', '10.1.0.4', 's2/net'), subscription: 's2', service: 'x' }],
       [
         { key: 's2/net', subscription: 's2', name: 'net', subnets: ['10.1.0.0/25'] },
         { key: 's1/net', subscription: 's1', name: 'net', subnets: ['10.1.0.0/24'] },
-        { key: 's3/net', subscription: 's3', name: 'net', subnets: ['198.18.255.0/24'] },
+        { key: 's1/two', subscription: 's1', name: 'two', subnets: ['10.1.0.128/25'] },
+        { key: 's3/net', subscription: 's3', name: 'net', subnets: ['100.127.3.0/24'] },
       ],
     );
     assert.deepEqual(
       r.vnets.map((v) => v.key),
-      ['s1/net'],
+      ['s1/net', 's2/net'],
     );
     assert.deepEqual(
       r.vms.map((v) => v.key),
-      ['s1/web/web1'],
+      ['s1/web/web1', 's1/web/x1'],
     );
     assert.deepEqual(
       r.refused.map((x) => x.key),
-      ['vnet/s2/net', 'vnet/s3/net'],
+      ['vnet/s1/two', 'vnet/s3/net'],
     );
     assert.match(r.refused[0]!.error, /overlaps 10\.1\.0\.0\/24 of s1\/net/);
-    assert.match(r.refused[1]!.error, /the internet link/);
+    assert.match(r.refused[1]!.error, /router links/);
   });
 
-  test('DNS listeners: each gateway answers for its VNet, the internet link for the internet', () => {
+  test('DNS listeners: by namespace, each gateway answers for its VNet in its router, the internet link in the core', () => {
     const w = worldSpec(
       P,
       [vm('web1', '10.1.0.4'), { ...vm('db1', '10.2.0.4', 's1/other', '10.2.0.0/16'), key: 's1/web/db1' }],
       [
         ...vnets,
-        { key: 's2/blog', subscription: 's2', name: 'blog', subnets: ['10.3.1.0/24', '10.3.2.0/24'] },
+        { key: 's2/blog', subscription: 's2', name: 'blog', subnets: ['10.1.0.0/24', '10.3.2.0/24'] },
       ],
       [],
     );
-    assert.deepEqual(Object.fromEntries(dnsListeners(w)), {
-      '198.18.255.1': { kind: 'internet' },
-      '10.1.0.1': { kind: 'vnet', vnet: 's1/net' },
-      '10.2.0.1': { kind: 'vnet', vnet: 's1/other' },
-      '10.3.1.1': { kind: 'vnet', vnet: 's2/blog' },
-      '10.3.2.1': { kind: 'vnet', vnet: 's2/blog' },
-    });
-    assert.deepEqual(Object.fromEntries(dnsListeners(EMPTY_WORLD)), { '198.18.255.1': { kind: 'internet' } });
+    const l = dnsListeners(w, 'core');
+    assert.deepEqual(
+      [...l].map(([ns, m]) => [ns, Object.fromEntries(m)]),
+      [
+        ['core', { '198.18.255.1': { kind: 'internet' } }],
+        [
+          R1,
+          { '10.1.0.1': { kind: 'vnet', vnet: 's1/net' }, '10.2.0.1': { kind: 'vnet', vnet: 's1/other' } },
+        ],
+        [
+          routerNamespace(P, 's2'),
+          // The same gateway address as s1/net's, in another router: another scope.
+          { '10.1.0.1': { kind: 'vnet', vnet: 's2/blog' }, '10.3.2.1': { kind: 'vnet', vnet: 's2/blog' } },
+        ],
+      ],
+    );
+    assert.deepEqual(
+      [...dnsListeners(EMPTY_WORLD, 'core')].map(([ns, m]) => [ns, Object.fromEntries(m)]),
+      [['core', { '198.18.255.1': { kind: 'internet' } }]],
+    );
   });
 });

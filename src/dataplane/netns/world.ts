@@ -1,11 +1,14 @@
 /**
- * The netns driver's world: one network namespace with no uplink (so no packet of it can leave the
- * machine), a bridge per VNet owning each subnet's gateway address, one namespace per VM joined to
- * its bridge by a veth (its DIP on `eth0`, a default route via the gateway), the VIPs and ILPIPs as
- * /32s on the world's `lo`, and an "internet" namespace of outside clients joined to the world by a
- * veth. Namespace names carry a prefix derived from the state directory, so two vipdip instances
- * never meet and a restart after a crash finds and removes what the last run left behind. Device
- * names live inside the world and its VM namespaces, where only this instance makes any.
+ * The netns driver's world: a core namespace with no uplink (so no packet of it can leave the
+ * machine) that routes public addresses only — each VIP and ILPIP to its subscription's router, the
+ * internet link to an "internet" namespace of outside clients. Each subscription has a router
+ * namespace of its own behind the core (a veth with a /30 of ROUTER_LINKS): a bridge per VNet owning
+ * each subnet's gateway address, the VIPs and ILPIPs as /32s on its `lo`, its own nft table (DNAT,
+ * SNAT, ACLs) and its own routing table, so VNets of two subscriptions may overlap. One namespace
+ * per VM joins its VNet's bridge by a veth (its DIP on `eth0`, a default route via the gateway).
+ * Namespace names carry a prefix derived from the state directory, so two vipdip instances never
+ * meet and a restart after a crash finds and removes what the last run left behind. Device names
+ * live inside namespaces of this instance, where only it makes any.
  *
  * The plan (what to create, change, delete) is pure and tested; `execWorld` runs it with `ip`.
  */
@@ -66,6 +69,8 @@ export const vethName = (serviceVm: string): string => `v${hash(serviceVm, 7)}`;
 export interface WorldVm {
   readonly key: string;
   readonly ns: string;
+  /** Its subscription's router, which holds its bridge and its veth's other end. */
+  readonly router: string;
   readonly veth: string;
   readonly bridge: string;
   /** `10.1.0.4/24`. */
@@ -76,46 +81,83 @@ export interface WorldVm {
 export interface WorldVnet {
   readonly key: string;
   readonly subscription: string;
+  /** Its subscription's router namespace. */
+  readonly router: string;
   readonly bridge: string;
   /** Gateway addresses with their prefix: `10.1.0.1/24`. */
   readonly gateways: readonly string[];
 }
 
-/** The world as data. */
-export interface WorldSpec {
-  readonly vnets: ReadonlyMap<string, WorldVnet>;
-  readonly vms: ReadonlyMap<string, WorldVm>;
-  /** VIPs and ILPIPs, held as /32s on the world's `lo`. */
+/**
+ * A subscription's router: a namespace of its own behind the core, holding its VNets' bridges and
+ * gateways, the routes to its DIPs, and its VIPs and ILPIPs (DNAT, SNAT: its own nft table). Joined
+ * to the core by a veth with a /30 of ROUTER_LINKS, which exists only inside the world.
+ */
+export interface WorldRouter {
+  readonly subscription: string;
+  readonly ns: string;
+  /** The core's end of the link (inside the core); the router's end is ROUTER_UPLINK. */
+  readonly coreIf: string;
+  /** Which /30 of ROUTER_LINKS: kept for the router's life, so its link never changes under it. */
+  readonly link: number;
+  readonly coreAddr: string;
+  readonly routerAddr: string;
+  /** Its VIPs and ILPIPs: /32s on the router's `lo`, routed to it by the core. */
   readonly publicAddresses: ReadonlySet<string>;
 }
 
+/** The world as data. */
+export interface WorldSpec {
+  /** By subscription. */
+  readonly routers: ReadonlyMap<string, WorldRouter>;
+  readonly vnets: ReadonlyMap<string, WorldVnet>;
+  readonly vms: ReadonlyMap<string, WorldVm>;
+}
+
+/** The links between the core and the routers: /30s of this range, never routed outside the world. */
+export const ROUTER_LINKS = '100.127.0.0/16';
+/** A router's end of its link to the core. */
+export const ROUTER_UPLINK = 'up0';
+
+/** A router's namespace: `PREFIX-rt-HASH-SUBSCRIPTION` (a VM's is `PREFIX-HASH7-VM`, never with a 2-character part). */
+export const routerNamespace = (prefix: string, subscription: string): string =>
+  `${prefix}-rt-${hash(subscription, 7)}-${subscription.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 30)}`;
+/** The core's end of a router's link. */
+export const routerLinkName = (subscription: string): string => `r${hash(subscription, 7)}`;
+
 /**
- * The VNets the one routing table of the world can hold: a VNet whose subnet overlaps one of a VNet
- * taken before it (in key order), or the internet link, is left out with the reason, and so are its
- * VMs. Overlapping address spaces of two subscriptions would need a routing table each (VRFs).
+ * The VNets the routers can hold: each subscription has one routing table (its router), so a VNet
+ * whose subnet overlaps one of a VNet of the same subscription taken before it (in key order), or
+ * the router links' range, is left out with the reason, and so are its VMs. VNets of different
+ * subscriptions may overlap: they live in different routers.
  */
 export function routableVnets(
   vms: readonly DesiredVm[],
   vnets: readonly DesiredVnet[],
 ): { vms: DesiredVm[]; vnets: DesiredVnet[]; refused: { key: string; error: string }[] } {
-  const taken: { cidr: string; vnet: string }[] = [{ cidr: '198.18.255.0/30', vnet: 'the internet link' }];
+  const taken = new Map<string, { cidr: string; vnet: string }[]>();
   const ok: DesiredVnet[] = [];
   const refused: { key: string; error: string }[] = [];
   for (const v of [...vnets].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))) {
+    let mine = taken.get(v.subscription);
+    if (mine === undefined) {
+      mine = [{ cidr: ROUTER_LINKS, vnet: "the world's router links" }];
+      taken.set(v.subscription, mine);
+    }
     const clash = v.subnets
       .flatMap((c) =>
-        taken.filter((t) => cidrsOverlap(parseCidr(c), parseCidr(t.cidr))).map((t) => [c, t] as const),
+        mine.filter((t) => cidrsOverlap(parseCidr(c), parseCidr(t.cidr))).map((t) => [c, t] as const),
       )
       .at(0);
     if (clash !== undefined) {
       refused.push({
         key: `vnet/${v.key}`,
-        error: `virtual network ${v.key}: subnet ${clash[0]} overlaps ${clash[1].cidr} of ${clash[1].vnet}; the netns world has one routing table, so its VMs are left out`,
+        error: `virtual network ${v.key}: subnet ${clash[0]} overlaps ${clash[1].cidr} of ${clash[1].vnet}; a subscription's router has one routing table, so its VMs are left out`,
       });
       continue;
     }
     ok.push(v);
-    for (const c of v.subnets) taken.push({ cidr: c, vnet: v.key });
+    for (const c of v.subnets) mine.push({ cidr: c, vnet: v.key });
   }
   const keep = new Set(ok.map((v) => v.key));
   return { vms: vms.filter((vm) => keep.has(vm.vnet)), vnets: ok, refused };
@@ -126,18 +168,68 @@ const gatewayOf = (cidr: string) => {
   return { gateway: formatIpv4(ipv4(c.base + 1)), prefix: c.prefix };
 };
 
-/** Desired VMs and VNets → the world they need. Pure. */
+/** A public address (VIP or ILPIP) and the subscription whose router answers it. */
+export interface PublicAddress {
+  readonly address: string;
+  readonly subscription: string;
+}
+
+/**
+ * Desired VMs and VNets → the world they need: a router per subscription that has a VNet or a public
+ * address. Pure. `prev` keeps each remaining router's link.
+ */
 export function worldSpec(
   prefix: string,
   vms: readonly DesiredVm[],
   vnets: readonly DesiredVnet[],
-  publicAddresses: Iterable<string>,
+  publicAddresses: Iterable<PublicAddress>,
+  prev: WorldSpec = EMPTY_WORLD,
 ): WorldSpec {
+  const addresses = new Map<string, Set<string>>();
+  const owner = new Map<string, string>();
+  const want = (sub: string) => {
+    let a = addresses.get(sub);
+    if (a === undefined) addresses.set(sub, (a = new Set()));
+    return a;
+  };
+  for (const v of vnets) want(v.subscription);
+  for (const p of publicAddresses) {
+    // An address is one router's: the first subscription to name it (VIPs are unique in a cloud).
+    if (owner.has(p.address)) continue;
+    owner.set(p.address, p.subscription);
+    want(p.subscription).add(p.address);
+  }
+  const routers = new Map<string, WorldRouter>();
+  const used = new Set<number>();
+  for (const sub of addresses.keys()) {
+    const old = prev.routers.get(sub);
+    if (old !== undefined) used.add(old.link);
+  }
+  const links = parseCidr(ROUTER_LINKS);
+  let free = 0;
+  for (const sub of [...addresses.keys()].sort()) {
+    let link = prev.routers.get(sub)?.link;
+    if (link === undefined) {
+      while (used.has(free)) free++;
+      link = free;
+      used.add(link);
+    }
+    routers.set(sub, {
+      subscription: sub,
+      ns: routerNamespace(prefix, sub),
+      coreIf: routerLinkName(sub),
+      link,
+      coreAddr: formatIpv4(ipv4(links.base + link * 4 + 1)),
+      routerAddr: formatIpv4(ipv4(links.base + link * 4 + 2)),
+      publicAddresses: addresses.get(sub)!,
+    });
+  }
   const vn = new Map<string, WorldVnet>();
   for (const v of vnets) {
     vn.set(v.key, {
       key: v.key,
       subscription: v.subscription,
+      router: routerNamespace(prefix, v.subscription),
       bridge: bridgeName(v.key),
       gateways: v.subnets.map((c) => {
         const g = gatewayOf(c);
@@ -151,39 +243,60 @@ export function worldSpec(
     out.set(vm.key, {
       key: vm.key,
       ns: vmNamespace(prefix, `${vm.service}/${vm.vm}`),
+      router: routerNamespace(prefix, vm.subscription),
       veth: vethName(`${vm.service}/${vm.vm}`),
       bridge: bridgeName(vm.vnet),
       address: `${vm.dip}/${g.prefix}`,
       gateway: g.gateway,
     });
   }
-  return { vnets: vn, vms: out, publicAddresses: new Set(publicAddresses) };
+  return { routers, vnets: vn, vms: out };
+}
+
+/** The router namespace whose VNets hold `address` (a DIP), the first in subscription order. */
+export function routerHolding(world: WorldSpec, address: string): string | undefined {
+  const a = parseCidr(`${address}/32`);
+  const vnets = [...world.vnets.values()].sort((x, y) =>
+    x.subscription < y.subscription ? -1 : x.subscription > y.subscription ? 1 : 0,
+  );
+  for (const v of vnets) for (const g of v.gateways) if (cidrsOverlap(parseCidr(g), a)) return v.router;
+  return undefined;
 }
 
 /**
- * Who asks through each DNS listener of the world, by the listener's identity (its world address):
- * a VNet's gateways answer for that VNet, the internet link's end for the internet. A query is only
- * ever relayed with the scope of the listener it arrived on; the world's input rules (render.ts)
- * keep a VM from reaching another VNet's gateway, so the address it asked is where it sits.
+ * Who asks through each DNS listener, by the namespace it listens in and its address there: in the
+ * core, the internet link's end answers for the internet; in a router, a VNet's gateways answer for
+ * that VNet. Gateways of two subscriptions can be the same address, so the namespace is part of
+ * the key: a query is only ever relayed with the scope of the listener it arrived on. The routers'
+ * input rules (render.ts) keep a VM from asking another VNet's gateway of its router.
  */
-export function dnsListeners(world: WorldSpec): Map<string, DnsScope> {
-  const out = new Map<string, DnsScope>([[INTERNET_GATEWAY, { kind: 'internet' }]]);
-  for (const v of world.vnets.values())
-    for (const g of v.gateways) out.set(g.split('/')[0]!, { kind: 'vnet', vnet: v.key });
+export function dnsListeners(world: WorldSpec, core: string): Map<string, Map<string, DnsScope>> {
+  const out = new Map<string, Map<string, DnsScope>>([
+    [core, new Map<string, DnsScope>([[INTERNET_GATEWAY, { kind: 'internet' }]])],
+  ]);
+  for (const v of world.vnets.values()) {
+    let m = out.get(v.router);
+    if (m === undefined) out.set(v.router, (m = new Map<string, DnsScope>()));
+    for (const g of v.gateways) m.set(g.split('/')[0]!, { kind: 'vnet', vnet: v.key });
+  }
   return out;
 }
 
-export const EMPTY_WORLD: WorldSpec = { vnets: new Map(), vms: new Map(), publicAddresses: new Set() };
+export const EMPTY_WORLD: WorldSpec = { routers: new Map(), vnets: new Map(), vms: new Map() };
 
 /** What one reconcile of the world does, in order. */
 export interface WorldPlan {
-  /** Namespaces of VMs that are gone, deleted after their veths. */
+  /** Namespaces of VMs, then of routers, that are gone: deleted after their veths. */
   readonly deleteNamespaces: string[];
-  /** Namespaces to create. */
+  /** Namespaces to create (routers and VMs). */
   readonly addNamespaces: string[];
-  /** `ip -batch` lines run in the world. */
-  readonly world: string[];
-  /** `ip -batch` lines run in each VM namespace. */
+  /** New routers: their sysctls are set before their batch runs. */
+  readonly newRouters: string[];
+  /** `ip -batch` lines run in the core. */
+  readonly core: string[];
+  /** `ip -batch` lines run in each router, after the core's. */
+  readonly routers: Map<string, string[]>;
+  /** `ip -batch` lines run in each VM namespace, after the routers'. */
   readonly vms: Map<string, string[]>;
   /** VMs whose address changed: their workloads restart on the new one. */
   readonly readdressed: string[];
@@ -194,30 +307,76 @@ export function planWorld(prev: WorldSpec, next: WorldSpec): WorldPlan {
   const plan: WorldPlan = {
     deleteNamespaces: [],
     addNamespaces: [],
-    world: [],
+    newRouters: [],
+    core: [],
+    routers: new Map(),
     vms: new Map(),
     readdressed: [],
   };
+  const gone = new Set<string>();
+  for (const [sub, r] of prev.routers) if (!next.routers.has(sub)) gone.add(r.ns);
+  const lines = (ns: string): string[] => {
+    let l = plan.routers.get(ns);
+    if (l === undefined) plan.routers.set(ns, (l = []));
+    return l;
+  };
+  // Routers that are gone: the core's end of the link first (it takes the pair, and every route
+  // through it, down at once); their namespaces go last, after their VMs'.
+  for (const r of prev.routers.values()) if (gone.has(r.ns)) plan.core.push(`link del ${r.coreIf}`);
+  for (const [sub, r] of next.routers) {
+    const old = prev.routers.get(sub);
+    if (old === undefined) {
+      plan.addNamespaces.push(r.ns);
+      plan.newRouters.push(r.ns);
+      plan.core.push(
+        `link add ${r.coreIf} type veth peer name ${ROUTER_UPLINK} netns ${r.ns}`,
+        `link set ${r.coreIf} addrgenmode none`,
+        `addr add ${r.coreAddr}/30 dev ${r.coreIf}`,
+        `link set ${r.coreIf} up`,
+      );
+      lines(r.ns).push(
+        'link set lo up',
+        `link set ${ROUTER_UPLINK} addrgenmode none`,
+        `addr add ${r.routerAddr}/30 dev ${ROUTER_UPLINK}`,
+        `link set ${ROUTER_UPLINK} up`,
+        `route add default via ${r.coreAddr}`,
+      );
+    }
+    for (const a of old?.publicAddresses ?? [])
+      if (!r.publicAddresses.has(a)) {
+        lines(r.ns).push(`addr del ${a}/32 dev lo`);
+        plan.core.push(`route del ${a}/32`);
+      }
+  }
+  // Public addresses that moved to another router leave the old one (whose `lo` keeps no stale copy).
+  for (const [sub, r] of next.routers) {
+    const old = prev.routers.get(sub);
+    for (const a of r.publicAddresses)
+      if (!old?.publicAddresses.has(a)) {
+        lines(r.ns).push(`addr add ${a}/32 dev lo`);
+        plan.core.push(`route replace ${a}/32 via ${r.routerAddr} dev ${r.coreIf}`);
+      }
+  }
   for (const [key, v] of next.vnets) {
     const old = prev.vnets.get(key);
     if (old === undefined) {
-      plan.world.push(
+      lines(v.router).push(
         `link add ${v.bridge} type bridge`,
         `link set ${v.bridge} addrgenmode none`,
         `link set ${v.bridge} up`,
       );
     }
     for (const g of v.gateways)
-      if (!old?.gateways.includes(g)) plan.world.push(`addr add ${g} dev ${v.bridge}`);
+      if (!old?.gateways.includes(g)) lines(v.router).push(`addr add ${g} dev ${v.bridge}`);
     for (const g of old?.gateways ?? [])
-      if (!v.gateways.includes(g)) plan.world.push(`addr del ${g} dev ${v.bridge}`);
+      if (!v.gateways.includes(g)) lines(v.router).push(`addr del ${g} dev ${v.bridge}`);
   }
   for (const [key, vm] of prev.vms) {
     const n = next.vms.get(key);
     if (n === undefined) {
-      // The world's end first: deleting it takes the pair down at once, whereas a namespace is torn
+      // The router's end first: deleting it takes the pair down at once, whereas a namespace is torn
       // down by the kernel later, and a VM coming back would find its veth's name still taken.
-      plan.world.push(`link del ${vm.veth}`);
+      if (!gone.has(vm.router)) lines(vm.router).push(`link del ${vm.veth}`);
       plan.deleteNamespaces.push(vm.ns);
     }
   }
@@ -225,7 +384,7 @@ export function planWorld(prev: WorldSpec, next: WorldSpec): WorldPlan {
     const old = prev.vms.get(key);
     if (old === undefined) {
       plan.addNamespaces.push(vm.ns);
-      plan.world.push(
+      lines(vm.router).push(
         `link add ${vm.veth} type veth peer name eth0 netns ${vm.ns}`,
         `link set ${vm.veth} master ${vm.bridge}`,
         `link set ${vm.veth} addrgenmode none`,
@@ -240,8 +399,8 @@ export function planWorld(prev: WorldSpec, next: WorldSpec): WorldPlan {
         `route add default via ${vm.gateway}`,
       ]);
     } else if (old.address !== vm.address || old.gateway !== vm.gateway || old.bridge !== vm.bridge) {
-      // Moved to another VNet: the same namespace, its veth into the other bridge.
-      if (old.bridge !== vm.bridge) plan.world.push(`link set ${vm.veth} master ${vm.bridge}`);
+      // Moved to another VNet (of its subscription: the same router): its veth into the other bridge.
+      if (old.bridge !== vm.bridge) lines(vm.router).push(`link set ${vm.veth} master ${vm.bridge}`);
       // A DIP change is a real address change: the old address leaves the interface.
       plan.vms.set(vm.ns, [
         'addr flush dev eth0',
@@ -251,11 +410,13 @@ export function planWorld(prev: WorldSpec, next: WorldSpec): WorldPlan {
       plan.readdressed.push(key);
     }
   }
-  for (const [key, v] of prev.vnets) if (!next.vnets.has(key)) plan.world.push(`link del ${v.bridge}`);
-  for (const a of prev.publicAddresses)
-    if (!next.publicAddresses.has(a)) plan.world.push(`addr del ${a}/32 dev lo`);
-  for (const a of next.publicAddresses)
-    if (!prev.publicAddresses.has(a)) plan.world.push(`addr add ${a}/32 dev lo`);
+  for (const [key, v] of prev.vnets)
+    if (!next.vnets.has(key) && !gone.has(v.router)) lines(v.router).push(`link del ${v.bridge}`);
+  for (const ns of gone) {
+    plan.routers.delete(ns);
+    plan.deleteNamespaces.push(ns);
+  }
+  for (const [ns, l] of plan.routers) if (l.length === 0) plan.routers.delete(ns);
   return plan;
 }
 
@@ -358,7 +519,7 @@ async function removeEtcDirs(prefix: string): Promise<void> {
   );
 }
 
-/** Makes the empty world and the internet namespace, linked. */
+/** Makes the empty world (its core namespace) and the internet namespace, linked. */
 export async function createWorld(names: WorldNames): Promise<void> {
   await ipBatch(undefined, [`netns add ${names.world}`, `netns add ${names.internet}`]);
   await ipBatch(names.world, [
@@ -373,28 +534,63 @@ export async function createWorld(names: WorldNames): Promise<void> {
     `addr add ${INTERNET_CLIENT_ADDR} dev eth0`,
     `route add default via ${INTERNET_GATEWAY}`,
   ]);
-  // Forwarding in the world only (a namespace's own sysctls); no ICMP redirects, which would tell a
-  // VM to bypass the world for a flow the world NATs.
-  await run('ip', [
-    'netns',
-    'exec',
-    names.world,
-    'sh',
-    '-c',
-    'echo 1 > /proc/sys/net/ipv4/ip_forward && echo 0 > /proc/sys/net/ipv4/conf/all/send_redirects && echo 0 > /proc/sys/net/ipv4/conf/default/send_redirects',
-  ]);
+  // Forwarding in the core only (a namespace's own sysctls); no ICMP redirects, which would tell a
+  // router to bypass the core; strict reverse-path filtering, so a packet from a router's link must
+  // come from an address the core routes to that router (its VIPs and ILPIPs): no router can send
+  // as another subscription's address.
+  await run(...inNetns(names.world, ['sh', '-c', sysctlScript(CORE_SYSCTLS)]));
 }
 
+/** The core's sysctls (in its namespace). */
+const CORE_SYSCTLS: Record<string, string> = {
+  'net/ipv4/ip_forward': '1',
+  'net/ipv4/conf/all/send_redirects': '0',
+  'net/ipv4/conf/default/send_redirects': '0',
+  'net/ipv4/conf/all/rp_filter': '1',
+  'net/ipv4/conf/default/rp_filter': '1',
+};
+
 /**
- * Runs a plan: new namespaces, then the world's devices, then each VM's (a few at a time), then the
- * namespaces of VMs that are gone.
+ * A router's sysctls. br_netfilter, when loaded (by anything on the host), would pass bridged frames
+ * through the router's nft hooks: a VM calling its own service's VIP and landing on itself would be
+ * NATed twice and break. Its switches are per namespace (kernel ≥ 5.3) and exist only once it is
+ * loaded, hence `-e`.
  */
-export async function execWorld(names: WorldNames, plan: WorldPlan): Promise<void> {
+const ROUTER_SYSCTLS: Record<string, string> = {
+  'net/ipv4/ip_forward': '1',
+  'net/ipv4/conf/all/send_redirects': '0',
+  'net/ipv4/conf/default/send_redirects': '0',
+  'net/bridge/bridge-nf-call-iptables': '0',
+  'net/bridge/bridge-nf-call-arptables': '0',
+};
+
+const sysctlScript = (values: Record<string, string>) =>
+  Object.entries(values)
+    .map(([k, v]) => `if [ -e /proc/sys/${k} ]; then echo ${v} > /proc/sys/${k}; fi`)
+    .join('; ');
+
+/** Adds the plan's new namespaces (routers and VMs): before its batches, and before any ruleset goes into them. */
+export async function addNamespaces(plan: WorldPlan): Promise<void> {
   await ipBatch(
     undefined,
     plan.addNamespaces.map((n) => `netns add ${n}`),
   );
-  await ipBatch(names.world, plan.world);
+}
+
+/**
+ * Runs a plan whose namespaces exist (addNamespaces): the core's devices and routes, then each
+ * router's (its sysctls first when new) and each VM's (a few at a time), then the namespaces of VMs
+ * and routers that are gone.
+ */
+export async function execWorld(names: WorldNames, plan: WorldPlan): Promise<void> {
+  await ipBatch(names.world, plan.core);
+  const newRouters = new Set(plan.newRouters);
+  await Promise.all(
+    [...new Set([...plan.newRouters, ...plan.routers.keys()])].map(async (ns) => {
+      if (newRouters.has(ns)) await run(...inNetns(ns, ['sh', '-c', sysctlScript(ROUTER_SYSCTLS)]));
+      await ipBatch(ns, plan.routers.get(ns) ?? []);
+    }),
+  );
   const jobs = [...plan.vms];
   const worker = async () => {
     for (let j = jobs.shift(); j !== undefined; j = jobs.shift()) await ipBatch(j[0], j[1]);
@@ -404,4 +600,12 @@ export async function execWorld(names: WorldNames, plan: WorldPlan): Promise<voi
     undefined,
     plan.deleteNamespaces.map((n) => `netns del ${n}`),
   );
+}
+
+/**
+ * Applies an nft text (a whole ruleset or an update) in namespace `ns`, atomically: the one place a
+ * ruleset enters a namespace.
+ */
+export function applyRuleset(ns: string, text: string): Promise<string> {
+  return run(...inNetns(ns, ['nft', '-f', '-']), text);
 }
