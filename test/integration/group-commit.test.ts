@@ -83,6 +83,20 @@ test('a write that fails inside a group rolls back alone: the others commit, its
     ]);
     assert.deepEqual(stored, ['v', undefined, 'v']);
 
+    // The first write of a group runs without a savepoint: when it fails, the transaction begins
+    // again, and the writes after it still commit in that group.
+    const c0 = t.store.commits;
+    const firstFails = await Promise.allSettled([put('g.x', true), put('g.y', false), put('g.z', false)]);
+    assert.deepEqual(
+      firstFails.map((r) => r.status),
+      ['rejected', 'fulfilled', 'fulfilled'],
+    );
+    assert.equal(t.store.commits - c0, 1);
+    assert.deepEqual(
+      await t.store.read(async (r) => [await r.meta('g.x'), await r.meta('g.y'), await r.meta('g.z')]),
+      [undefined, 'v', 'v'],
+    );
+
     // A write that asks to run again does so inside the group, after its first run rolled back.
     let runs = 0;
     const again = t.store.write(async (repo) => {

@@ -80,6 +80,8 @@ export class SqliteStore implements Store {
   private readonly savepoint: BetterSqlite3.Statement;
   private readonly release: BetterSqlite3.Statement;
   private readonly rollbackTo: BetterSqlite3.Statement;
+  private readonly rollbackAll: BetterSqlite3.Statement;
+  private readonly begin: BetterSqlite3.Statement;
 
   private constructor(
     readonly path: string,
@@ -92,6 +94,8 @@ export class SqliteStore implements Store {
     this.savepoint = raw.prepare('SAVEPOINT write');
     this.release = raw.prepare('RELEASE write');
     this.rollbackTo = raw.prepare('ROLLBACK TO write');
+    this.rollbackAll = raw.prepare('ROLLBACK');
+    this.begin = raw.prepare('BEGIN');
   }
 
   get statements(): number {
@@ -105,6 +109,9 @@ export class SqliteStore implements Store {
     raw.pragma('foreign_keys = ON');
     raw.pragma('busy_timeout = 5000');
     raw.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
+    // Savepoints (group commit) keep their pages' old contents in a statement journal: in memory,
+    // rather than in a temporary file once past 64 KiB.
+    raw.pragma('temp_store = MEMORY');
     const count = { statements: 0 };
     const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: cachingHandle(raw, count) }) });
     const { error } = await new Migrator({ db, provider: migrations('sqlite') }).migrateToLatest();
@@ -171,7 +178,7 @@ export class SqliteStore implements Store {
         for (;;) {
           while (this.queue.length > 0 && ran.length < GROUP_MAX_WRITES) {
             const w = this.queue.shift()!;
-            ran.push(await this.runOne(trx, w));
+            ran.push(await this.runOne(trx, w, ran.length === 0));
             if (!this.raw.inTransaction) {
               // SQLite rolled the whole transaction back (an I/O error, a full disk): every write
               // of the group is lost with it, and the commit below fails for all of them.
@@ -198,22 +205,33 @@ export class SqliteStore implements Store {
     }
   }
 
-  /** One write in its savepoint: released when `fn` succeeds, rolled back when it throws. */
+  /**
+   * One write in its savepoint: released when `fn` succeeds, rolled back when it throws. The first
+   * write of a group needs none: the transaction holds nothing else, so rolling the whole of it back
+   * (and beginning again) undoes that write alone. A savepoint costs its pages' old contents in a
+   * statement journal, which for one large write (an apply of 10,000 VMs) is most of the database.
+   */
   private async runOne(
     trx: Transaction<Database>,
     w: PendingWrite,
+    first: boolean,
   ): Promise<{ w: PendingWrite; repo?: SqliteRepo; ok: boolean; value?: unknown; error?: unknown }> {
     for (let attempt = 1; ; attempt++) {
       const repo = new SqliteRepo(trx, this.prepared);
-      this.savepoint.run();
+      if (!first) this.savepoint.run();
       try {
         const value = await w.fn(repo);
-        this.release.run();
+        if (!first) this.release.run();
         return { w, repo, ok: true, value };
       } catch (e) {
         if (this.raw.inTransaction) {
-          this.rollbackTo.run();
-          this.release.run();
+          if (first) {
+            this.rollbackAll.run();
+            this.begin.run();
+          } else {
+            this.rollbackTo.run();
+            this.release.run();
+          }
         }
         repo.rollbackMemory();
         if (e instanceof RunAgain && attempt < MAX_RUNS && this.raw.inTransaction) continue;
