@@ -108,6 +108,10 @@ test('a write that fails inside a group rolls back alone: the others commit, its
     const [n] = await Promise.all([again, put('g.d', false)]);
     assert.equal(n, 2);
     assert.equal(await t.store.read((r) => r.meta('g.again')), '2');
+
+    // A write after close fails, as before group commit, instead of waiting forever.
+    await t.store.close();
+    await assert.rejects(put('g.late', false));
   } finally {
     await t.close();
   }

@@ -195,6 +195,9 @@ export class SqliteStore implements Store {
       // The commit (or the group) failed: nothing of it is in the database.
       for (let i = ran.length - 1; i >= 0; i--) ran[i]!.repo?.rollbackMemory();
       for (const r of ran) r.w.reject(r.ok ? e : r.error);
+      // No transaction at all (the store is closed): the waiting writes fail with it, rather than
+      // wait for a connection that will not come back.
+      if (ran.length === 0) for (const w of this.queue.splice(0)) w.reject(e);
       return;
     }
     this.groupStats.commits++;
