@@ -279,7 +279,7 @@ async function runSizes(sizes: number[], rounds: number): Promise<void> {
         });
         all.push({ vms: n, round: r + 1, ...x });
         console.error(
-          `  ${fmtRate(x.opsPerSecond)} ops/s, p50 ${ms(x.p50Ms)}, p99 ${ms(x.p99Ms)}, ${x.errors} errors`,
+          `  ${fmtRate(x.acceptedPerSecond)} accepted/s (${fmtRate(x.opsPerSecond)} sent), p50 ${ms(x.p50Ms)}, p99 ${ms(x.p99Ms)}, ${x.refused} refused, ${x.errors} errors`,
         );
       }
     }
@@ -289,6 +289,10 @@ async function runSizes(sizes: number[], rounds: number): Promise<void> {
         vms: n,
         applySeconds: applyMs.get(n)! / 1000,
         opsPerSecond: median(of.map((x) => x.opsPerSecond)),
+        // The measure of the axis: a refusal (503, admission control) costs the server microseconds
+        // and is counted in ops/s, so ops/s says as much about how often it refused as about speed.
+        acceptedPerSecond: median(of.map((x) => x.acceptedPerSecond)),
+        refused: of.reduce((a, x) => a + x.refused, 0),
         p50Ms: median(of.map((x) => x.p50Ms)),
         p99Ms: median(of.map((x) => x.p99Ms)),
         errors: of.reduce((a, x) => a + x.errors, 0),
@@ -309,14 +313,14 @@ async function runSizes(sizes: number[], rounds: number): Promise<void> {
     const body = [
       `Measured ${results.date.slice(0, 10)} on ${results.machine.cpus} × ${results.machine.cpu}, Node ${results.machine.node}; \`npm run bench -- api --sizes ${sizes.join(',')}\`. One \`vipdip up --driver none\` (SQLite) per size, applied a topology of that many VMs in services of ${PER_SERVICE}; then ${WORKERS} keep-alive clients in another process, each request a deallocate or start of one of the VMs, ${rounds} interleaved rounds of ${SECONDS} s, medians. The machine is shared with other engineers' runs and busier than usual: read ratios within one run, not absolute figures.`,
       '',
-      `| VMs | apply | ops/s | vs ${base.vms} VMs | p50 | p99 | errors |`,
-      '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+      `| VMs | apply | accepted ops/s | vs ${base.vms} VMs | sent/s | refused | p50 | p99 | errors |`,
+      '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
       ...summary.map(
         (s) =>
-          `| ${s.vms.toLocaleString('en')} | ${s.applySeconds.toFixed(1)} s | ${fmtRate(s.opsPerSecond)} | ${(s.opsPerSecond / base.opsPerSecond).toFixed(2)}× | ${ms(s.p50Ms)} | ${ms(s.p99Ms)} | ${s.errors} |`,
+          `| ${s.vms.toLocaleString('en')} | ${s.applySeconds.toFixed(1)} s | ${fmtRate(s.acceptedPerSecond)} | ${(s.acceptedPerSecond / base.acceptedPerSecond).toFixed(2)}× | ${fmtRate(s.opsPerSecond)} | ${s.refused} | ${ms(s.p50Ms)} | ${ms(s.p99Ms)} | ${s.errors} |`,
       ),
       '',
-      `Target: ops/s at the largest size ≥ 0.8× the smallest (${summary.at(-1)!.opsPerSecond / base.opsPerSecond >= 0.8 ? 'met' : '**not met**'}).`,
+      `Accepted operations are the measure (sent/s counts the 503 refusals too, which cost the server microseconds). Target: accepted ops/s at the largest size ≥ 0.8× the smallest (${summary.at(-1)!.acceptedPerSecond / base.acceptedPerSecond >= 0.8 ? 'met' : '**not met**'}).`,
     ].join('\n');
     await saveSection('api-sizes', 'API: lifecycle operations by size of the cloud', body);
     console.log(`## api (sizes)\n\n${body}\n`);
@@ -578,6 +582,9 @@ async function runPostgres(args: string[]): Promise<void> {
         build: g.build,
         replicas: g.replicas,
         opsPerSecond,
+        // A refusal (503, admission control) costs the server microseconds and is counted in ops/s.
+        acceptedPerSecond: median(of.map((x) => x.acceptedPerSecond)),
+        refused: of.reduce((a, x) => a + x.refused, 0),
         p50Ms: median(of.map((x) => x.p50Ms)),
         p99Ms: median(of.map((x) => x.p99Ms)),
         errors: of.reduce((a, x) => a + x.errors, 0),

@@ -5,10 +5,12 @@
  * both alike. Prints each round and the medians, and their ratio.
  *
  *   git archive <commit> | tar -x -C /tmp/base && ln -s "$PWD/node_modules" /tmp/base/
- *   node --import tsx bench/ipam-cycles-compare.ts /tmp/base [ROUNDS] [MS]
+ *   node --import tsx bench/ipam-cycles-compare.ts /tmp/base [ROUNDS] [MS] [LOOPS]
  *
- * A child (`--child ROOT MS`) opens a cloud of 20 VMs in one service from ROOT's sources, warms up
- * with 300 cycles, then counts cycles for MS milliseconds; it prints one JSON line.
+ * A child (`--child ROOT MS LOOPS`) opens a cloud of 20 VMs in one service from ROOT's sources, warms
+ * up with 300 cycles, then counts cycles for MS milliseconds; it prints one JSON line. LOOPS (1 by
+ * default) cycles run concurrently, each on VMs of its own (20 VMs, or 2 per loop if more): with one
+ * loop a store can never commit two operations together, with 16 it can (group commit).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -19,10 +21,11 @@ import type * as LifecycleModule from '../src/lifecycle/index.ts';
 import type * as StoreModule from '../src/store/index.ts';
 import { ROOT, median } from './report.ts';
 
-const VMS = 20;
+const VMS_MIN = 20;
 const WARMUP_CYCLES = 300;
 
-async function child(root: string, ms: number): Promise<void> {
+async function child(root: string, ms: number, loops: number): Promise<void> {
+  const VMS = Math.max(VMS_MIN, 2 * loops);
   const core = (await import(join(root, 'src/core/index.ts'))) as typeof CoreModule;
   const { Cloud } = (await import(join(root, 'src/lifecycle/index.ts'))) as typeof LifecycleModule;
   const { SqliteStore } = (await import(join(root, 'src/store/index.ts'))) as typeof StoreModule;
@@ -42,8 +45,9 @@ async function child(root: string, ms: number): Promise<void> {
     });
     await cloud.createService('bench', { name: 'svc', vnet: 'net' });
     for (let i = 0; i < VMS; i++) await cloud.createVm('svc', { name: `vm${i}`, subnet: 's' });
-    const cycle = async (n: number) => {
-      const ref = { service: 'svc', vm: `vm${n % VMS}` };
+    const perLoop = Math.floor(VMS / loops);
+    const cycle = async (n: number, loop = 0) => {
+      const ref = { service: 'svc', vm: `vm${loop * perLoop + (n % perLoop)}` };
       await cloud.vmOperation(ref, 'deallocate');
       await cloud.vmOperation(ref, 'start');
     };
@@ -51,7 +55,14 @@ async function child(root: string, ms: number): Promise<void> {
     const s0 = store.statements;
     const t0 = performance.now();
     let n = 0;
-    while (performance.now() - t0 < ms && n < 1_000_000) await cycle(n++);
+    await Promise.all(
+      Array.from({ length: loops }, async (_, loop) => {
+        for (let k = 0; performance.now() - t0 < ms && n < 1_000_000; k++) {
+          await cycle(k, loop);
+          n++;
+        }
+      }),
+    );
     const rate = (n / (performance.now() - t0)) * 1000;
     console.log(JSON.stringify({ cyclesPerSecond: rate, statementsPerCycle: (store.statements - s0) / n }));
   } finally {
@@ -61,7 +72,7 @@ async function child(root: string, ms: number): Promise<void> {
   }
 }
 
-function main(base: string, rounds: number, ms: number): void {
+function main(base: string, rounds: number, ms: number, loops: number): void {
   const roots = { before: resolve(base), after: ROOT };
   const rates: Record<'before' | 'after', number[]> = { before: [], after: [] };
   for (let r = 0; r < rounds; r++) {
@@ -69,7 +80,15 @@ function main(base: string, rounds: number, ms: number): void {
     for (const which of order) {
       const out = execFileSync(
         process.execPath,
-        ['--import', 'tsx', join(ROOT, 'bench/ipam-cycles-compare.ts'), '--child', roots[which], String(ms)],
+        [
+          '--import',
+          'tsx',
+          join(ROOT, 'bench/ipam-cycles-compare.ts'),
+          '--child',
+          roots[which],
+          String(ms),
+          String(loops),
+        ],
         { cwd: ROOT, encoding: 'utf8', timeout: 120_000 },
       );
       const x = JSON.parse(out.trim().split('\n').pop()!) as {
@@ -84,12 +103,14 @@ function main(base: string, rounds: number, ms: number): void {
   }
   const b = median(rates.before);
   const a = median(rates.after);
-  console.log(`median before ${b.toFixed(0)}/s, after ${a.toFixed(0)}/s: ${(a / b).toFixed(2)}×`);
+  console.log(
+    `${loops} loop(s): median before ${b.toFixed(0)}/s, after ${a.toFixed(0)}/s: ${(a / b).toFixed(2)}×`,
+  );
 }
 
 const args = process.argv.slice(2);
-if (args[0] === '--child') await child(args[1]!, Number(args[2] ?? 1500));
+if (args[0] === '--child') await child(args[1]!, Number(args[2] ?? 1500), Number(args[3] ?? 1));
 else if (args[0] === undefined) {
-  console.error('usage: bench/ipam-cycles-compare.ts OTHER_CHECKOUT [ROUNDS] [MS]');
+  console.error('usage: bench/ipam-cycles-compare.ts OTHER_CHECKOUT [ROUNDS] [MS] [LOOPS]');
   process.exitCode = 2;
-} else main(args[0], Number(args[1] ?? 5), Number(args[2] ?? 1500));
+} else main(args[0], Number(args[1] ?? 5), Number(args[2] ?? 1500), Number(args[3] ?? 1));

@@ -184,19 +184,49 @@ describe('SenderShares', () => {
 });
 
 describe('AdmissionQueue and light senders', () => {
-  test('a light sender may queue past queueMax, up to twice it', () => {
+  test("a light sender has a lane of its own: admitted before the others' waiters, never expired", () => {
     const q = new AdmissionQueue<number>({
       inFlightMax: 1,
       queueMax: 2,
-      queueWaitMaxMs: 100,
+      queueWaitMaxMs: 5,
       retryAfterSeconds: 1,
     });
     assert.equal(q.offer(0, 0, 0), 'admitted');
     assert.equal(q.offer(1, 0, 0), 'queued');
     assert.equal(q.offer(2, 0, 0), 'queued');
     assert.equal(q.offer(3, 0, 0), 'queue full');
+    // The heavy queue is full; the light lane takes as many again, and no more.
     assert.equal(q.offer(4, 0, 0, true), 'queued');
     assert.equal(q.offer(5, 0, 0, true), 'queued');
     assert.equal(q.offer(6, 0, 0, true), 'queue full');
+    assert.equal(q.queued, 4);
+    // Long past the wait limit: the heavy waiters are refused, the light ones served, oldest first.
+    assert.deepEqual(q.release(1000), { admit: [4], refuse: [1, 2] });
+    assert.deepEqual(q.release(1001), { admit: [5], refuse: [] });
+    assert.deepEqual(q.release(1002), { admit: [], refuse: [] });
+    assert.equal(q.inFlight, 0);
+  });
+
+  test('a light sender is admitted at once while a slot is free, though others wait', () => {
+    const q = new AdmissionQueue<string>({
+      inFlightMax: 2,
+      queueMax: 4,
+      queueWaitMaxMs: 5,
+      retryAfterSeconds: 1,
+    });
+    assert.equal(q.offer('a', 0, 0), 'admitted');
+    assert.equal(q.offer('b', 0, 0), 'admitted');
+    assert.equal(q.offer('c', 0, 0), 'queued');
+    // A slot frees and goes to c; then a light sender meets a full house and waits in its lane,
+    // ahead of d that came before it.
+    assert.deepEqual(q.release(1), { admit: ['c'], refuse: [] });
+    assert.equal(q.offer('d', 1, 1), 'queued');
+    assert.equal(q.offer('op', 1, 1, true), 'queued');
+    assert.deepEqual(q.release(2), { admit: ['op'], refuse: [] });
+    assert.equal(q.cancel('d'), true);
+    assert.deepEqual(q.release(3), { admit: [], refuse: [] });
+    // One running (op): a light sender takes the free slot at once.
+    assert.equal(q.offer('op2', 3, 3, true), 'admitted');
+    assert.equal(q.inFlight, 2);
   });
 });

@@ -69,6 +69,13 @@ interface Waiting<T> {
 export class AdmissionQueue<T> {
   private running = 0;
   private readonly waiting: Waiting<T>[] = [];
+  /**
+   * Light senders' waiters (SenderShares), in a lane of their own: served before the others and
+   * never expired. With group commit (the SQLite store) writes are really in flight side by side
+   * and a tenant's flood keeps the slots full; behind its waiters in one FIFO, an operator's write
+   * would wait several groups and pass the wait limit. The lane holds at most `queueMax`.
+   */
+  private readonly lightWaiting: T[] = [];
   /** Requests started (at once or after waiting) since the queue was made. */
   admitted = 0;
   /** Requests refused since the queue was made, by reason. */
@@ -80,7 +87,7 @@ export class AdmissionQueue<T> {
     return this.running;
   }
   get queued(): number {
-    return this.waiting.length;
+    return this.waiting.length + this.lightWaiting.length;
   }
 
   /**
@@ -88,26 +95,40 @@ export class AdmissionQueue<T> {
    * once when a slot is free and nobody waits before it, waits when the queue has room, or is refused.
    */
   offer(item: T, arrivedMs: number, nowMs: number, light = false): Offer {
-    if (nowMs - arrivedMs > this.limits.queueWaitMaxMs) return this.refuse('waited too long');
-    if (this.running < this.limits.inFlightMax && this.waiting.length === 0) {
-      this.running++;
-      this.admitted++;
-      return 'admitted';
+    if (light) {
+      // A light sender (SenderShares) goes before the others' waiters, in its own lane.
+      if (this.running < this.limits.inFlightMax && this.lightWaiting.length === 0) return this.admit();
+      if (this.lightWaiting.length >= this.limits.queueMax) return this.refuse('queue full');
+      this.lightWaiting.push(item);
+      return 'queued';
     }
-    // A light sender (SenderShares) may queue past the limit, up to twice it.
-    if (this.waiting.length >= this.limits.queueMax * (light ? 2 : 1)) return this.refuse('queue full');
+    if (nowMs - arrivedMs > this.limits.queueWaitMaxMs) return this.refuse('waited too long');
+    if (this.running < this.limits.inFlightMax && this.queued === 0) return this.admit();
+    if (this.waiting.length >= this.limits.queueMax) return this.refuse('queue full');
     this.waiting.push({ item, arrivedMs });
     return 'queued';
   }
 
+  private admit(): 'admitted' {
+    this.running++;
+    this.admitted++;
+    return 'admitted';
+  }
+
   /**
-   * A running request finished. Its slot goes to the oldest waiter still within its deadline; the
-   * waiters found past theirs on the way are refused. Returns both, for the caller to act on.
+   * A running request finished. Its slot goes to the oldest light waiter, else to the oldest waiter
+   * still within its deadline; the waiters found past theirs on the way are refused. Returns both,
+   * for the caller to act on.
    */
   release(nowMs: number): { admit: T[]; refuse: T[] } {
     if (this.running > 0) this.running--;
     const refuse = this.expire(nowMs);
     const admit: T[] = [];
+    while (this.running < this.limits.inFlightMax && this.lightWaiting.length > 0) {
+      admit.push(this.lightWaiting.shift()!);
+      this.running++;
+      this.admitted++;
+    }
     while (this.running < this.limits.inFlightMax && this.waiting.length > 0) {
       admit.push(this.waiting.shift()!.item);
       this.running++;
@@ -129,13 +150,18 @@ export class AdmissionQueue<T> {
 
   /** A waiter whose client went away: it neither runs nor counts as refused. */
   cancel(item: T): boolean {
+    const l = this.lightWaiting.indexOf(item);
+    if (l >= 0) {
+      this.lightWaiting.splice(l, 1);
+      return true;
+    }
     const i = this.waiting.findIndex((w) => w.item === item);
     if (i < 0) return false;
     this.waiting.splice(i, 1);
     return true;
   }
 
-  /** When the oldest waiter's deadline passes, if anyone waits. */
+  /** When the oldest waiter's deadline passes, if anyone waits (light waiters have none). */
   nextDeadlineMs(): number | undefined {
     const w = this.waiting[0];
     return w === undefined ? undefined : w.arrivedMs + this.limits.queueWaitMaxMs;

@@ -104,6 +104,19 @@ export class Metrics {
       'statements sent to the store (its round trips)',
       () => cloud.store.statements,
     );
+    if (cloud.store.commits !== undefined) {
+      // Group commit (SQLite): concurrent writes share a commit, so writes / commits is the group size.
+      counted(
+        'vipdip_store_commits_total',
+        'transactions the store committed',
+        () => cloud.store.commits ?? 0,
+      );
+      counted(
+        'vipdip_store_writes_total',
+        'writes committed, several per commit when grouped',
+        () => cloud.store.writes ?? 0,
+      );
+    }
     counted(
       'vipdip_store_retries_total',
       'transactions run again after losing a race the database detected',

@@ -718,6 +718,13 @@ export interface Store {
   watch?(wake: (events?: readonly EventRow[]) => void): () => void;
   /** Statements sent to the database since the store opened: its round trips. */
   readonly statements: number;
+  /**
+   * Transactions committed, where the store groups concurrent writes into one commit (SQLite): with
+   * `writes`, the writes per commit.
+   */
+  readonly commits?: number;
+  /** Writes committed, each in its group's commit (see `commits`). */
+  readonly writes?: number;
   /** Transactions run again after losing a race (where several writers run at once). */
   readonly retries?: number;
   /** Of those, the transactions the database chose as a deadlock's victim (none: one lock order). */

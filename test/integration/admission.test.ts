@@ -203,6 +203,14 @@ test('a burst above capacity is refused early with 503 and Retry-After while acc
     assert.equal(figure('vipdip_admission_refused_total'), refused.length);
     assert.ok(figure('vipdip_admission_admitted_total') >= accepted.length + operator.length + 2);
     assert.match(m, /^vipdip_admission_writes\{state="waiting"\} 0$/m);
+    // Beside them, the store's group commit: the burst's writes ran side by side, so they shared
+    // commits (every write answered 200, the burst's and the operator's, committed; a 409 rolled
+    // back and is not counted).
+    const writes = figure('vipdip_store_writes_total');
+    const commits = figure('vipdip_store_commits_total');
+    const done = accepted.filter((a) => a.status === 200).length + operator.filter((st) => st === 200).length;
+    assert.ok(writes >= done, `${writes} writes committed, ${done} answered 200`);
+    assert.ok(commits < writes, `${commits} commits for ${writes} writes`);
   } finally {
     agent.destroy();
     opAgent.destroy();
