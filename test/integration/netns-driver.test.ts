@@ -345,7 +345,7 @@ test('the netns driver on the kernel', async (t) => {
       assert.doesNotMatch(addrs, /10\.1\.0\.(9|10|11)\//);
       const map = spawnSync(
         'ip',
-        ['netns', 'exec', driver.names.world, 'nft', 'list', 'table', 'ip', 'vipdip'],
+        ['netns', 'exec', driver.router('s1')!.ns, 'nft', 'list', 'table', 'ip', 'vipdip'],
         {
           encoding: 'utf8',
         },
@@ -357,24 +357,30 @@ test('the netns driver on the kernel', async (t) => {
 
   await t.test('close removes every namespace of the prefix, and its nft process', async () => {
     assert.ok((await namespacesWithPrefix(prefix)).length >= SAMPLE_VMS.length + 2);
-    // The long-lived `nft -i` of the world: a process whose network namespace is the world's.
-    const world = statSync(`/run/netns/${driver.names.world}`).ino;
+    // The long-lived `nft -i` of each namespace with a ruleset: processes whose network namespace is
+    // the core's or a router's.
+    const inodes = new Set((await namespacesWithPrefix(prefix)).map((n) => statSync(`/run/netns/${n}`).ino));
     const nftPids = readdirSync('/proc')
       .filter((p) => /^\d+$/.test(p))
       .filter((p) => {
         try {
           return (
-            statSync(`/proc/${p}/ns/net`).ino === world &&
+            inodes.has(statSync(`/proc/${p}/ns/net`).ino) &&
             readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'nft'
           );
         } catch {
           return false;
         }
       });
-    assert.equal(nftPids.length, 1, 'one nft channel in the world');
+    const router = statSync(`/run/netns/${driver.router('s1')!.ns}`).ino;
+    assert.ok(
+      nftPids.some((p) => statSync(`/proc/${p}/ns/net`).ino === router),
+      'an nft channel in the router',
+    );
     await driver.close();
     assert.deepEqual(await namespacesWithPrefix(prefix), []);
-    assert.equal(existsSync(`/proc/${nftPids[0]}`), false, 'the channel process is gone');
+    for (const p of nftPids)
+      assert.equal(existsSync(`/proc/${p}`), false, `the channel process ${p} is gone`);
   });
 });
 
