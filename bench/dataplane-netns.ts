@@ -197,7 +197,7 @@ const pct = (xs: number[], p: number) =>
   [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
 
 /**
- * The cost that grows with the cloud: a world of N VMs (one VNet, ten VIPs over them, a 65,537-slot
+ * The cost that grows with the cloud: a world of N VMs (one VNet, ten VIPs over them, a Maglev
  * map each) built by one first reconcile, and torn down. Namespaces and veths only: no workload runs.
  */
 async function sizes(ns: number[]): Promise<void> {
@@ -259,9 +259,9 @@ async function sizes(ns: number[]): Promise<void> {
     }
   }
   const body =
-    `Measured ${new Date().toISOString().slice(0, 10)}, load average ${loadavg()[0]!.toFixed(1)} on the shared 2-core machine: one first \`reconcile\` of a world of N VMs in one VNet behind ten VIPs (namespaces, veths, addresses, and a ruleset with ten 65,537-slot maps), no workloads; then \`close\`.\n\n` +
+    `Measured ${new Date().toISOString().slice(0, 10)}, load average ${loadavg()[0]!.toFixed(1)} on the shared 2-core machine: one first \`reconcile\` of a world of N VMs in one VNet behind ten VIPs (namespaces, veths, addresses, and a ruleset with ten Maglev maps of lb/'s ladder size: 16,381 slots for 100 backends), no workloads; then \`close\`.\n\n` +
     `| VMs | build | teardown |\n| ---: | ---: | ---: |\n${rows.join('\n')}\n\n` +
-    "The world's devices (one `nsenter --net=… ip -batch` per VM, four at a time, for its side of the veth) and the ruleset (one `nft -f`, most of it parsing the ten 65,537-slot maps: ~3.4 s of this machine's CPU for 655,370 elements) go in concurrently, so on two loaded cores the build is about their sum, on an idle machine nearer the larger. Before (18.8 s for 1,000 at load 2.8; 16.6 s re-measured at load 6.5 just before this run): `ip -n` per VM, whose mount-namespace copy grows with the number of namespaces, IPv6 link-local addresses (DAD, MLD) on every link, and one `ip netns pids` per namespace at teardown (7.0 s; 5.4 s re-measured). Other runs of 1,000 in the same hour, at load 6.5–7: 10.3 s (devices and ruleset one after the other), 11.4 s and 13.1 s: on this machine the figure moves with the load by a third. The issue's target is every VIP answering within 10 s of an apply of 1,000 VMs, workloads included: this measures the world without workloads (1,000 workload processes do not fit this machine).\n\n`npm run bench -- dataplane-netns --sizes 16,256,1000` (root).";
+    "The world's devices (one `nsenter --net=… ip -batch` per VM, forked by four shells, for its side of the veth) and the ruleset (one `nft -f`, most of it parsing the ten Maglev maps; before the ladder, ten 65,537-slot maps took ~3.4 s of this machine's CPU for 655,370 elements) go in concurrently, so on two loaded cores the build is about their sum, on an idle machine nearer the larger. Before (18.8 s for 1,000 at load 2.8; 16.6 s re-measured at load 6.5 just before this run): `ip -n` per VM, whose mount-namespace copy grows with the number of namespaces, IPv6 link-local addresses (DAD, MLD) on every link, and one `ip netns pids` per namespace at teardown (7.0 s; 5.4 s re-measured). Other runs of 1,000 in the same hour, at load 6.5–7: 10.3 s (devices and ruleset one after the other), 11.4 s and 13.1 s: on this machine the figure moves with the load by a third. The issue's target is every VIP answering within 10 s of an apply of 1,000 VMs, workloads included: this measures the world without workloads (1,000 workload processes do not fit this machine).\n\n`npm run bench -- dataplane-netns --sizes 16,256,1000` (root).";
   console.log(body);
   await saveJson('dataplane-netns', 'sizes', raw);
   await saveSection(
@@ -342,7 +342,7 @@ async function dipChanges(n: number, rounds: number): Promise<void> {
     `p50 ${pct(xs, 0.5).toFixed(1)} ms, p99 **${pct(xs, 0.99).toFixed(1)} ms**, max ${Math.max(...xs).toFixed(1)} ms`;
   const rows = modes.map((m, i) => `| ${m.name} | ${f(inForce[i]!)} | ${f(total[i]!)} |`);
   const body =
-    `Measured ${new Date().toISOString().slice(0, 10)}, load average ${load0.toFixed(1)} at the start and ${loadavg()[0]!.toFixed(1)} at the end, on the shared 2-core machine. ${n} DIP changes per path, in interleaved rounds of ten, two worlds side by side (three VMs each; the changed endpoint has two backends behind a 65,537-slot map whose slots hold tags, so one element of the backend map is rewritten). "In force": from the \`reconcile\` call (the desired state changed) to the kernel's commit of the nft transaction, as the channel reports it; each round ends by reading the map back from the kernel (it held the last DIP every time). "Reconcile": to the call's return (the VM's address moved too; the ruleset now goes in before any \`ip\` process starts).\n\n` +
+    `Measured ${new Date().toISOString().slice(0, 10)}, load average ${load0.toFixed(1)} at the start and ${loadavg()[0]!.toFixed(1)} at the end, on the shared 2-core machine. ${n} DIP changes per path, in interleaved rounds of ten, two worlds side by side (three VMs each; the changed endpoint has two backends behind a 1,021-slot map (lb/'s ladder for two backends) whose slots hold tags, so one element of the backend map is rewritten). "In force": from the \`reconcile\` call (the desired state changed) to the kernel's commit of the nft transaction, as the channel reports it; each round ends by reading the map back from the kernel (it held the last DIP every time). "Reconcile": to the call's return (the VM's address moved too; the ruleset now goes in before any \`ip\` process starts).\n\n` +
     `| path | DIP change → rule in force | → reconcile returned |\n| --- | ---: | ---: |\n${rows.join('\n')}\n\n` +
     `Bursts of 20 changes asked without waiting (channel path): ${burst.map((b) => `${b.runs} reconciles, last state in force after ${b.lastInForceMs.toFixed(0)} ms`).join('; ')} (reconciles coalesce: one runs, the next takes the latest state). Target: p99 ≤ 50 ms. This measures from the driver's desired state, not from the store: the agent's reading of the store comes before it.\n\n` +
     `\`npm run bench -- dataplane-netns --dip-changes ${n}\` (root).`;
@@ -380,7 +380,7 @@ const vipAddress = (s: number) => `198.18.${(s + 10) >> 8}.${(s + 10) & 255}`;
 /**
  * Apply of N VMs → every VIP answering, from the internet namespace. The empty world exists first
  * (\`vipdip up\` makes it once); then, from t0: one \`reconcile\` of N VMs in one VNet behind V VIPs
- * (port 80, a 65,537-slot Maglev map each, N/V backends each); when it returns, one responder
+ * (port 80, a Maglev map each, of lb/'s ladder size for its N/V backends); when it returns, one responder
  * process (bench/netns-responder.py) opens a listening socket on DIP:8000 inside every VM namespace
  * and answers HTTP (no per-VM workload process: 1,000 of them do not fit this machine). A prober in
  * the internet namespace, started before t0, sends an HTTP request to every VIP every 50 ms until
@@ -484,7 +484,7 @@ async function applyUntilAnswering(ns: number[], vipCount: number): Promise<void
     }
   }
   const body =
-    `Measured ${new Date().toISOString().slice(0, 10)}, load average ${load0.toFixed(1)} at the start, ${loadavg()[0]!.toFixed(1)} at the end, on the shared 2-core machine. From t0 (the empty world already made, as \`vipdip up\` makes it once): one \`reconcile\` of N VMs in one VNet behind V VIPs (a 65,537-slot Maglev map each, N/V backends each); when it returns, one responder process listens on DIP:8000 inside every VM namespace (bench/netns-responder.py: a socket per VM namespace, no per-VM workload process, which at 1,000 would not fit this machine); a prober in the internet namespace asks every VIP for HTTP every 50 ms until each has answered 200 once. "All answering" is the last VIP's first answer.\n\n` +
+    `Measured ${new Date().toISOString().slice(0, 10)}, load average ${load0.toFixed(1)} at the start, ${loadavg()[0]!.toFixed(1)} at the end, on the shared 2-core machine. From t0 (the empty world already made, as \`vipdip up\` makes it once): one \`reconcile\` of N VMs in one VNet behind V VIPs (N/V backends each, and a Maglev map each of lb/'s ladder size for them: 1,021 slots up to 10 backends, 4,093 up to 40, 16,381 up to 163, else 65,537); when it returns, one responder process listens on DIP:8000 inside every VM namespace (bench/netns-responder.py: a socket per VM namespace, no per-VM workload process, which at 1,000 would not fit this machine); a prober in the internet namespace asks every VIP for HTTP every 50 ms until each has answered 200 once. "All answering" is the last VIP's first answer.\n\n` +
     `| VMs | VIPs | ruleset in (\`nft -f\`, alongside the devices) | reconcile returned | backends listening | every VIP answering |\n| ---: | ---: | ---: | ---: | ---: | ---: |\n${rows.join('\n')}\n\n` +
     `Target: ≤ 10 s for 1,000 VMs. \`npm run bench -- dataplane-netns --apply ${ns.join(',')} --vips ${vipCount}\` (root).`;
   console.log(body);
@@ -636,11 +636,11 @@ export async function run(args: string[]): Promise<void> {
       ),
     ].join('\n');
     const body =
-      `Measured ${new Date().toISOString().slice(0, 10)} on ${m.cpus} × ${m.cpu}, Node ${process.versions.node}; everything inside the netns driver's world: clients (wrk 1 thread ${o.connections} connections, iperf3) in the internet namespace, backends in their VM namespaces, HAProxy (\`mode tcp\`) in the subscription's router, where the DIPs are. Medians of ${o.rounds} interleaved rounds of ${o.seconds} s. The direct path is routed by the world too (the benchmark adds the internet → core → router → bridge path), so the three differ only by what is on the path: nothing, nftables DNAT (jhash into a 65,537-slot Maglev map), or HAProxy.\n\n` +
+      `Measured ${new Date().toISOString().slice(0, 10)} on ${m.cpus} × ${m.cpu}, Node ${process.versions.node}; everything inside the netns driver's world: clients (wrk 1 thread ${o.connections} connections, iperf3) in the internet namespace, backends in their VM namespaces, HAProxy (\`mode tcp\`) in the subscription's router, where the DIPs are. Medians of ${o.rounds} interleaved rounds of ${o.seconds} s. The direct path is routed by the world too (the benchmark adds the internet → core → router → bridge path), so the three differ only by what is on the path: nothing, nftables DNAT (jhash into a Maglev map of lb/'s ladder size), or HAProxy.\n\n` +
       `${table}\n\n` +
       `${udpLine}\n\n` +
       `Load average (1 min) at the end of the rounds: ${loadAfterRounds.toFixed(1)} on ${m.cpus} cores, shared with other work: the paths' figures move by tens of per cent from round to round (the raw rounds are in bench/results/dataplane-netns.json), so a ratio above 1 against direct is noise, not a gain.\n\n` +
-      `DIP change to new ruleset in force (one \`reconcile\`, from the call to its return: the VM's address moved in its namespace, and in one \`nft -f\` the backend's element of a two-backend endpoint rewritten; its 65,537 slots hold the backend's tag and do not move), ${o.changes} changes: p50 **${pct(times, 0.5).toFixed(1)} ms**, p99 **${pct(times, 0.99).toFixed(1)} ms**, max ${Math.max(...times).toFixed(1)} ms; map elements written per change: median ${median(slots)} (target p99 ≤ 50 ms).\n\n` +
+      `DIP change to new ruleset in force (one \`reconcile\`, from the call to its return: the VM's address moved in its namespace, and in one \`nft -f\` the backend's element of a two-backend endpoint rewritten; its slots hold the backend's tag and do not move), ${o.changes} changes: p50 **${pct(times, 0.5).toFixed(1)} ms**, p99 **${pct(times, 0.99).toFixed(1)} ms**, max ${Math.max(...times).toFixed(1)} ms; map elements written per change: median ${median(slots)} (target p99 ≤ 50 ms).\n\n` +
       '`npm run bench -- dataplane-netns` (root).';
     console.log(body);
     await saveJson('dataplane-netns', 'latest', { samples, udp, times, slots, options: o });

@@ -159,7 +159,10 @@ export interface DriverLimits {
   /** Flows open at once per endpoint, and per client address on one endpoint. */
   maxFlowsPerEndpoint: number;
   maxFlowsPerClient: number;
-  /** Maglev table size, a prime. */
+  /**
+   * The largest Maglev table, a prime: each endpoint's table is `maglevTableSize(backends, this)`,
+   * the smallest size of lb/'s ladder with 100 slots per backend.
+   */
   tableSize: number;
 }
 

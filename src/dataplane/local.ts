@@ -15,6 +15,7 @@ import {
   type PickedBackend,
   UdpListener,
   compileAcl,
+  maglevTableSize,
   probe,
   scaledTime,
   type AclCheck,
@@ -263,7 +264,7 @@ export class LocalDriver implements DataPlaneDriver {
         healthy: b.healthy,
       })),
       mode: d.distribution,
-      tableSize: this.limits.tableSize,
+      tableSize: maglevTableSize(d.backends.length, this.limits.tableSize),
     });
   }
 

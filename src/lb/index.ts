@@ -11,11 +11,13 @@ export {
   type Flow,
 } from './hash.ts';
 export {
+  MAGLEV_TABLE_LADDER,
   MAGLEV_TABLE_SIZE_DEFAULT,
   buildMaglevTable,
   checkTableSize,
   isPrime,
   maglevPermutation,
+  maglevTableSize,
 } from './maglev.ts';
 export { PickerSnapshot, type Backend, type PickedBackend, type PickerInput } from './picker.ts';
 export { compileAcl, type AclCheck } from './acl.ts';

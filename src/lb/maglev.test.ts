@@ -4,11 +4,13 @@ import { createHash } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import {
+  MAGLEV_TABLE_LADDER,
   MAGLEV_TABLE_SIZE_DEFAULT,
   buildMaglevTable,
   checkTableSize,
   isPrime,
   maglevPermutation,
+  maglevTableSize,
 } from './maglev.ts';
 
 const M = MAGLEV_TABLE_SIZE_DEFAULT;
@@ -28,6 +30,29 @@ describe('Maglev table sizes', () => {
   test('the default size is the prime 65537', () => {
     assert.equal(M, 65537);
     assert.ok(isPrime(M));
+  });
+
+  test("an endpoint's size: the smallest prime of the ladder with 100 slots per backend, never above the largest", () => {
+    for (const size of MAGLEV_TABLE_LADDER) assert.ok(isPrime(size), `${size} is prime`);
+    assert.deepEqual(
+      [0, 1, 10, 11, 40, 41, 163, 164, 655, 656, 5000].map((n) => maglevTableSize(n)),
+      [1021, 1021, 1021, 4093, 4093, 16381, 16381, 65537, 65537, 65537, 65537],
+    );
+    for (let n = 1; n <= 655; n++) assert.ok(maglevTableSize(n) >= 100 * n, `${n} backends`);
+    // An operator's smaller largest size wins, whatever the ladder says.
+    assert.equal(maglevTableSize(2, 251), 251);
+    assert.equal(maglevTableSize(50, 20011), 16381);
+    assert.equal(maglevTableSize(200, 20011), 20011);
+    assert.equal(maglevTableSize(50, 16381), 16381);
+  });
+
+  test('every step of the ladder keeps each of up to its N backends within 1 % of its share', () => {
+    for (const n of [1, 2, 3, 7, 10, 11, 29, 40, 41, 100, 163]) {
+      const size = maglevTableSize(n);
+      const c = counts(buildMaglevTable(names(n), size), n);
+      for (const k of c)
+        assert.ok(Math.abs(k - size / n) <= 0.01 * (size / n) + 1, `${n} backends on ${size}: ${k}`);
+    }
   });
 
   test('primality is decided right around the small primes and a few large ones', () => {

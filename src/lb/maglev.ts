@@ -14,6 +14,30 @@ import { murmur3Text } from './hash.ts';
 /** The issue's and the paper's default table size: prime, and above 100 × N for up to 655 backends. */
 export const MAGLEV_TABLE_SIZE_DEFAULT = 65537;
 
+/**
+ * The table sizes an endpoint takes, smallest first: primes about four times apart. An endpoint's
+ * table is the smallest of them with at least 100 slots per backend it lists (the paper's M > 100 × N,
+ * which keeps every backend within 1 % of its share), never above the operator's largest size. Most
+ * services have a handful of VMs: a 1,021-slot table serves them as evenly as 65,537 slots, and the
+ * kernel's map of it loads 64 times faster. The size follows the number of backends *listed*, healthy
+ * or not, so a probe failing or passing never resizes the table; only a service growing or shrinking
+ * across a step (10 → 11, 40 → 41, 163 → 164 backends) does, and then new flows are hashed afresh
+ * once while established ones keep their backend (the local driver's flow table, the kernel's
+ * conntrack).
+ */
+export const MAGLEV_TABLE_LADDER: readonly number[] = [1021, 4093, 16381, 65537];
+
+/**
+ * The table size for an endpoint that lists `backends` backends: the smallest size of the ladder
+ * holding 100 slots per backend and not above `largest`, else `largest` itself. Every driver sizes an
+ * endpoint's table with this function, so that they agree on every flow's backend.
+ */
+export function maglevTableSize(backends: number, largest: number = MAGLEV_TABLE_SIZE_DEFAULT): number {
+  const want = 100 * Math.max(1, backends);
+  for (const size of MAGLEV_TABLE_LADDER) if (size >= want && size <= largest) return size;
+  return largest;
+}
+
 /** Seeds of the two name hashes: constants, part of the contract between balancers. */
 const OFFSET_SEED = 0x6f666673; // "offs"
 const SKIP_SEED = 0x736b6970; // "skip"

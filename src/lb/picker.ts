@@ -8,7 +8,7 @@
 import { formatIpv4, type Ipv4 } from '../core/index.ts';
 import type { Distribution } from '../core/api-shapes.ts';
 import { PROTOCOL_NUMBER, flowHash, flowSlot, type Flow } from './hash.ts';
-import { MAGLEV_TABLE_SIZE_DEFAULT, buildMaglevTable, checkTableSize } from './maglev.ts';
+import { buildMaglevTable, checkTableSize, maglevTableSize } from './maglev.ts';
 
 /** One member of an endpoint's load-balanced set. */
 export interface Backend {
@@ -29,7 +29,10 @@ export interface PickedBackend extends Backend {
 export interface PickerInput {
   readonly backends: readonly Backend[];
   readonly mode: Distribution;
-  /** A prime; 65537 by default. */
+  /**
+   * A prime; by default `maglevTableSize` of the backends listed (healthy or not), the size every
+   * driver gives the endpoint, so that a picker built anywhere agrees with them on every flow.
+   */
   readonly tableSize?: number;
 }
 
@@ -62,12 +65,12 @@ export class PickerSnapshot {
   }
 
   /**
-   * Builds a snapshot on the control path: only healthy backends enter the Maglev table. Costs a few
-   * milliseconds at the default size; never call it per flow. Throws RangeError for a bad table size,
+   * Builds a snapshot on the control path: only healthy backends enter the Maglev table. Costs up to a few
+   * milliseconds (a 65,537-slot table); never call it per flow. Throws RangeError for a bad table size,
    * a duplicate id or an unknown mode.
    */
   static build(input: PickerInput): PickerSnapshot {
-    const { mode, tableSize = MAGLEV_TABLE_SIZE_DEFAULT } = input;
+    const { mode, tableSize = maglevTableSize(input.backends.length) } = input;
     if (!MODES.includes(mode)) throw new RangeError(`unknown distribution mode ${JSON.stringify(mode)}`);
     // Copies, so that the caller changing its own objects later cannot reach into a published snapshot.
     const backends = Object.freeze(

@@ -165,7 +165,8 @@ test('the netns driver on the kernel', async (t) => {
   await t.test('a failing backend leaves the map in one update that rewrites only its slots', async () => {
     await driver.reconcile(sampleDesired(SAMPLE_VMS, (vm) => vm !== 'web2'));
     const written = driver.lastUpdate.elements;
-    assert.ok(written > 30_000 && written < 35_000, `wrote ${written} slots`);
+    // Two web backends: a 1,021-slot table (lb/'s ladder), of which web2 held about half.
+    assert.ok(written > 460 && written < 560, `wrote ${written} slots`);
     const answers = clientIn(
       driver.names.internet,
       Array.from({ length: 40 }, (_, i) => `${SAMPLE_VIPS.web} ${VIP_PORT} ${30001 + i * 13}`),

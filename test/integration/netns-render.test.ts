@@ -16,6 +16,7 @@ import {
 } from '../../src/dataplane/netns/render.ts';
 import { makeNamespace, nftIn, requireNetns, testPrefix } from '../support/netns.ts';
 
+/** The largest table: each endpoint's own follows lb/'s ladder. */
 const M = 65537;
 const b = (vm: string, dip: string, healthy = true): DesiredBackend => ({
   id: `s/w/${vm}`,
@@ -99,6 +100,17 @@ test('incremental updates leave exactly the ruleset a full load of the last stat
         ['10.1.0.4', '198.18.0.10'],
         ['10.2.0.4', '198.18.0.11'],
       ],
+    ),
+    input([vip('198.18.0.11', 443, [b('d', '10.2.0.9'), b('e', '10.2.0.5')])], [['10.2.0.9', '198.18.0.11']]),
+    // Eleven backends: the table grows a step of the ladder (1,021 → 4,093 slots), then shrinks back.
+    input(
+      [
+        vip('198.18.0.11', 443, [
+          b('d', '10.2.0.9'),
+          ...Array.from({ length: 10 }, (_, i) => b(`f${i}`, `10.2.1.${i + 4}`)),
+        ]),
+      ],
+      [['10.2.0.9', '198.18.0.11']],
     ),
     input([vip('198.18.0.11', 443, [b('d', '10.2.0.9'), b('e', '10.2.0.5')])], [['10.2.0.9', '198.18.0.11']]),
     // Another idle time: a new ct timeout object, the old one deleted.

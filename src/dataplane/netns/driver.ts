@@ -216,7 +216,7 @@ export class NetnsDriver implements DataPlaneDriver {
     // small update (a DIP or health change: a few elements through each namespace's open `nft -i`)
     // is waited for before any `ip` process starts, so the new DNAT is in force within milliseconds
     // of the reconcile and does not share the CPU with `ip`; a large one (a first build: seconds of
-    // `nft` parsing ten 65,537-slot maps with 1,000 VMs) runs alongside the devices.
+    // `nft` parsing the Maglev maps of 1,000 VMs) runs alongside the devices.
     let worldError: Error | undefined;
     try {
       await addNamespaces(plan);

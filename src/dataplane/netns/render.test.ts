@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { buildMaglevTable } from '../../lb/index.ts';
+import { buildMaglevTable, maglevTableSize } from '../../lb/index.ts';
 import type { DesiredBackend, DesiredEndpoint } from '../driver.ts';
 import {
   coreNftState,
@@ -103,15 +103,36 @@ describe('the netns ruleset', () => {
     const s = nftState(sampleInput(two, 65537));
     const slots = s.collections.get('slots_tcp_198_18_0_10_8080')!.elements;
     const backends = s.collections.get('backends_tcp_198_18_0_10_8080')!.elements;
-    const table = buildMaglevTable(['s1/web/vm1', 's1/web/vm2'], 65537);
-    assert.equal(slots.size, 65537);
+    // Two backends take the ladder's first step, as the local driver's picker does.
+    const M = maglevTableSize(2, 65537);
+    assert.equal(M, 1021);
+    const table = buildMaglevTable(['s1/web/vm1', 's1/web/vm2'], M);
+    assert.equal(slots.size, M);
     assert.equal(backends.size, 2);
-    for (let i = 0; i < 65537; i += 97) {
+    assert.ok(
+      s.chains
+        .get('dnat_hook')!
+        .rules.some((r) => r.includes(`tcp dport 8080 meta mark set jhash`) && r.includes(` mod ${M} `)),
+    );
+    for (let i = 0; i < M; i++) {
       assert.equal(
         backends.get(slots.get(String(i))!),
         table[i] === 0 ? '10.1.0.4 . 8000' : '10.1.0.5 . 8000',
       );
     }
+  });
+
+  test("an endpoint's table follows the number of backends it lists, never their health, up to the largest size", () => {
+    const many = (n: number, healthy: number) =>
+      Array.from({ length: n }, (_, i) => backend(`vm${i}`, `10.1.${i >> 8}.${(i & 255) + 4}`, i < healthy));
+    const size = (backends: DesiredBackend[], largest = 65537) =>
+      nftState(sampleInput(backends, largest)).collections.get('slots_tcp_198_18_0_10_8080')!.elements.size;
+    assert.equal(size(many(10, 10)), 1021);
+    assert.equal(size(many(11, 11)), 4093);
+    assert.equal(size(many(11, 1)), 4093, 'ten of eleven failing leave the size alone');
+    assert.equal(size(many(41, 41)), 16381);
+    assert.equal(size(many(164, 164)), 65537);
+    assert.equal(size(many(164, 164), 16381), 16381, "never above the operator's largest table");
   });
 
   test('a DIP change rewrites one backend element per map that uses it, and no slot', () => {
@@ -148,24 +169,27 @@ describe('the netns ruleset', () => {
   });
 
   test('a backend failing rewrites only the slots it held, in both maps that use it', () => {
-    const M = 65537;
-    const prev = nftState(sampleInput(two, M));
-    const next = nftState(sampleInput([backend('vm1', '10.1.0.4'), backend('vm2', '10.1.0.5', false)], M));
+    const M = maglevTableSize(2, 65537);
+    const prev = nftState(sampleInput(two, 65537));
+    const next = nftState(
+      sampleInput([backend('vm1', '10.1.0.4'), backend('vm2', '10.1.0.5', false)], 65537),
+    );
     const u = renderUpdate(prev, next);
     const held = buildMaglevTable(['s1/web/vm1', 's1/web/vm2'], M).filter((x) => x === 1).length;
-    assert.ok(held > 30_000 && held < 35_000, String(held));
+    assert.ok(held > 0.45 * M && held < 0.55 * M, String(held));
     assert.equal(u.elementsWritten, 2 * held);
     assert.doesNotMatch(u.script, /flush|chain/);
   });
 
   test('a third backend joining moves about a third of the slots, not all of them', () => {
-    const M = 65537;
+    const M = maglevTableSize(3, 65537);
+    assert.equal(M, maglevTableSize(2, 65537), 'two and three backends share a table size');
     const u = renderUpdate(
-      nftState(sampleInput(two, M)),
-      nftState(sampleInput([...two, backend('vm3', '10.1.0.6')], M)),
+      nftState(sampleInput(two, 65537)),
+      nftState(sampleInput([...two, backend('vm3', '10.1.0.6')], 65537)),
     );
     const perMap = u.elementsWritten / 2;
-    assert.ok(perMap > M / 3 - 2000 && perMap < M / 3 + 2000, String(perMap));
+    assert.ok(perMap > M / 3 - 0.04 * M && perMap < M / 3 + 0.04 * M, String(perMap));
   });
 
   test('removing an endpoint with an ACL drops its rules, then its chain and its map', () => {

@@ -35,7 +35,13 @@
  *   VNet's gateway, which the world delivers locally (input, not forward), and get that VNet's scope.
  */
 import { parseIpv4 } from '../../core/index.ts';
-import { FLOW_HASH_SEED, NFT_FLOW_FIELDS, buildMaglevTable, murmur3Text } from '../../lb/index.ts';
+import {
+  FLOW_HASH_SEED,
+  NFT_FLOW_FIELDS,
+  buildMaglevTable,
+  maglevTableSize,
+  murmur3Text,
+} from '../../lb/index.ts';
 import type { DesiredDataPlane, DesiredEndpoint, SourceNat } from '../driver.ts';
 import { ROUTER_UPLINK, type WorldSpec } from './world.ts';
 
@@ -54,7 +60,7 @@ export interface NftInput {
   readonly vnets: readonly NftVnet[];
   /** The way out of the router: its uplink to the core (other subscriptions' VIPs, the internet). */
   readonly internetIf: string;
-  /** Maglev table size, a prime (65537 by default). */
+  /** The largest Maglev table, a prime (65537 by default); each endpoint's is `maglevTableSize`'s. */
   readonly tableSize: number;
   /** The world addresses DNS listens on, each reachable only from its own interface. */
   readonly dnsListeners?: readonly string[];
@@ -214,7 +220,8 @@ export function nftState(input: NftInput, prev?: NftState): NftState {
       continue;
     }
     // nft names no datatype for a hash's integer result: `typeof` borrows numgen's.
-    const source = `${input.tableSize}|${ep.backends
+    const size = maglevTableSize(ep.backends.length, input.tableSize);
+    const source = `${size}|${ep.backends
       .filter((b) => b.healthy)
       .map((b) => b.id)
       .sort()
@@ -223,7 +230,7 @@ export function nftState(input: NftInput, prev?: NftState): NftState {
     collections.set(`slots_${id}`, {
       kind: 'map',
       type: 'typeof numgen inc mod 2 : meta mark',
-      elements: before?.source === source ? before.elements : slotElements(ep, input.tableSize),
+      elements: before?.source === source ? before.elements : slotElements(ep, size),
       source,
     });
     collections.set(`backends_${id}`, {
@@ -232,7 +239,7 @@ export function nftState(input: NftInput, prev?: NftState): NftState {
       elements: backendElements(ep),
     });
     dnat.push(
-      `${match} meta mark set ${flowHashExpr(ep, input.tableSize)} map @slots_${id} dnat ip to meta mark map @backends_${id}`,
+      `${match} meta mark set ${flowHashExpr(ep, size)} map @slots_${id} dnat ip to meta mark map @backends_${id}`,
     );
   }
 
