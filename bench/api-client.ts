@@ -12,7 +12,7 @@
  *
  * Each request is a lifecycle operation on one VM (deallocate when it is running, start when it is
  * deallocated). Prints one JSON line: { ops, errors, refused, acceptedPerSecond, seconds,
- * opsPerSecond, p50Ms, p99Ms }. A request the server refuses (503 with Retry-After) is counted in
+ * opsPerSecond, p50Ms, p99Ms, conflicts }. A request the server refuses (503 with Retry-After) is counted in
  * `refused`, not in `errors`, and the latencies are those of the accepted requests only.
  */
 import { Agent, request } from 'node:http';
@@ -47,6 +47,8 @@ const lags: number[] = [];
 let errors = 0;
 
 let refused = 0;
+/** Open loop: 409s of operations sent to a VM that already had one in flight (every VM had). */
+let conflicts = 0;
 /** Errors by HTTP status (a timeout or a broken connection is not among them). */
 const errorStatuses: Record<number, number> = {};
 
@@ -56,14 +58,21 @@ const errorStatuses: Record<number, number> = {};
  */
 const agent = new Agent({ keepAlive: true, maxSockets: 512 });
 
-function post(url: string): Promise<{ status: number; retryAfter: boolean }> {
+function post(url: string): Promise<{ status: number; retryAfter: boolean; body: string }> {
   return new Promise((ok, fail) => {
     const req = request(
       url,
       { method: 'POST', agent, headers: { authorization: `Bearer ${token}` }, timeout: REQUEST_TIMEOUT_MS },
       (res) => {
-        res.resume();
-        res.on('end', () => ok({ status: res.statusCode ?? 0, retryAfter: 'retry-after' in res.headers }));
+        // Only a conflict's body is read (it says the VM's state); the rest are drained unparsed.
+        let body = '';
+        if (res.statusCode === 409) {
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (body += c));
+        } else res.resume();
+        res.on('end', () =>
+          ok({ status: res.statusCode ?? 0, retryAfter: 'retry-after' in res.headers, body }),
+        );
         res.on('error', fail);
       },
     );
@@ -73,21 +82,59 @@ function post(url: string): Promise<{ status: number; retryAfter: boolean }> {
   });
 }
 
-/** One operation; false when the server refused it (503 with Retry-After: it did nothing). */
+/** Operations in flight per VM: the open loop sends the next one to a VM that has none. */
+const inFlight = new Array<number>(vms).fill(0);
+
+/**
+ * One operation; false when the server refused it (503 with Retry-After: it did nothing) or when it
+ * was a conflict of the generator's making (see freeVm): neither counts as accepted. The verb
+ * follows what the generator last learnt of the VM, and the answer teaches it the VM's state: 200
+ * (the verb applied), or a 409 whose detail names the state.
+ */
 async function op(i: number): Promise<boolean> {
   const verb = running[i] ? 'deallocate' : 'start';
-  running[i] = !running[i];
-  const res = await post(`${urls[i % urls.length]}/v1/services/${serviceOf(i)}/vms/vm${i}/${verb}`);
+  const raced = inFlight[i]! > 0;
+  inFlight[i]!++;
+  let res: { status: number; retryAfter: boolean; body: string };
+  try {
+    res = await post(`${urls[i % urls.length]}/v1/services/${serviceOf(i)}/vms/vm${i}/${verb}`);
+  } finally {
+    inFlight[i]!--;
+  }
   if (res.status === 503 && res.retryAfter) {
-    running[i] = !running[i];
     refused++;
     return false;
+  }
+  if (res.status === 200) running[i] = verb === 'start';
+  else if (res.status === 409 && /it is (running|deallocated|stopped)/.test(res.body)) {
+    running[i] = !/it is deallocated/.test(res.body);
+    // Sent while the VM had another operation in flight (every VM had: see freeVm), which did the
+    // same first: the server did right to refuse it.
+    if (raced) {
+      conflicts++;
+      return false;
+    }
   }
   if (res.status !== 200) {
     errors++;
     errorStatuses[res.status] = (errorStatuses[res.status] ?? 0) + 1;
   }
   return true;
+}
+
+/**
+ * The VM for the open loop's request n: n mod VMs, or the next one with nothing in flight. Two
+ * operations in flight on one VM would race (a start sent while its deallocate is still queued,
+ * then refused) and answer 409: a conflict of the generator's making, not a server error. When
+ * every VM is busy, n mod VMs all the same: a 409 it then gets is counted in `conflicts`, not in
+ * `errors` (the server did right to refuse it).
+ */
+function freeVm(n: number): number {
+  for (let k = 0; k < vms; k++) {
+    const i = (n + k) % vms;
+    if (inFlight[i] === 0) return i;
+  }
+  return n % vms;
 }
 
 function quantile(q: number, of: readonly number[] = latencies): number {
@@ -123,7 +170,7 @@ async function rate(rps: number): Promise<number> {
     // How late the generator itself sends: on a shared machine it is part of the latency measured.
     lags.push(performance.now() - due);
     inflight.push(
-      op(n % vms).then(
+      op(freeVm(n)).then(
         (accepted) => void (accepted && latencies.push(performance.now() - due)),
         (e: unknown) => {
           // The first few say why (a refused connection, a timeout); the rest are only counted.
@@ -145,8 +192,9 @@ console.log(
     ops: count,
     errors,
     refused,
+    conflicts,
     errorStatuses,
-    acceptedPerSecond: (count - refused) / elapsed,
+    acceptedPerSecond: (count - refused - conflicts) / elapsed,
     seconds: elapsed,
     opsPerSecond: count / elapsed,
     p50Ms: quantile(0.5),

@@ -39,6 +39,8 @@ interface ClientResult {
   errors: number;
   /** Requests the server refused early (503 with Retry-After); not in `errors`. */
   refused: number;
+  /** Open loop: 409s of the generator's own making (every VM had an operation in flight). */
+  conflicts?: number;
   acceptedPerSecond: number;
   /** Open loop: the p99 of how late the generator itself sent (its share of the latency). */
   sendLagP99Ms?: number;
@@ -179,7 +181,7 @@ export async function run(args: string[]): Promise<void> {
       const x = await client(server.url, server.token, 'rate', r);
       rates.push({ rate: r, ...x });
       console.error(
-        `  accepted ${fmtRate(x.acceptedPerSecond)}/s, p50 ${ms(x.p50Ms)}, p99 ${ms(x.p99Ms)} (accepted requests), ${x.refused} refused, ${x.errors} errors`,
+        `  accepted ${fmtRate(x.acceptedPerSecond)}/s, p50 ${ms(x.p50Ms)}, p99 ${ms(x.p99Ms)} (accepted requests), ${x.refused} refused, ${x.errors} errors, ${x.conflicts ?? 0} conflicts`,
       );
     }
     const results = {
@@ -193,14 +195,14 @@ export async function run(args: string[]): Promise<void> {
     };
     await saveJson('api', 'sqlite', results);
     const body = [
-      `Measured ${results.date.slice(0, 10)} on ${results.machine.cpus} × ${results.machine.cpu}, Node ${results.machine.node}; \`npm run bench -- api\`: one \`vipdip up\` (SQLite, driver none) and a load generator in another process, both on the same 2 cores. Each request is a VM deallocate or start of one of ${VMS} VMs, ${SECONDS} s per row. Latencies are those of the accepted requests; "refused" counts the requests the server turned away at once with 503 and Retry-After (admission control, \`src/api/admission.ts\`); "errors" counts every other failure (a timeout of 10 s, a status other than 200); "generator late" is how late the load generator itself sent its requests, which the open-loop latency includes.`,
+      `Measured ${results.date.slice(0, 10)} on ${results.machine.cpus} × ${results.machine.cpu}, Node ${results.machine.node}; \`npm run bench -- api\`: one \`vipdip up\` (SQLite, driver none) and a load generator in another process, both on the same 2 cores. Each request is a VM deallocate or start of one of ${VMS} VMs, ${SECONDS} s per row. Latencies are those of the accepted requests; "refused" counts the requests the server turned away at once with 503 and Retry-After (admission control, \`src/api/admission.ts\`); "errors" counts every other failure (a timeout of 10 s, a status other than 200); the open loop sends each request to a VM with no operation in flight, and when every VM has one (the server queueing by seconds), to one that has: a 409 then (two operations raced on one VM) is the generator's doing and counted as a "conflict", neither accepted nor an error; "generator late" is how late the load generator itself sent its requests, which the open-loop latency includes.`,
       '',
-      '| load | sent/s | accepted/s | p50 | p99 | refused | errors | generator late, p99 |',
-      '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-      `| ${WORKERS} concurrent clients (keep-alive) | ${fmtRate(throughput.opsPerSecond)} | ${fmtRate(throughput.acceptedPerSecond)} | ${ms(throughput.p50Ms)} | ${ms(throughput.p99Ms)} | ${throughput.refused} | ${throughput.errors} | – |`,
+      '| load | sent/s | accepted/s | p50 | p99 | refused | errors | conflicts | generator late, p99 |',
+      '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+      `| ${WORKERS} concurrent clients (keep-alive) | ${fmtRate(throughput.opsPerSecond)} | ${fmtRate(throughput.acceptedPerSecond)} | ${ms(throughput.p50Ms)} | ${ms(throughput.p99Ms)} | ${throughput.refused} | ${throughput.errors} | ${throughput.conflicts ?? 0} | – |`,
       ...rates.map(
         (r) =>
-          `| fixed ${r.rate}/s (open loop) | ${fmtRate(r.opsPerSecond)} | ${fmtRate(r.acceptedPerSecond)} | ${ms(r.p50Ms)} | ${ms(r.p99Ms)} | ${r.refused} | ${r.errors} | ${ms(r.sendLagP99Ms ?? null)} |`,
+          `| fixed ${r.rate}/s (open loop) | ${fmtRate(r.opsPerSecond)} | ${fmtRate(r.acceptedPerSecond)} | ${ms(r.p50Ms)} | ${ms(r.p99Ms)} | ${r.refused} | ${r.errors} | ${r.conflicts ?? 0} | ${ms(r.sendLagP99Ms ?? null)} |`,
       ),
       '',
       `Targets: ≥ ${TARGET_OPS} lifecycle ops/s (${throughput.acceptedPerSecond >= TARGET_OPS ? 'met' : '**not met**'}); p99 of accepted requests < ${TARGET_P99_MS} ms at 2,000 req/s (${(rates.find((r) => r.rate === 2000)?.p99Ms ?? Infinity) < TARGET_P99_MS ? 'met' : '**not met**'}). Open-loop latency is measured from each request's scheduled time, so a queue in the server (or in the load generator) cannot hide.`,
