@@ -25,6 +25,7 @@ import {
   SAMPLE_VMS,
   VIP_PORT,
   clientIn,
+  ip,
   requireNetns,
   sampleDesired,
   testPrefix,
@@ -291,6 +292,27 @@ test('the netns driver on the kernel', async (t) => {
       );
       await driver.reconcile(base);
       assert.match(clientIn(driver.names.internet, [`${SAMPLE_VIPS.web} ${VIP_PORT}`])[0]!, /^web[12] /);
+    },
+  );
+
+  await t.test(
+    'a VIP inside the router links is refused with the reason, and the other VIPs go on answering',
+    async () => {
+      const base = sampleDesired();
+      const web = base.endpoints.find((e) => e.service === 'web')!;
+      const bad = { ...web, key: 'tcp/100.127.0.9:80', address: '100.127.0.9' };
+      const r = await driver.reconcile({ ...base, endpoints: [...base.endpoints, bad] });
+      const failed = r.failed.find((f) => f.key === bad.key);
+      assert.ok(failed !== undefined, JSON.stringify(r.failed));
+      assert.match(failed.error, /inside 100\.127\.0\.0\/16/);
+      assert.equal(r.failed.length, 1, JSON.stringify(r.failed));
+      // No router holds the address, and the core has no route to it but the link's own.
+      assert.doesNotMatch(ip('-n', driver.router('s1')!.ns, 'addr', 'show', 'dev', 'lo'), /100\.127\.0\.9/);
+      assert.equal(
+        clientIn(driver.names.internet, [`${SAMPLE_VIPS.blog} ${VIP_PORT}`])[0],
+        `blog1 ${CLIENT}`,
+      );
+      await driver.reconcile(base);
     },
   );
 

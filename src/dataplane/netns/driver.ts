@@ -35,6 +35,7 @@ import {
   execWorld,
   planWorld,
   removeWorld,
+  routablePublic,
   routableVnets,
   routerHolding,
   vmNamespace,
@@ -198,14 +199,17 @@ export class NetnsDriver implements DataPlaneDriver {
 
     const routable = routableVnets(desired.vms ?? [], desired.vnets ?? []);
     result.failed.push(...routable.refused);
+    const reachable = routablePublic(desired.endpoints, desired.snat);
+    result.failed.push(...reachable.refused);
+    const usable = { endpoints: reachable.endpoints, snat: reachable.snat };
     const next = worldSpec(
       this.opts.prefix,
       routable.vms,
       routable.vnets,
       [
-        ...desired.endpoints.map((e) => ({ address: e.address, subscription: e.subscription })),
+        ...usable.endpoints.map((e) => ({ address: e.address, subscription: e.subscription })),
         // A caller's VIP or ILPIP is where its replies come back to, endpoints or not.
-        ...desired.snat.map((x) => ({ address: x.source, subscription: x.subscription })),
+        ...usable.snat.map((x) => ({ address: x.source, subscription: x.subscription })),
       ],
       this.world,
     );
@@ -231,7 +235,7 @@ export class NetnsDriver implements DataPlaneDriver {
       this.names.world,
       coreNftState([...(dnsListeners(next, this.names.world).get(this.names.world)?.keys() ?? [])]),
     );
-    for (const [ns, input] of routerNftInput(next, desired, {
+    for (const [ns, input] of routerNftInput(next, usable, {
       tableSize: this.limits.tableSize,
       timeScale,
     }))
@@ -276,7 +280,7 @@ export class NetnsDriver implements DataPlaneDriver {
       if (f === undefined) continue;
       this.loaded = false;
       const sub = routerOf.get(f.ns);
-      for (const ep of desired.endpoints)
+      for (const ep of usable.endpoints)
         if (sub === undefined || ep.subscription === sub)
           result.failed.push({ key: ep.key, error: f.error.message });
     }

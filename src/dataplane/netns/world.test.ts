@@ -4,6 +4,7 @@ import type { DesiredVm } from '../driver.ts';
 import {
   agentWorldPrefix,
   EMPTY_WORLD,
+  routablePublic,
   routableVnets,
   bridgeName,
   dnsListeners,
@@ -181,6 +182,41 @@ describe('the netns world plan', () => {
     );
     assert.match(r.refused[0]!.error, /overlaps 10\.1\.0\.0\/24 of s1\/net/);
     assert.match(r.refused[1]!.error, /router links/);
+  });
+
+  test('a VIP or a SNAT source inside the router links is left out, with the reason; the rest stay', () => {
+    const r = routablePublic(
+      [
+        { key: 'tcp/198.18.0.10:80', address: '198.18.0.10' },
+        { key: 'tcp/100.127.0.9:80', address: '100.127.0.9' },
+      ],
+      [
+        { dip: '10.1.0.4', source: '198.18.0.10' },
+        { dip: '10.1.0.5', source: '100.127.255.254' },
+      ],
+    );
+    assert.deepEqual(
+      r.endpoints.map((e) => e.key),
+      ['tcp/198.18.0.10:80'],
+    );
+    assert.deepEqual(
+      r.snat.map((x) => x.dip),
+      ['10.1.0.4'],
+    );
+    assert.deepEqual(
+      r.refused.map((x) => x.key),
+      ['tcp/100.127.0.9:80', 'snat/10.1.0.5'],
+    );
+    assert.match(r.refused[0]!.error, /100\.127\.0\.9 is inside 100\.127\.0\.0\/16/);
+    // Just outside the range on both sides: kept.
+    const edge = routablePublic(
+      [
+        { key: 'a', address: '100.126.255.255' },
+        { key: 'b', address: '100.128.0.0' },
+      ],
+      [],
+    );
+    assert.equal(edge.refused.length, 0);
   });
 
   test('DNS listeners: by namespace, each gateway answers for its VNet in its router, the internet link in the core', () => {

@@ -163,6 +163,36 @@ export function routableVnets(
   return { vms: vms.filter((vm) => keep.has(vm.vnet)), vnets: ok, refused };
 }
 
+/**
+ * The public addresses the world can answer: a VIP or ILPIP (an endpoint's address, or the source a
+ * caller's DIP is SNATed to) inside the router links' range would take a link's address or be routed
+ * into one, so its endpoints and SNAT entries are left out, each with the reason. Pure.
+ */
+export function routablePublic<
+  E extends { key: string; address: string },
+  S extends { dip: string; source: string },
+>(
+  endpoints: readonly E[],
+  snat: readonly S[],
+): { endpoints: E[]; snat: S[]; refused: { key: string; error: string }[] } {
+  const links = parseCidr(ROUTER_LINKS);
+  const inLinks = (a: string) => cidrsOverlap(parseCidr(`${a}/32`), links);
+  const refused: { key: string; error: string }[] = [];
+  const why = (a: string) =>
+    `address ${a} is inside ${ROUTER_LINKS}, the netns world's links between its core and its routers; use a public pool outside it`;
+  const keptEndpoints = endpoints.filter((e) => {
+    if (!inLinks(e.address)) return true;
+    refused.push({ key: e.key, error: why(e.address) });
+    return false;
+  });
+  const keptSnat = snat.filter((x) => {
+    if (!inLinks(x.source)) return true;
+    refused.push({ key: `snat/${x.dip}`, error: why(x.source) });
+    return false;
+  });
+  return { endpoints: keptEndpoints, snat: keptSnat, refused };
+}
+
 const gatewayOf = (cidr: string) => {
   const c = parseCidr(cidr);
   return { gateway: formatIpv4(ipv4(c.base + 1)), prefix: c.prefix };
