@@ -13,6 +13,8 @@ import { test, type TestContext } from 'node:test';
 import { parseIpv4 } from '../../src/core/index.ts';
 import { NetnsDriver } from '../../src/dataplane/index.ts';
 import {
+  bridgeMac,
+  bridgeName,
   removeWorld,
   routerNamespace,
   vmNamespace,
@@ -312,6 +314,36 @@ test('the netns driver on the kernel', async (t) => {
         clientIn(driver.names.internet, [`${SAMPLE_VIPS.blog} ${VIP_PORT}`])[0],
         `blog1 ${CLIENT}`,
       );
+      await driver.reconcile(base);
+    },
+  );
+
+  await t.test(
+    "a VNet's bridge keeps its own MAC while VMs join, so the others' entries for their gateway stay right",
+    async () => {
+      const base = sampleDesired();
+      const router = driver.router('s1')!.ns;
+      const mac = () =>
+        /link\/ether ([0-9a-f:]+)/.exec(ip('-n', router, 'link', 'show', 'dev', bridgeName('s1/net')))![1];
+      assert.equal(mac(), bridgeMac('s1/net'));
+      // Twelve veths with random MACs: a bridge left to itself would take the lowest of them.
+      const s1 = base.vms!.find((v) => v.subscription === 's1')!;
+      const spare = Array.from({ length: 12 }, (_, i) => ({
+        ...s1,
+        key: `s1/spare/spare${i}`,
+        service: 'spare',
+        vm: `spare${i}`,
+        dip: `10.1.0.${100 + i}`,
+      }));
+      const r = await driver.reconcile({ ...base, vms: [...base.vms!, ...spare] });
+      assert.deepEqual(r.failed, []);
+      assert.equal(mac(), bridgeMac('s1/net'));
+      // The backends' replies go through their gateway, whose MAC they learnt before the VMs joined.
+      const answers = clientIn(
+        driver.names.internet,
+        Array.from({ length: 6 }, () => `${SAMPLE_VIPS.web} ${VIP_PORT}`),
+      );
+      for (const a of answers) assert.match(a, /^web[12] /);
       await driver.reconcile(base);
     },
   );

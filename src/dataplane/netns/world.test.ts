@@ -6,6 +6,7 @@ import {
   EMPTY_WORLD,
   routablePublic,
   routableVnets,
+  bridgeMac,
   bridgeName,
   dnsListeners,
   planWorld,
@@ -72,7 +73,9 @@ describe('the netns world plan', () => {
     ]);
     const router = plan.routers.get(R1)!;
     assert.ok(router.includes('route add default via 100.127.0.1'));
-    assert.ok(router.includes(`link add ${br} type bridge`));
+    assert.ok(router.includes(`link add ${br} address ${bridgeMac('s1/net')} type bridge`));
+    assert.match(bridgeMac('s1/net'), /^02(:[0-9a-f]{2}){5}$/);
+    assert.notEqual(bridgeMac('s1/net'), bridgeMac('s1/other'));
     assert.ok(router.includes(`addr add 10.1.0.1/24 dev ${br}`));
     assert.ok(router.includes(`addr add 10.2.0.1/16 dev ${bridgeName('s1/other')}`));
     assert.ok(router.includes(`link set ${vethName('web/web1')} master ${br}`));

@@ -63,6 +63,19 @@ export const vmNamespace = (prefix: string, serviceVm: string): string =>
 
 /** A VNet's bridge (inside the world; IFNAMSIZ allows 15 characters). */
 export const bridgeName = (vnetKey: string): string => `br${hash(vnetKey, 7)}`;
+/**
+ * A VNet bridge's MAC address, fixed: locally administered, unicast, from a hash of the VNet's key.
+ * A bridge whose address was never set takes the lowest MAC of its ports, so a VM joining with a
+ * lower (random) veth MAC changed the gateway's MAC under every other VM of the VNet: their
+ * neighbour entries kept the old one, and their packets to the gateway (a backend's replies) were
+ * lost until they asked again, up to half a minute. An address set at creation is kept (the
+ * kernel then never recomputes it), and the same key gives the same MAC after a rebuild.
+ */
+export const bridgeMac = (vnetKey: string): string => {
+  const h = murmur3Text(vnetKey).toString(16).padStart(8, '0');
+  const l = murmur3Text(`mac:${vnetKey}`).toString(16).padStart(8, '0').slice(0, 2);
+  return `02:${h.slice(0, 2)}:${h.slice(2, 4)}:${h.slice(4, 6)}:${h.slice(6, 8)}:${l}`;
+};
 /** The world's end of a VM's veth, from `service/vm`. */
 export const vethName = (serviceVm: string): string => `v${hash(serviceVm, 7)}`;
 
@@ -391,7 +404,8 @@ export function planWorld(prev: WorldSpec, next: WorldSpec): WorldPlan {
     const old = prev.vnets.get(key);
     if (old === undefined) {
       lines(v.router).push(
-        `link add ${v.bridge} type bridge`,
+        // Its own MAC from the start (bridgeMac): never the lowest of its ports'.
+        `link add ${v.bridge} address ${bridgeMac(key)} type bridge`,
         `link set ${v.bridge} addrgenmode none`,
         `link set ${v.bridge} up`,
       );
