@@ -1,6 +1,14 @@
 import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { describe, test } from 'node:test';
-import { AdmissionQueue, SenderShares, StandingQueue, type AdmissionLimits } from './admission.ts';
+import {
+  AdmissionQueue,
+  SenderShares,
+  StandingQueue,
+  guardServer,
+  type AdmissionLimits,
+} from './admission.ts';
 
 const limits: AdmissionLimits = { inFlightMax: 2, queueMax: 2, queueWaitMaxMs: 5, retryAfterSeconds: 1 };
 
@@ -142,8 +150,8 @@ describe('StandingQueue', () => {
 describe('SenderShares', () => {
   test('a sender far below an equal share is light; the one taking most is not', () => {
     const s = new SenderShares(1000);
-    for (let i = 0; i < 500; i++) s.admitted('subscription flood', i);
-    s.admitted('operator', 500);
+    for (let i = 0; i < 500; i++) s.arrived('subscription flood', i);
+    s.arrived('operator', 500);
     assert.equal(s.light('operator', 501), true);
     assert.equal(s.light('subscription flood', 501), false);
     // A sender never seen is light too: it has had nothing yet.
@@ -152,30 +160,30 @@ describe('SenderShares', () => {
 
   test('one sender alone, or two at equal shares, are never light: the wait limit holds for them', () => {
     const alone = new SenderShares(1000);
-    for (let i = 0; i < 100; i++) alone.admitted('a', i);
+    for (let i = 0; i < 100; i++) alone.arrived('a', i);
     assert.equal(alone.light('a', 100), false);
     const two = new SenderShares(1000);
-    for (let i = 0; i < 100; i++) two.admitted(i % 2 === 0 ? 'a' : 'b', i);
+    for (let i = 0; i < 100; i++) two.arrived(i % 2 === 0 ? 'a' : 'b', i);
     assert.equal(two.light('a', 100), false);
     assert.equal(two.light('b', 100), false);
   });
 
   test('shares decay by half per window, so a past flood stops counting against its sender', () => {
     const s = new SenderShares(1000);
-    for (let i = 0; i < 400; i++) s.admitted('a', 0);
-    for (let i = 0; i < 10; i++) s.admitted('b', 0);
+    for (let i = 0; i < 400; i++) s.arrived('a', 0);
+    for (let i = 0; i < 10; i++) s.arrived('b', 0);
     assert.equal(s.light('b', 10), true);
     // Ten windows later a has 0 left (400 / 1024), b nothing: neither has a share to speak of.
-    for (let i = 0; i < 40; i++) s.admitted('b', 10_000);
+    for (let i = 0; i < 40; i++) s.arrived('b', 10_000);
     assert.equal(s.light('a', 10_000), true);
     assert.equal(s.light('b', 10_000), false);
   });
 
   test('at most maxSenders keys are kept; the rest share one', () => {
     const s = new SenderShares(1000, 2);
-    s.admitted('a', 0);
-    s.admitted('b', 0);
-    for (let i = 0; i < 50; i++) s.admitted(`forged ${i}`, 0);
+    s.arrived('a', 0);
+    s.arrived('b', 0);
+    for (let i = 0; i < 50; i++) s.arrived(`forged ${i}`, 0);
     // The fifty forged keys are one heavy sender together, not fifty light ones.
     assert.equal(s.light('others', 1), false);
     assert.equal(s.light('forged 99', 1), false, 'a key past the limit is counted as the rest');
@@ -228,5 +236,71 @@ describe('AdmissionQueue and light senders', () => {
     // One running (op): a light sender takes the free slot at once.
     assert.equal(q.offer('op2', 3, 3, true), 'admitted');
     assert.equal(q.inFlight, 2);
+  });
+});
+
+describe('guardServer and light senders', () => {
+  /**
+   * A server far slower than the flood (one write finished per turn of the loop, fifty arriving):
+   * the flood's writes are mostly refused, so few of them are admitted. The operator writes once
+   * every third turn. Counting admissions, the operator's share (1 per 3 turns) was over half of an
+   * equal share of what was admitted (1 per turn for the flood, 2 senders), so it was heavy and its
+   * writes were refused with the flood's: the CI flake of test/integration/admission.test.ts on a
+   * loaded machine. Counting what each sender asks for, it stays light.
+   */
+  test("a light sender's writes are not refused while a flood is, however slow the server", async () => {
+    let clock = 0;
+    const server = new EventEmitter();
+    const running: ServerResponse[] = [];
+    server.on('request', (_req: IncomingMessage, res: ServerResponse) => running.push(res));
+    const stats = guardServer(
+      server,
+      { inFlightMax: 2, queueMax: 4, queueWaitMaxMs: 20, retryAfterSeconds: 1 },
+      () => clock,
+      (req) => String(req.headers.authorization),
+    );
+    const send = (who: string): { status: number } => {
+      const answer = { status: 0 };
+      const res = Object.assign(new EventEmitter(), {
+        writeHead(status: number) {
+          answer.status = status;
+        },
+        end() {
+          if (answer.status === 0) answer.status = 200;
+          res.emit('close');
+        },
+      });
+      const req = { method: 'POST', url: '/v1/x', headers: { authorization: who } };
+      server.emit('request', req, res);
+      return answer;
+    };
+    const operator: { status: number }[] = [];
+    let flood = 0;
+    let floodRefused = 0;
+    const floodAnswers: { status: number }[] = [];
+    for (let turn = 0; turn < 120; turn++) {
+      for (let i = 0; i < 50; i++) {
+        clock += 0.6;
+        floodAnswers.push(send('tenant'));
+        flood++;
+        if (i === 25 && turn % 3 === 0) operator.push(send('operator'));
+      }
+      // One write finishes per turn; the next turn begins after this one's check phase.
+      running.shift()?.end();
+      await new Promise((r) => setImmediate(r));
+    }
+    while (running.length > 0) {
+      running.shift()!.end();
+      await new Promise((r) => setImmediate(r));
+    }
+    floodRefused = floodAnswers.filter((a) => a.status === 503).length;
+    assert.ok(floodRefused > flood * 0.9, `the flood is mostly refused (${floodRefused} of ${flood})`);
+    assert.equal(operator.length, 40);
+    assert.deepEqual(
+      operator.filter((a) => a.status !== 200).map((a) => a.status),
+      [],
+      "the operator's writes all run",
+    );
+    assert.equal(stats.inFlight, 0);
   });
 });

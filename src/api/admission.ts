@@ -206,13 +206,18 @@ export class StandingQueue {
 }
 
 /**
- * Who has been served lately: admissions per sender (a token's principal), decayed by half every
- * window. Under a standing queue every sender's writes would be refused alike, so a tenant flooding
- * the server would get the operator's and the other tenants' writes refused with its own (SPEC §8: a
- * tenant reaches nothing past its subscription, not the server's liveness either). A sender that got
- * less than half its fair share lately is *light*: its writes are not held to the wait limit, and may
- * queue past `queueMax` (up to twice it). A flood from one sender, or from many unverified tokens
- * (they share one key), stays heavy and is refused as before. Pure: time is passed in.
+ * Who has been asking lately: writes per sender (a token's principal) as they arrive, admitted or
+ * refused, decayed by half every window. Under a standing queue every sender's writes would be
+ * refused alike, so a tenant flooding the server would get the operator's and the other tenants'
+ * writes refused with its own (SPEC §8: a tenant reaches nothing past its subscription, not the
+ * server's liveness either). A sender that asked for less than half of an equal share lately is
+ * *light*: its writes are not held to the wait limit and go in a lane of their own. A flood from one
+ * sender, or from many unverified tokens (they share one key), stays heavy and is refused as before.
+ *
+ * Demand is counted, not service: counting admissions made a light sender heavy exactly when the
+ * server was slowest. On a loaded machine the flood's writes were mostly refused, so its admissions
+ * fell to a few dozen a second, the operator's ten a second came to more than half an equal share of
+ * them, and the operator's write was refused with the flood's. Pure: time is passed in.
  */
 export class SenderShares {
   private readonly counts = new Map<string, number>();
@@ -224,15 +229,15 @@ export class SenderShares {
     private readonly maxSenders = 1024,
   ) {}
 
-  /** A request of `key` was admitted. */
-  admitted(key: string, nowMs: number): void {
+  /** A write of `key` arrived (whatever admission then decides). */
+  arrived(key: string, nowMs: number): void {
     this.roll(nowMs);
     const k = this.counts.has(key) || this.counts.size < this.maxSenders ? key : 'others';
     this.counts.set(k, (this.counts.get(k) ?? 0) + 1);
     this.total++;
   }
 
-  /** Whether `key` got less than half of an equal share of the admissions lately. */
+  /** Whether `key` asked for less than half of an equal share of the writes lately. */
   light(key: string, nowMs: number): boolean {
     this.roll(nowMs);
     const k = this.counts.has(key) || this.counts.size < this.maxSenders ? key : 'others';
@@ -355,6 +360,7 @@ export function guardServer(
     // A light sender's writes are not held to the wait: one tenant's flood must not refuse the others.
     const sender = senderOf(req);
     const light = shares.light(sender, t);
+    shares.arrived(sender, t);
     const arrived = standing.standing(t) && !light ? turnStartMs : t;
     let state: 'waiting' | 'running' | 'done' = 'waiting';
     const finish = () => {
@@ -366,7 +372,6 @@ export function guardServer(
       start: () => {
         if (state !== 'waiting') return;
         state = 'running';
-        shares.admitted(sender, now());
         handle(req, res);
       },
       refuse: (why) => {
@@ -395,7 +400,6 @@ export function guardServer(
     const offer = queue.offer(waiter, arrived, t, light);
     if (offer === 'admitted') {
       state = 'running';
-      shares.admitted(sender, t);
       return handle(req, res);
     }
     if (offer === 'queued') return arm();

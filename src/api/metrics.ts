@@ -108,7 +108,7 @@ export class Metrics {
       // Group commit (SQLite): concurrent writes share a commit, so writes / commits is the group size.
       counted(
         'vipdip_store_commits_total',
-        'transactions the store committed',
+        'transactions the store committed that wrote something',
         () => cloud.store.commits ?? 0,
       );
       counted(

@@ -92,6 +92,14 @@ test('a write that fails inside a group rolls back alone: the others commit, its
       ['rejected', 'fulfilled', 'fulfilled'],
     );
     assert.equal(t.store.commits - c0, 1);
+    // A group whose writes all fail wrote nothing, and is not counted as a commit.
+    const c1 = counters(t.store);
+    const allFail = await Promise.allSettled([put('g.f1', true), put('g.f2', true)]);
+    assert.deepEqual(
+      allFail.map((r) => r.status),
+      ['rejected', 'rejected'],
+    );
+    assert.deepEqual(counters(t.store), c1);
     assert.deepEqual(
       await t.store.read(async (r) => [await r.meta('g.x'), await r.meta('g.y'), await r.meta('g.z')]),
       [undefined, 'v', 'v'],

@@ -123,7 +123,7 @@ export class SqliteStore implements Store {
     return new SqliteStore(path, raw, db, count, new Prepared(raw, count), synchronous);
   }
 
-  /** Transactions committed: a group of concurrent writes is one. */
+  /** Transactions committed that wrote something: a group of concurrent writes is one. */
   get commits(): number {
     return this.groupStats.commits;
   }
@@ -200,8 +200,11 @@ export class SqliteStore implements Store {
       if (ran.length === 0) for (const w of this.queue.splice(0)) w.reject(e);
       return;
     }
-    this.groupStats.commits++;
-    for (const r of ran) if (r.ok) this.groupStats.writes++;
+    // A group whose writes all failed committed an empty transaction: nothing was written, so it
+    // is not counted as a commit (writes / commits stays the size of the groups that wrote).
+    const wrote = ran.filter((r) => r.ok).length;
+    if (wrote > 0) this.groupStats.commits++;
+    this.groupStats.writes += wrote;
     for (const r of ran) {
       if (r.ok) r.w.resolve(r.value);
       else r.w.reject(r.error);
