@@ -26,12 +26,13 @@ test('ipBatchEach runs each namespace its own lines, through a few shells', asyn
   });
 });
 
-test('a failing line rejects with the message of ip, and not with the script', async (t) => {
+test('a failing line rejects with the message of ip and its namespace, not with the script', async (t) => {
   if (!requireNetns(t)) return;
   const ns = makeNamespace(t, testPrefix('bf'));
   await assert.rejects(ipBatchEach(new Map([[ns, ['link set nosuchdev up']]]), 2), (e: Error) => {
     assert.match(e.message, /^ip -batch in VM namespaces: .*(nosuchdev|Cannot find device)/);
     assert.doesNotMatch(e.message, /while IFS/);
+    assert.ok(e.message.includes(`in ${ns}`), `the message names the namespace: ${e.message}`);
     return true;
   });
   await assert.rejects(ipBatchEach(new Map([[ns, ['link set lo up', '']]]), 2), /cannot be passed/);

@@ -467,12 +467,18 @@ export function planWorld(prev: WorldSpec, next: WorldSpec): WorldPlan {
 // ---- execution ----------------------------------------------------------------------------------
 
 /** Runs a command, resolving its stdout; rejects with its stderr's first line. */
-export function run(cmd: string, args: readonly string[], input?: string): Promise<string> {
+export function run(
+  cmd: string,
+  args: readonly string[],
+  input?: string,
+  /** What to call the command in an error; by default the command and its first arguments. */
+  label?: string,
+): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = execFile(cmd, args, { encoding: 'utf8', maxBuffer: 1 << 26 }, (err, stdout, stderr) => {
       if (err) {
         const why = String(stderr).trim().split('\n').slice(0, 3).join(' / ') || err.message;
-        reject(new Error(`${cmd} ${args.slice(0, 4).join(' ')}: ${why}`));
+        reject(new Error(`${label ?? `${cmd} ${args.slice(0, 4).join(' ')}`}: ${why}`));
       } else resolve(stdout);
     });
     // A command that reads no input may exit before taking it: that is not an error of ours.
@@ -512,7 +518,7 @@ const BATCH_EACH_SCRIPT = `while IFS= read -r ns; do
   lines=""
   while IFS= read -r l && [ -n "$l" ]; do lines="$lines$l
 "; done
-  printf '%s' "$lines" | nsenter --net="/run/netns/$ns" ip -batch - || exit 1
+  printf '%s' "$lines" | nsenter --net="/run/netns/$ns" ip -batch - || { printf 'in %s\n' "$ns" >&2; exit 1; }
 done`;
 
 /**
@@ -539,10 +545,8 @@ export async function ipBatchEach(
   });
   await Promise.all(
     shares.map((share) =>
-      run('sh', ['-c', BATCH_EACH_SCRIPT], share.join('\n') + '\n').catch((e: Error) => {
-        // run() names the command with its arguments: here the script, which says nothing to a reader.
-        throw new Error(`ip -batch in VM namespaces: ${e.message.slice(e.message.indexOf('done: ') + 6)}`);
-      }),
+      // Named for what it does: the script itself would say nothing to a reader of the error.
+      run('sh', ['-c', BATCH_EACH_SCRIPT], share.join('\n') + '\n', 'ip -batch in VM namespaces'),
     ),
   );
 }
