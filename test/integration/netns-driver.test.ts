@@ -483,7 +483,7 @@ test('after kill -9 of the process that built a world, a new driver of the same 
   }
   const dnat = spawnSync(
     'ip',
-    ['netns', 'exec', routerNamespace(prefix, 's1'), 'nft', 'list', 'chain', 'ip', 'vipdip', 'dnat_hook'],
+    ['netns', 'exec', routerNamespace(prefix, 's1'), 'nft', 'list', 'table', 'ip', 'vipdip'],
     {
       encoding: 'utf8',
     },

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import type { DesiredBackend, DesiredEndpoint } from '../../src/dataplane/index.ts';
 import {
@@ -82,6 +83,16 @@ function list(ns: string): string {
   return norm.sort().join('\n');
 }
 
+test('the golden ruleset loads into the kernel as it is', (t) => {
+  if (!requireNetns(t)) return;
+  const ns = makeNamespace(t, testPrefix('rg'));
+  nftIn(
+    ns,
+    readFileSync(new URL('../../src/dataplane/netns/testdata/ruleset.golden.nft', import.meta.url), 'utf8'),
+  );
+  assert.match(list(ns), /ep_udp_198_18_0_10_53/);
+});
+
 test('incremental updates leave exactly the ruleset a full load of the last state gives', (t) => {
   if (!requireNetns(t)) return;
   const a = makeNamespace(t, testPrefix('ra'));
@@ -91,10 +102,18 @@ test('incremental updates leave exactly the ruleset a full load of the last stat
       [vip('198.18.0.10', 80, [b('a', '10.1.0.4'), b('b', '10.1.0.5')], true)],
       [['10.1.0.4', '198.18.0.10']],
     ),
+    // A UDP endpoint hashed on addresses alone (no port in its hash) and an ILPIP port join.
     input(
       [
         vip('198.18.0.10', 80, [b('a', '10.1.0.4'), b('b', '10.1.0.5', false), b('c', '10.1.0.6')], true),
         vip('198.18.0.11', 443, [b('d', '10.2.0.4')]),
+        {
+          ...vip('198.18.0.10', 53, [b('a', '10.1.0.4')]),
+          key: 'udp/198.18.0.10:53',
+          protocol: 'udp',
+          distribution: 'sourceIP',
+        },
+        { ...vip('198.18.0.20', 22, [b('a', '10.1.0.4')]), key: 'tcp/198.18.0.20:22', kind: 'ilpip' },
       ],
       [
         ['10.1.0.4', '198.18.0.10'],

@@ -109,10 +109,14 @@ describe('the netns ruleset', () => {
     const table = buildMaglevTable(['s1/web/vm1', 's1/web/vm2'], M);
     assert.equal(slots.size, M);
     assert.equal(backends.size, 2);
+    assert.equal(
+      s.collections.get('dnat_eps')!.elements.get('198.18.0.10 . tcp . 8080'),
+      'goto ep_tcp_198_18_0_10_8080',
+    );
     assert.ok(
       s.chains
-        .get('dnat_hook')!
-        .rules.some((r) => r.includes(`tcp dport 8080 meta mark set jhash`) && r.includes(` mod ${M} `)),
+        .get('ep_tcp_198_18_0_10_8080')!
+        .rules.some((r) => r.startsWith('meta l4proto tcp meta mark set jhash') && r.includes(` mod ${M} `)),
     );
     for (let i = 0; i < M; i++) {
       assert.equal(
@@ -192,17 +196,61 @@ describe('the netns ruleset', () => {
     assert.ok(perMap > M / 3 - 0.04 * M && perMap < M / 3 + 0.04 * M, String(perMap));
   });
 
-  test('removing an endpoint with an ACL drops its rules, then its chain and its map', () => {
+  test('removing an endpoint with an ACL drops its dispatch elements, then its chains, then its maps', () => {
     const prev = nftState(sampleInput(two));
     const input = sampleInput(two);
     const next = nftState({ ...input, endpoints: input.endpoints.slice(1) });
     const { script } = renderUpdate(prev, next);
     const lines = script.trim().split('\n');
-    const flushDnat = lines.indexOf('flush chain ip vipdip dnat_hook');
-    const flushAcl = lines.indexOf('flush chain ip vipdip acl_hook');
-    const delChain = lines.indexOf('delete chain ip vipdip acl_tcp_198_18_0_10_8080');
+    const unDnat = lines.indexOf('delete element ip vipdip dnat_eps { 198.18.0.10 . tcp . 8080 }');
+    const unAcl = lines.indexOf('delete element ip vipdip acl_eps { 198.18.0.10 . tcp . 8080 }');
+    const delAcl = lines.indexOf('delete chain ip vipdip acl_tcp_198_18_0_10_8080');
+    const delEp = lines.indexOf('delete chain ip vipdip ep_tcp_198_18_0_10_8080');
     const delMap = lines.indexOf('delete map ip vipdip slots_tcp_198_18_0_10_8080');
-    assert.ok(flushDnat >= 0 && flushAcl >= 0 && delChain > flushAcl && delMap > flushDnat, script);
+    assert.ok(unDnat >= 0 && unAcl >= 0 && delAcl > unAcl && delEp > unDnat && delMap > delEp, script);
+    // Its last ACL gone, the ACL hook has nothing to look up; the DNAT hook is not touched.
+    assert.ok(lines.includes('flush chain ip vipdip acl_hook'), script);
+    assert.ok(!lines.includes('flush chain ip vipdip dnat_hook'), script);
+  });
+
+  test('what a new flow walks, and what adding an endpoint writes, do not grow with the number of VIPs', () => {
+    const vips = (n: number): NftInput => ({
+      ...sampleInput(two),
+      endpoints: Array.from({ length: n }, (_, i) =>
+        endpoint({
+          key: `tcp/198.18.${i >> 8}.${i & 255}:80`,
+          address: `198.18.${i >> 8}.${i & 255}`,
+          port: 80,
+          backends: two,
+          acl: [{ order: 1, action: 'permit', remoteSubnet: '10.0.0.0/8' }],
+        }),
+      ),
+    });
+    const hookRules = (s: ReturnType<typeof nftState>) =>
+      [...s.chains.values()].filter((c) => c.hook !== null).map((c) => c.rules.length);
+    assert.deepEqual(hookRules(nftState(vips(2))), hookRules(nftState(vips(250))));
+    // The 251st endpoint: its chains, maps and one element in each dispatch map and timeout set.
+    const prev = nftState(vips(250));
+    const { script } = renderUpdate(prev, nftState(vips(251), prev));
+    const lines = script.trim().split('\n');
+    // Nothing of the 250 others, no hook chain: one element in each dispatch map and timeout set.
+    assert.ok(
+      lines.every((l) => !/_hook|198\.18\.0\.(?!250\b)\d+/.test(l)),
+      script,
+    );
+    assert.deepEqual(
+      lines
+        .filter((l) => l.startsWith('add element'))
+        .map((l) => l.split(' ')[4])
+        .sort(),
+      [
+        'acl_eps',
+        'backends_tcp_198_18_0_250_80',
+        'dnat_eps',
+        'eps_idle_tcp_240',
+        'slots_tcp_198_18_0_250_80',
+      ],
+    );
   });
 
   test('bridges of one subscription reach each other and the internet; other subscriptions only through VIPs', () => {
@@ -227,10 +275,11 @@ describe('the netns ruleset', () => {
     assert.equal(idleTimeoutObject({ protocol: 'tcp', idleMs: 10 }).name, 'idle_tcp_1');
     const s = nftState({ ...sampleInput(two), timeScale: 0.5 });
     assert.deepEqual([...s.objects.keys()].sort(), ['idle_tcp_120', 'idle_udp_120']);
+    assert.ok(s.collections.get('eps_idle_tcp_120')!.elements.has('198.18.0.20 . tcp . 8000'));
     assert.ok(
       s.chains
         .get('ct_hook')!
-        .rules.includes('ip daddr 198.18.0.20 tcp dport 8000 ct timeout set "idle_tcp_120"'),
+        .rules.includes('ip daddr . meta l4proto . th dport @eps_idle_tcp_120 ct timeout set "idle_tcp_120"'),
     );
   });
 
@@ -245,11 +294,13 @@ describe('the netns ruleset', () => {
     const add = lines.indexOf(
       'add ct timeout ip vipdip idle_udp_60 { protocol udp; l3proto ip; policy = { replied: 60 }; }',
     );
+    const set = lines.indexOf('add element ip vipdip eps_idle_udp_60 { 198.18.0.10 . udp . 53 }');
     const rule = lines.indexOf(
-      'add rule ip vipdip ct_hook ip daddr 198.18.0.10 udp dport 53 ct timeout set "idle_udp_60"',
+      'add rule ip vipdip ct_hook ip daddr . meta l4proto . th dport @eps_idle_udp_60 ct timeout set "idle_udp_60"',
     );
+    const delSet = lines.indexOf('delete set ip vipdip eps_idle_udp_240');
     const del = lines.indexOf('delete ct timeout ip vipdip idle_udp_240');
-    assert.ok(add >= 0 && rule > add && del > rule, lines.join('\n'));
+    assert.ok(add >= 0 && set > add && rule > set && delSet > rule && del > delSet, lines.join('\n'));
     assert.ok(
       !lines.some((l) => / ct timeout ip vipdip idle_tcp_240/.test(l)),
       'the TCP object stays as it is',

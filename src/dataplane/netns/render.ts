@@ -8,6 +8,11 @@
  *
  * The constructs, and why (docs/designs/2026-12-04-netns-driver.md says more):
  *
+ * * Dispatch: a new flow finds its endpoint by one lookup of `ip daddr . meta l4proto . th dport`
+ *   in a verdict map (`dnat_eps`, `acl_eps`) that leads to the endpoint's own chain (`ep_X`,
+ *   `acl_X`), and its idle timeout by one set per timeout object (`eps_idle_tcp_240`), as
+ *   kube-proxy's nftables proxier does. A rule per endpoint in the hooks would make every new
+ *   connection walk the VIPs before its own, and every endpoint added or removed rewrite them all.
  * * VIP DNAT: `meta mark set jhash FIELDS mod M seed S map @slots_X dnat ip to meta mark map
  *   @backends_X`. The hash and its reduction are lb/'s flowHash/flowSlot (the kernel's jhash,
  *   reciprocal_scale), and `slots_X` holds lb/'s Maglev table slot by slot, so this driver and
@@ -16,13 +21,13 @@
  *   and a health or membership change only the slots Maglev moved. A lookup that misses (no healthy
  *   backend: empty maps) leaves the packet to the world's own VIP address, which refuses it, as
  *   `local` does. ILPIP ports lead to one DIP: a plain `dnat`.
- * * ACLs: a filter chain at priority -150 (before DNAT at -100) jumps per endpoint to a chain of its
+ * * ACLs: a filter chain at priority -150 (before DNAT at -100) goes per endpoint to a chain of its
  *   rules in `order`; the first matching subnet decides, and an allow-list ends with a denial (a
  *   TCP reset, as `local` gives, or a drop for UDP).
  * * R6: in postrouting, a flow that was DNATed (to a VIP) or leaves by the uplink takes the
  *   caller's VIP or ILPIP as source, from the `snat` map keyed by DIP.
  * * Idle timeouts: a `ct timeout` object per protocol and idle time (`idle_tcp_240`: TCP established
- *   240 s; UDP: replied 240 s), set on each endpoint's new flows in a chain at priority -190: after
+ *   240 s; UDP: replied 240 s), set on the endpoints' new flows in a chain at priority -190: after
  *   conntrack (-200) has made the entry and before it is confirmed, the only window in which the
  *   kernel (6.x) takes `ct timeout set` (at raw, -300, there is no entry yet and it does nothing). A flow idle for
  *   longer loses its entry and its DNAT: its next packet meets the VIP itself, which refuses it.
@@ -192,17 +197,22 @@ export function nftState(input: NftInput, prev?: NftState): NftState {
   const chains = new Map<string, NftChain>();
   const collections = new Map<string, NftCollection>();
   const objects = new Map<string, string>();
-  const timeouts: string[] = [];
-  const acl: string[] = [];
-  const dnat: string[] = [];
+  // Endpoint → its chain, for the dispatch maps; endpoints by idle timeout object.
+  const aclEps = new Map<string, string>();
+  const dnatEps = new Map<string, string>();
+  const byTimeout = new Map<string, Map<string, string>>();
   const endpoints = [...input.endpoints].sort((a, b) => compare(a.key, b.key));
 
   for (const ep of endpoints) {
     const id = nftIdent(ep.key);
-    const match = `ip daddr ${ep.address} ${ep.protocol} dport ${ep.port}`;
+    const tuple = `${ep.address} . ${ep.protocol} . ${ep.port}`;
+    // nft takes a DNAT to an address *and port* only after a match on the transport protocol, which
+    // the dispatch map's key does not count as; a hash over addresses alone (sourceIP) names none.
+    const l4 = `meta l4proto ${ep.protocol}`;
     const idle = idleTimeoutObject(ep, input.timeScale);
     objects.set(idle.name, idle.body);
-    timeouts.push(`${match} ct timeout set "${idle.name}"`);
+    if (!byTimeout.has(idle.name)) byTimeout.set(idle.name, new Map());
+    byTimeout.get(idle.name)!.set(tuple, '');
     if (ep.acl.length > 0) {
       // A denied TCP client gets a reset, as from the local driver; a UDP datagram is dropped.
       const deny = ep.protocol === 'tcp' ? 'reject with tcp reset' : 'drop';
@@ -212,11 +222,14 @@ export function nftState(input: NftInput, prev?: NftState): NftState {
       // An allow-list denies whoever it does not name; a deny-list lets them through.
       if (ep.acl.some((r) => r.action === 'permit')) rules.push(deny);
       chains.set(`acl_${id}`, { hook: null, rules });
-      acl.push(`${match} jump acl_${id}`);
+      aclEps.set(tuple, `goto acl_${id}`);
     }
     if (ep.kind === 'ilpip') {
       const b = ep.backends.find((x) => x.healthy);
-      if (b !== undefined) dnat.push(`${match} dnat ip to ${b.dip}:${b.port}`);
+      if (b !== undefined) {
+        chains.set(`ep_${id}`, { hook: null, rules: [`${l4} dnat ip to ${b.dip}:${b.port}`] });
+        dnatEps.set(tuple, `goto ep_${id}`);
+      }
       continue;
     }
     // nft names no datatype for a hash's integer result: `typeof` borrows numgen's.
@@ -238,20 +251,45 @@ export function nftState(input: NftInput, prev?: NftState): NftState {
       type: 'mark : ipv4_addr . inet_service',
       elements: backendElements(ep),
     });
-    dnat.push(
-      `${match} meta mark set ${flowHashExpr(ep, size)} map @slots_${id} dnat ip to meta mark map @backends_${id}`,
-    );
+    chains.set(`ep_${id}`, {
+      hook: null,
+      rules: [
+        `${l4} meta mark set ${flowHashExpr(ep, size)} map @slots_${id} dnat ip to meta mark map @backends_${id}`,
+      ],
+    });
+    dnatEps.set(tuple, `goto ep_${id}`);
+  }
+
+  // A new flow finds its endpoint in one lookup of a map keyed by (address, protocol, port), as
+  // kube-proxy's nftables proxier does, never by walking a rule per endpoint: what a new connection
+  // costs, and what adding or removing an endpoint rewrites, does not grow with the number of VIPs.
+  // The dispatch maps always exist, so an update only ever adds and deletes their elements.
+  const dispatch = 'ip daddr . meta l4proto . th dport';
+  const tupleType = 'ipv4_addr . inet_proto . inet_service';
+  collections.set('acl_eps', { kind: 'map', type: `${tupleType} : verdict`, elements: aclEps });
+  collections.set('dnat_eps', { kind: 'map', type: `${tupleType} : verdict`, elements: dnatEps });
+  // A set of endpoints per idle timeout object: one rule per distinct idle time, not per endpoint.
+  const timeoutRules: string[] = [];
+  for (const name of [...byTimeout.keys()].sort(compare)) {
+    collections.set(`eps_${name}`, { kind: 'set', type: tupleType, elements: byTimeout.get(name)! });
+    timeoutRules.push(`${dispatch} @eps_${name} ct timeout set "${name}"`);
   }
 
   // After conntrack (-200) made the entry, before it is confirmed: the kernel ignores it elsewhere.
-  // Only a flow's first packet can take a timeout: every later one leaves at the first rule, so the
-  // per-endpoint rules cost nothing on established traffic.
+  // Only a flow's first packet can take a timeout: every later one leaves at the first rule.
   chains.set('ct_hook', {
     hook: 'type filter hook prerouting priority -190; policy accept;',
-    rules: timeouts.length > 0 ? ['ct state != new accept', ...timeouts] : [],
+    rules: timeoutRules.length > 0 ? ['ct state != new accept', ...timeoutRules] : [],
   });
-  chains.set('acl_hook', { hook: 'type filter hook prerouting priority -150; policy accept;', rules: acl });
-  chains.set('dnat_hook', { hook: 'type nat hook prerouting priority -100; policy accept;', rules: dnat });
+  // Every packet passes here (an ACL holds for established flows too): without ACLs, no lookup.
+  chains.set('acl_hook', {
+    hook: 'type filter hook prerouting priority -150; policy accept;',
+    rules: aclEps.size > 0 ? [`${dispatch} vmap @acl_eps`] : [],
+  });
+  chains.set('dnat_hook', {
+    hook: 'type nat hook prerouting priority -100; policy accept;',
+    rules: [`${dispatch} vmap @dnat_eps`],
+  });
 
   const snat = [...input.snat].sort((a, b) => parseIpv4(a.dip) - parseIpv4(b.dip));
   collections.set('src_by_dip', {
@@ -411,6 +449,13 @@ export function renderUpdate(prev: NftState | undefined, next: NftState): NftUpd
   let written = 0;
   for (const [name, body] of next.objects)
     if (!prev.objects.has(name)) out.push(`add ct timeout ${t} ${name} { ${body} }`);
+  // New chains are declared first: a dispatch map's new element names its chain (`goto ep_X`).
+  const order = chainOrder(next);
+  for (const name of order) {
+    const c = next.chains.get(name)!;
+    const old = prev.chains.get(name);
+    if (old === undefined) out.push(`add chain ${t} ${name}${c.hook !== null ? ` { ${c.hook} }` : ''}`);
+  }
   for (const [name, c] of next.collections) {
     const old = prev.collections.get(name);
     // A collection's name fixes its kind and type (slots_…, src_by_dip, fwd_paths), so an old one is only diffed.
@@ -435,12 +480,6 @@ export function renderUpdate(prev: NftState | undefined, next: NftState): NftUpd
     if (gone.length > 0) out.push(`delete element ${t} ${name} { ${gone.join(', ')} }`);
     if (set.length > 0) out.push(`add element ${t} ${name} { ${elementText(c, set)} }`);
     written += set.length;
-  }
-  const order = chainOrder(next);
-  for (const name of order) {
-    const c = next.chains.get(name)!;
-    const old = prev.chains.get(name);
-    if (old === undefined) out.push(`add chain ${t} ${name}${c.hook !== null ? ` { ${c.hook} }` : ''}`);
   }
   for (const name of [...order].reverse()) {
     const c = next.chains.get(name)!;
