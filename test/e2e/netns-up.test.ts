@@ -110,6 +110,20 @@ test('up --driver netns --demo: VIPs answer, kill -9 and up again converge, fsck
   assert.equal(names.length, 11, names.join(' '));
   assert.equal(new Set(names).size, names.length);
 
+  // A network inside the world's router links is refused when it is applied (no subscription made),
+  // rather than accepted and then left out of the world at every reconcile.
+  const links = spawnSync(process.execPath, [BIN, 'apply', '--state', state, '-f', '-'], {
+    encoding: 'utf8',
+    input: `subscriptions:
+  - name: links
+    virtualNetworks:
+      - { name: lan, addressSpace: [100.127.8.0/24], subnets: [{ name: s, cidr: 100.127.8.0/24 }] }
+`,
+  });
+  assert.notEqual(links.status, 0, links.stdout);
+  assert.match(links.stderr, /^vipdip: .*100\.127\.8\.0\/24, which overlaps 100\.127\.0\.0\/16/);
+  assert.equal(links.stderr.trim().split('\n').length, 1, links.stderr);
+
   second.child.kill('SIGTERM');
   await new Promise((res) => second.child.once('exit', res));
   assert.deepEqual(await namespacesWithPrefix(prefix), []);

@@ -273,10 +273,20 @@ for (const { name, make } of DRIVERS) {
     });
 
     test('the address plan is judged by what the driver can carry', () => {
-      assert.doesNotThrow(() => driver.checkAddressPlan(parseCidr('127.16.0.0/16'), 'x'));
+      const loopback = () => driver.checkAddressPlan(parseCidr('127.16.0.0/16'), 'x');
       const outside = () => driver.checkAddressPlan(parseCidr('10.0.0.0/16'), 'virtual network x');
-      if (driver.carriesTraffic && name !== 'netns') assert.throws(outside, /netns/);
-      else assert.doesNotThrow(outside);
+      const links = () => driver.checkAddressPlan(parseCidr('100.127.8.0/24'), 'public pool');
+      if (name === 'netns') {
+        // Loopback never leaves a namespace; the router links are the world's own.
+        assert.throws(loopback, /loopback/);
+        assert.throws(links, /100\.127\.0\.0\/16/);
+        assert.doesNotThrow(outside);
+      } else if (driver.carriesTraffic) {
+        assert.doesNotThrow(loopback);
+        assert.throws(outside, /netns/);
+      } else {
+        for (const f of [loopback, outside, links]) assert.doesNotThrow(f);
+      }
     });
 
     test('a workload command comes back runnable where the VM lives', () => {

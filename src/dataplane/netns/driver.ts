@@ -29,6 +29,7 @@ import { coreNftState, nftState, renderUpdate, routerNftInput, type NftState } f
 import {
   EMPTY_WORLD,
   addNamespaces,
+  checkNetnsPlan,
   createWorld,
   dnsListeners,
   netnsEtcDir,
@@ -135,7 +136,9 @@ export class NetnsDriver implements DataPlaneDriver {
   }
 
   /** Any address plan: everything lives inside the world. */
-  checkAddressPlan(_cidr: Cidr, _what: string): void {}
+  checkAddressPlan(cidr: Cidr, what: string): void {
+    checkNetnsPlan(cidr, what);
+  }
 
   /** Removes a previous run's namespaces of this prefix and makes the empty world. */
   start(): Promise<void> {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { VipdipError, parseCidr } from '../../core/index.ts';
 import type { DesiredVm } from '../driver.ts';
 import {
   agentWorldPrefix,
@@ -7,6 +8,7 @@ import {
   routablePublic,
   routableVnets,
   bridgeMac,
+  checkNetnsPlan,
   bridgeName,
   dnsListeners,
   planWorld,
@@ -252,5 +254,28 @@ describe('the netns world plan', () => {
       [...dnsListeners(EMPTY_WORLD, 'core')].map(([ns, m]) => [ns, Object.fromEntries(m)]),
       [['core', { '198.18.255.1': { kind: 'internet' } }]],
     );
+  });
+});
+
+describe('checkNetnsPlan', () => {
+  test('refuses a block that overlaps the router links or loopback, naming it; takes the others', () => {
+    const refused = (cidr: string) => {
+      try {
+        checkNetnsPlan(parseCidr(cidr), 'public pool');
+        return undefined;
+      } catch (e) {
+        assert.ok(e instanceof VipdipError);
+        assert.equal(e.code, 'DRIVER_UNSUPPORTED');
+        return e.detail;
+      }
+    };
+    assert.match(
+      refused('100.127.4.0/24') ?? '',
+      /^public pool uses 100\.127\.4\.0\/24, which overlaps 100\.127\.0\.0\/16/,
+    );
+    assert.match(refused('100.64.0.0/10') ?? '', /overlaps 100\.127\.0\.0\/16/, 'a block around the links');
+    assert.match(refused('127.100.0.0/16') ?? '', /overlaps 127\.0\.0\.0\/8, loopback/);
+    for (const ok of ['198.18.0.0/15', '10.1.0.0/16', '100.126.0.0/16', '100.128.0.0/16', '128.0.0.0/8'])
+      assert.equal(refused(ok), undefined, ok);
   });
 });

@@ -14,7 +14,15 @@
  */
 import { execFile, spawnSync } from 'node:child_process';
 import { readdir, rm, stat } from 'node:fs/promises';
-import { cidrsOverlap, formatIpv4, ipv4, parseCidr } from '../../core/index.ts';
+import {
+  VipdipError,
+  cidrsOverlap,
+  formatCidr,
+  formatIpv4,
+  ipv4,
+  parseCidr,
+  type Cidr,
+} from '../../core/index.ts';
 import type { DnsScope } from '../../dns/index.ts';
 import { murmur3Text } from '../../lb/index.ts';
 import type { DesiredVm, DesiredVnet } from '../driver.ts';
@@ -174,6 +182,29 @@ export function routableVnets(
   }
   const keep = new Set(ok.map((v) => v.key));
   return { vms: vms.filter((vm) => keep.has(vm.vnet)), vnets: ok, refused };
+}
+
+/** Loopback: inside a namespace it never leaves the namespace, so no VM or VIP can be there. */
+const LOOPBACK = '127.0.0.0/8';
+
+/**
+ * Refuses (DRIVER_UNSUPPORTED) an address block the world cannot carry: one that overlaps the
+ * router links (a VIP or DIP there would take a link's address or be routed into one) or loopback
+ * (which no packet leaves a namespace by). Said when the block is created, by the API or an apply,
+ * and when `vipdip up --driver netns` starts on a stored plan; the reconcile's own refusals
+ * (routablePublic, routableVnets) stay for what reaches it anyway. Pure.
+ */
+export function checkNetnsPlan(cidr: Cidr, what: string): void {
+  for (const [block, why] of [
+    [ROUTER_LINKS, "the netns world's links between its core and its routers"],
+    [LOOPBACK, 'loopback, which never leaves a network namespace'],
+  ] as const) {
+    if (cidrsOverlap(cidr, parseCidr(block)))
+      throw new VipdipError(
+        'DRIVER_UNSUPPORTED',
+        `${what} uses ${formatCidr(cidr)}, which overlaps ${block}, ${why}: the netns driver cannot carry it; choose a block outside it`,
+      );
+  }
 }
 
 /**
