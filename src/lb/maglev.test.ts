@@ -35,12 +35,13 @@ describe('Maglev table sizes', () => {
   test("an endpoint's size: the smallest prime of the ladder with 100 slots per backend, never above the largest", () => {
     for (const size of MAGLEV_TABLE_LADDER) assert.ok(isPrime(size), `${size} is prime`);
     assert.deepEqual(
-      [0, 1, 10, 11, 40, 41, 163, 164, 655, 656, 5000].map((n) => maglevTableSize(n)),
-      [1021, 1021, 1021, 4093, 4093, 16381, 16381, 65537, 65537, 65537, 65537],
+      [0, 1, 2, 3, 10, 11, 40, 41, 163, 164, 655, 656, 5000].map((n) => maglevTableSize(n)),
+      [101, 101, 1021, 1021, 1021, 4093, 4093, 16381, 16381, 65537, 65537, 65537, 65537],
     );
     for (let n = 1; n <= 655; n++) assert.ok(maglevTableSize(n) >= 100 * n, `${n} backends`);
     // An operator's smaller largest size wins, whatever the ladder says.
     assert.equal(maglevTableSize(2, 251), 251);
+    assert.equal(maglevTableSize(3, 251), 251);
     assert.equal(maglevTableSize(50, 20011), 16381);
     assert.equal(maglevTableSize(200, 20011), 20011);
     assert.equal(maglevTableSize(50, 16381), 16381);

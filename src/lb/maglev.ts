@@ -15,17 +15,20 @@ import { murmur3Text } from './hash.ts';
 export const MAGLEV_TABLE_SIZE_DEFAULT = 65537;
 
 /**
- * The table sizes an endpoint takes, smallest first: primes about four times apart. An endpoint's
- * table is the smallest of them with at least 100 slots per backend it lists (the paper's M > 100 × N,
- * which keeps every backend within 1 % of its share), never above the operator's largest size. Most
- * services have a handful of VMs: a 1,021-slot table serves them as evenly as 65,537 slots, and the
- * kernel's map of it loads 64 times faster. The size follows the number of backends *listed*, healthy
- * or not, so a probe failing or passing never resizes the table; only a service growing or shrinking
- * across a step (10 → 11, 40 → 41, 163 → 164 backends) does, and then new flows are hashed afresh
+ * The table sizes an endpoint takes, smallest first: primes about four times apart above a first
+ * step for one backend. An endpoint's table is the smallest of them with at least 100 slots per
+ * backend it lists (the paper's M > 100 × N, which keeps every backend within 1 % of its share),
+ * never above the operator's largest size. Most services have a handful of VMs: 1,021 slots serve up
+ * to ten as evenly as 65,537 would, and the kernel's map of them loads 64 times faster; one backend
+ * needs no more than 101 (a world of 1,000 one-VM services held a million slots at 1,021 each, six
+ * seconds of `nft` in one apply). The size follows the number of backends *listed*, healthy or not,
+ * so a probe failing or passing never resizes the table; only a service growing or shrinking across
+ * a step (1 → 2, 10 → 11, 40 → 41, 163 → 164 backends) does, and then new flows are hashed afresh
  * once while established ones keep their backend (the local driver's flow table, the kernel's
- * conntrack).
+ * conntrack). From one backend to two that costs nothing: half the flows move to the new backend at
+ * any size. A step between two and three, a common change, would move two thirds instead of one.
  */
-export const MAGLEV_TABLE_LADDER: readonly number[] = [1021, 4093, 16381, 65537];
+export const MAGLEV_TABLE_LADDER: readonly number[] = [101, 1021, 4093, 16381, 65537];
 
 /**
  * The table size for an endpoint that lists `backends` backends: the smallest size of the ladder

@@ -131,6 +131,8 @@ describe('the netns ruleset', () => {
       Array.from({ length: n }, (_, i) => backend(`vm${i}`, `10.1.${i >> 8}.${(i & 255) + 4}`, i < healthy));
     const size = (backends: DesiredBackend[], largest = 65537) =>
       nftState(sampleInput(backends, largest)).collections.get('slots_tcp_198_18_0_10_8080')!.elements.size;
+    assert.equal(size(many(1, 1)), 101);
+    assert.equal(size(many(2, 1)), 1021, 'one of two failing leaves the size alone');
     assert.equal(size(many(10, 10)), 1021);
     assert.equal(size(many(11, 11)), 4093);
     assert.equal(size(many(11, 1)), 4093, 'ten of eleven failing leave the size alone');
