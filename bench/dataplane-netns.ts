@@ -13,6 +13,7 @@
  *   npm run bench -- dataplane-netns --sizes 16,256,1000   (only the build time of worlds of N VMs)
  *   npm run bench -- dataplane-netns --dip-changes 200     (DIP change → rule in force, channel vs nft -f)
  *   npm run bench -- dataplane-netns --apply 100,1000 [--vips V]   (apply of N VMs → every VIP answers)
+ *   npm run bench -- dataplane-netns --crowd 0,250,1000 [--rounds N]  (one VIP among N others)
  *
  * Every namespace it makes carries the prefix `vdbench…` and is removed at the end, also on failure.
  */
@@ -33,6 +34,8 @@ const HAPROXY = '198.18.0.100';
 const HTTP_DIP = '10.1.0.4';
 const IPERF_DIP = '10.1.0.5';
 const UDP_PORT = 7000;
+/** The HTTP backend's second port, which only the direct path uses (see where it starts). */
+const DIRECT_PORT = 8001;
 
 /**
  * UDP round trips, one flow, one 64-byte datagram in flight: sends, waits for the echo, sends again,
@@ -133,6 +136,7 @@ function parseArgs(args: string[]) {
     dipChanges: 0,
     apply: [] as number[],
     vips: 10,
+    crowd: [] as number[],
   };
   for (let i = 0; i < args.length; i += 2) {
     const v = Number(args[i + 1]);
@@ -146,6 +150,10 @@ function parseArgs(args: string[]) {
     else if (args[i] === '--changes') o.changes = v;
     else if (args[i] === '--dip-changes') o.dipChanges = v;
     else if (args[i] === '--vips') o.vips = v;
+    else if (args[i] === '--crowd')
+      o.crowd = String(args[i + 1])
+        .split(',')
+        .map(Number);
     else if (args[i] === '--apply')
       o.apply = String(args[i + 1])
         .split(',')
@@ -193,6 +201,20 @@ function startIn(ns: string, cmd: string, args: string[]): ChildProcess {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Lets a namespace that opens connections by the tens of thousands reuse its ports. wrk closes its
+ * side first, so every connection leaves the client a TIME_WAIT entry for 60 s; at ~5,000
+ * connections per second the first 5-s run leaves 14,000, and from then on \`connect\` scans the port
+ * range for a free port and new connections fell to 700–900/s on every path, direct included (the
+ * "collapses" of earlier runs). Load generators set these; the paths under test are not touched.
+ */
+async function tuneClient(ns: string): Promise<void> {
+  await exec(
+    'ip',
+    inNs(ns, 'sysctl', ['-q', '-w', 'net.ipv4.tcp_tw_reuse=1', 'net.ipv4.ip_local_port_range=1024 65535']),
+  );
+}
 const pct = (xs: number[], p: number) =>
   [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
 
@@ -352,6 +374,111 @@ async function dipChanges(n: number, rounds: number): Promise<void> {
 }
 
 /**
+ * What one VIP costs among many: new connections (and keep-alive requests) per second through one
+ * VIP of a world that holds N other VIPs (their keys sort before it, so a ruleset that matched
+ * endpoints rule by rule would walk all N first), for each N given, in interleaved rounds; the world
+ * is reconciled from one N to the next. One HTTP backend serves them all.
+ */
+async function crowd(counts: number[], rounds: number, seconds: number, connections: number): Promise<void> {
+  const prefix = `vdbc${process.pid.toString(36)}`;
+  const d = new NetnsDriver({ prefix });
+  const target = '198.18.9.250';
+  const backend = { id: 's/bench/http1', vm: 'http1', dip: HTTP_DIP, port: 8000, healthy: true };
+  const ep = (address: string, port: number) => ({
+    key: `tcp/${address}:${port}`,
+    kind: 'vip' as const,
+    subscription: 's',
+    service: 'bench',
+    name: `p${port}`,
+    lbSet: null,
+    address,
+    protocol: 'tcp' as const,
+    port,
+    distribution: 'fiveTuple' as const,
+    idleMs: 240_000,
+    acl: [],
+    proxyProtocol: false,
+    backends: [backend],
+  });
+  const state = (n: number): DesiredDataPlane => ({
+    endpoints: [
+      ...Array.from({ length: n }, (_, i) => ep(`198.18.${1 + (i >> 8)}.${i & 255}`, 80)),
+      ep(target, 8080),
+    ],
+    snat: [],
+    vms: [
+      {
+        key: 's/bench/http1',
+        subscription: 's',
+        service: 'bench',
+        vm: 'http1',
+        vnet: 's/net',
+        cidr: '10.1.0.0/24',
+        dip: HTTP_DIP,
+      },
+    ],
+    vnets: [{ key: 's/net', subscription: 's', name: 'net', subnets: ['10.1.0.0/24'] }],
+  });
+  const newConn: number[][] = counts.map(() => []);
+  const keepAlive: number[][] = counts.map(() => []);
+  const updateMs: number[][] = counts.map(() => []);
+  const load0 = loadavg()[0]!;
+  let server: ChildProcess | undefined;
+  try {
+    const r0 = await d.reconcile(state(counts[0]!));
+    if (r0.failed.length > 0) throw new Error(JSON.stringify(r0.failed.slice(0, 3)));
+    server = spawn(
+      'ip',
+      inNs(vmNamespace(prefix, 'bench/http1'), process.execPath, [
+        '--import',
+        'tsx',
+        `${ROOT}/bench/dataplane-backend.ts`,
+        'http',
+      ]),
+      {
+        stdio: ['pipe', 'ignore', 'inherit'],
+        cwd: ROOT,
+        env: { ...process.env, VIPDIP_DIP: HTTP_DIP, VIPDIP_PORT_HTTP: '8000' },
+      },
+    );
+    await tuneClient(d.names.internet);
+    await sleep(1500);
+    for (let round = 0; round < rounds; round++) {
+      for (let k = 0; k < counts.length; k++) {
+        const i = (k + round) % counts.length;
+        const t0 = performance.now();
+        const r = await d.reconcile(state(counts[i]!));
+        updateMs[i]!.push(performance.now() - t0);
+        if (r.failed.length > 0) throw new Error(JSON.stringify(r.failed.slice(0, 3)));
+        await sleep(300);
+        const url = `http://${target}:8080/`;
+        newConn[i]!.push(await wrk(d.names.internet, url, seconds, connections, true));
+        keepAlive[i]!.push(await wrk(d.names.internet, url, seconds, connections, false));
+        console.error(
+          `  round ${round + 1}, ${counts[i]} other VIPs: new ${newConn[i]!.at(-1)!.toFixed(0)}/s, keep-alive ${keepAlive[i]!.at(-1)!.toFixed(0)}/s, reconcile ${updateMs[i]!.at(-1)!.toFixed(0)} ms`,
+        );
+      }
+    }
+  } finally {
+    if (server?.exitCode === null) server.kill('SIGKILL');
+    await d.close();
+    await removeWorld(prefix);
+  }
+  const base = (xs: number[][]) => median(xs[0]!);
+  const rows = counts.map(
+    (n, i) =>
+      `| ${n} | ${fmtRate(median(newConn[i]!))} | ${(median(newConn[i]!) / base(newConn)).toFixed(2)} | ${fmtRate(median(keepAlive[i]!))} | ${(median(keepAlive[i]!) / base(keepAlive)).toFixed(2)} |`,
+  );
+  const body =
+    `Measured ${new Date().toISOString().slice(0, 10)}, load average ${load0.toFixed(1)} at the start and ${loadavg()[0]!.toFixed(1)} at the end, on the shared 2-core machine. One VIP (one backend) among N others whose keys sort before it; wrk (1 thread, ${connections} connections, ${seconds} s) from the internet namespace; medians of ${rounds} interleaved rounds, the world reconciled from one N to the next.\n\n` +
+    `| other VIPs | new connections/s | vs first | keep-alive requests/s | vs first |\n| ---: | ---: | ---: | ---: | ---: |\n${rows.join('\n')}\n\n` +
+    `\`npm run bench -- dataplane-netns --crowd ${counts.join(',')} --rounds ${rounds}\` (root).`;
+  console.log(body);
+  await saveJson('dataplane-netns', 'crowd', { counts, newConn, keepAlive, updateMs });
+  await saveSection('dataplane-netns-crowd', 'Data plane, netns driver: one VIP among many', body);
+}
+
+/**
  * Prober run inside the internet namespace: after a line on stdin, connects to every HOST:PORT
  * given, again every 50 ms until it answers an HTTP request with 200, and prints when each first
  * answered (Date.now()), or what was still silent at the deadline.
@@ -484,7 +611,7 @@ async function applyUntilAnswering(ns: number[], vipCount: number): Promise<void
     }
   }
   const body =
-    `Measured ${new Date().toISOString().slice(0, 10)}, load average ${load0.toFixed(1)} at the start, ${loadavg()[0]!.toFixed(1)} at the end, on the shared 2-core machine. From t0 (the empty world already made, as \`vipdip up\` makes it once): one \`reconcile\` of N VMs in one VNet behind V VIPs (N/V backends each, and a Maglev map each of lb/'s ladder size for them: 1,021 slots up to 10 backends, 4,093 up to 40, 16,381 up to 163, else 65,537); when it returns, one responder process listens on DIP:8000 inside every VM namespace (bench/netns-responder.py: a socket per VM namespace, no per-VM workload process, which at 1,000 would not fit this machine); a prober in the internet namespace asks every VIP for HTTP every 50 ms until each has answered 200 once. "All answering" is the last VIP's first answer.\n\n` +
+    `Measured ${new Date().toISOString().slice(0, 10)}, load average ${load0.toFixed(1)} at the start, ${loadavg()[0]!.toFixed(1)} at the end, on the shared 2-core machine. From t0 (the empty world already made, as \`vipdip up\` makes it once): one \`reconcile\` of N VMs in one VNet behind V VIPs (N/V backends each, and a Maglev map each of lb/'s ladder size for them: 101 slots for one backend, 1,021 up to 10, 4,093 up to 40, 16,381 up to 163, else 65,537); when it returns, one responder process listens on DIP:8000 inside every VM namespace (bench/netns-responder.py: a socket per VM namespace, no per-VM workload process, which at 1,000 would not fit this machine); a prober in the internet namespace asks every VIP for HTTP every 50 ms until each has answered 200 once. "All answering" is the last VIP's first answer.\n\n` +
     `| VMs | VIPs | ruleset in (\`nft -f\`, alongside the devices) | reconcile returned | backends listening | every VIP answering |\n| ---: | ---: | ---: | ---: | ---: | ---: |\n${rows.join('\n')}\n\n` +
     `Target: ≤ 10 s for 1,000 VMs. \`npm run bench -- dataplane-netns --apply ${ns.join(',')} --vips ${vipCount}\` (root).`;
   console.log(body);
@@ -503,6 +630,7 @@ export async function run(args: string[]): Promise<void> {
   if (o.sizes.length > 0) return sizes(o.sizes);
   if (o.dipChanges > 0) return dipChanges(o.dipChanges, o.rounds);
   if (o.apply.length > 0) return applyUntilAnswering(o.apply, o.vips);
+  if (o.crowd.length > 0) return crowd(o.crowd, o.rounds, o.seconds, o.connections);
   const children: ChildProcess[] = [];
   const cleanups: (() => void)[] = [];
   const driver = new NetnsDriver({ prefix: PREFIX });
@@ -525,6 +653,24 @@ export async function run(args: string[]): Promise<void> {
           stdio: ['pipe', 'ignore', 'inherit'],
           cwd: ROOT,
           env: { ...process.env, VIPDIP_DIP: HTTP_DIP, VIPDIP_PORT_HTTP: '8000' },
+        },
+      ),
+      // The same backend on a port of its own for the direct path. Sharing one, a client port reused
+      // between a direct round and a VIP round gave the backend the same four-tuple while conntrack
+      // still held the other flow's entry, and the VIP's new connections fell to 2–3 k/s in the 3 of
+      // 5 rounds that followed a direct round; with a port each, not once in 10 rounds.
+      spawn(
+        'ip',
+        inNs(vmNamespace(PREFIX, 'bench/http1'), process.execPath, [
+          '--import',
+          'tsx',
+          `${ROOT}/bench/dataplane-backend.ts`,
+          'http',
+        ]),
+        {
+          stdio: ['pipe', 'ignore', 'inherit'],
+          cwd: ROOT,
+          env: { ...process.env, VIPDIP_DIP: HTTP_DIP, VIPDIP_PORT_HTTP: String(DIRECT_PORT) },
         },
       ),
       startIn(vmNamespace(PREFIX, 'bench/iperf1'), 'iperf3', ['-s', '-B', IPERF_DIP, '-p', '5201']),
@@ -567,6 +713,9 @@ export async function run(args: string[]): Promise<void> {
       stdio: ['ignore', 'ignore', 'inherit'],
     });
     children.push(hap);
+    // The clients, and HAProxy, which opens a connection to its backend per client connection.
+    await tuneClient(inet);
+    await tuneClient(router.ns);
     await sleep(1500);
 
     const host: Record<Path, string> = { direct: '', netns: VIP, haproxy: HAPROXY };
@@ -579,7 +728,7 @@ export async function run(args: string[]): Promise<void> {
     for (let round = 0; round < o.rounds; round++) {
       const order = paths.map((_, i) => paths[(i + round) % paths.length]!);
       for (const p of order) {
-        const http = p === 'direct' ? `http://${HTTP_DIP}:8000/` : `http://${host[p]}:8080/`;
+        const http = p === 'direct' ? `http://${HTTP_DIP}:${DIRECT_PORT}/` : `http://${host[p]}:8080/`;
         const ip = p === 'direct' ? IPERF_DIP : host[p];
         samples[p].throughputGbps.push(await iperf(inet, ip, o.seconds));
         samples[p].keepAliveRps.push(await wrk(inet, http, o.seconds, o.connections, false));
