@@ -206,22 +206,29 @@ export class StandingQueue {
 }
 
 /**
- * Who has been asking lately: writes per sender (a token's principal) as they arrive, admitted or
- * refused, decayed by half every window. Under a standing queue every sender's writes would be
- * refused alike, so a tenant flooding the server would get the operator's and the other tenants'
- * writes refused with its own (SPEC §8: a tenant reaches nothing past its subscription, not the
- * server's liveness either). A sender that asked for less than half of an equal share lately is
- * *light*: its writes are not held to the wait limit and go in a lane of their own. A flood from one
- * sender, or from many unverified tokens (they share one key), stays heavy and is refused as before.
+ * Who has been asking lately, against what the server has been serving: writes per sender (a
+ * token's principal) as they arrive, admitted or refused, and the writes admitted from everyone,
+ * both decayed by half every window. Under a standing queue every sender's writes would be refused
+ * alike, so a tenant flooding the server would get the operator's and the other tenants' writes
+ * refused with its own (SPEC §8: a tenant reaches nothing past its subscription, not the server's
+ * liveness either). A sender that asks for less than an equal share of what the server admits is
+ * *light* (max-min fairness: a demand below its fair share is served in full): its writes are not
+ * held to the wait limit and go in a lane of their own. A flood from one sender, or from many
+ * unverified tokens (they share one key), stays heavy and is refused as before.
  *
- * Demand is counted, not service: counting admissions made a light sender heavy exactly when the
- * server was slowest. On a loaded machine the flood's writes were mostly refused, so its admissions
- * fell to a few dozen a second, the operator's ten a second came to more than half an equal share of
- * them, and the operator's write was refused with the flood's. Pure: time is passed in.
+ * Demand is held against service, each where it cannot be gamed:
+ * - A sender's own demand counts its refused writes too. Counting only its admissions made a light
+ *   sender heavy exactly when the server was slowest: the flood's writes were mostly refused, its
+ *   admissions fell to a few dozen a second, and the operator's ten a second came to more than half
+ *   of an equal share of them (the CI failure of test/integration/admission.test.ts).
+ * - The measure is what the server admitted, which no one can raise past its capacity. Against the
+ *   sum of all demands, a tenant could stay light at any rate by sending six times as many writes
+ *   with no token (refused for microseconds each), and fill the light lane before the operator.
+ * Pure: time is passed in.
  */
 export class SenderShares {
-  private readonly counts = new Map<string, number>();
-  private total = 0;
+  private readonly asked = new Map<string, number>();
+  private served = 0;
   private windowStart: number | undefined;
 
   constructor(
@@ -229,21 +236,30 @@ export class SenderShares {
     private readonly maxSenders = 1024,
   ) {}
 
+  private keyOf(key: string): string {
+    return this.asked.has(key) || this.asked.size < this.maxSenders ? key : 'others';
+  }
+
   /** A write of `key` arrived (whatever admission then decides). */
   arrived(key: string, nowMs: number): void {
     this.roll(nowMs);
-    const k = this.counts.has(key) || this.counts.size < this.maxSenders ? key : 'others';
-    this.counts.set(k, (this.counts.get(k) ?? 0) + 1);
-    this.total++;
+    const k = this.keyOf(key);
+    this.asked.set(k, (this.asked.get(k) ?? 0) + 1);
   }
 
-  /** Whether `key` asked for less than half of an equal share of the writes lately. */
+  /** A write (of anyone) was admitted. */
+  admitted(nowMs: number): void {
+    this.roll(nowMs);
+    this.served++;
+  }
+
+  /** Whether `key` asked for less than an equal share of the writes admitted lately. */
   light(key: string, nowMs: number): boolean {
     this.roll(nowMs);
-    const k = this.counts.has(key) || this.counts.size < this.maxSenders ? key : 'others';
-    const mine = this.counts.get(k) ?? 0;
-    const senders = this.counts.size + (this.counts.has(k) ? 0 : 1);
-    return mine * senders * 2 < this.total;
+    const k = this.keyOf(key);
+    const mine = this.asked.get(k) ?? 0;
+    const senders = this.asked.size + (this.asked.has(k) ? 0 : 1);
+    return mine * senders < this.served;
   }
 
   private roll(nowMs: number): void {
@@ -252,14 +268,11 @@ export class SenderShares {
     const windows = Math.min(30, Math.floor((nowMs - this.windowStart) / this.windowMs));
     if (windows === 0) return;
     this.windowStart += windows * this.windowMs;
-    this.total = 0;
-    for (const [k, n] of this.counts) {
+    this.served = Math.floor(this.served / 2 ** windows);
+    for (const [k, n] of this.asked) {
       const left = Math.floor(n / 2 ** windows);
-      if (left === 0) this.counts.delete(k);
-      else {
-        this.counts.set(k, left);
-        this.total += left;
-      }
+      if (left === 0) this.asked.delete(k);
+      else this.asked.set(k, left);
     }
   }
 }
@@ -372,6 +385,7 @@ export function guardServer(
       start: () => {
         if (state !== 'waiting') return;
         state = 'running';
+        shares.admitted(now());
         handle(req, res);
       },
       refuse: (why) => {
@@ -400,6 +414,7 @@ export function guardServer(
     const offer = queue.offer(waiter, arrived, t, light);
     if (offer === 'admitted') {
       state = 'running';
+      shares.admitted(t);
       return handle(req, res);
     }
     if (offer === 'queued') return arm();

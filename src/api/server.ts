@@ -324,17 +324,18 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
   return app;
 }
 
-/** How long a refused body may keep arriving after its 413, to be read and thrown away. */
+/** How long a refused body may keep arriving after its answer, to be read and thrown away. */
 const LINGER_MS = 5000;
 
 /**
- * A body refused before it was read (413 from its Content-Length, 415 for its charset) is usually
- * still on its way. Fastify answers and closes the connection, and a socket closed with the body
- * still arriving answers with a reset, which can reach the client before it has read the answer
- * (undici then reports EPIPE: CI failures of the 413 tests; 12 of 300 refused posts on a loaded
- * machine). So the connection stays open while Node reads the rest of the body and throws it away,
- * as it does for any answer given before the body was read; a client still sending after LINGER_MS
- * is cut off.
+ * A request refused before its body was read (413 from its Content-Length; 401 or 403 from the
+ * hook that authorizes before bodies; an unsupported media type) usually has its body still on the
+ * way. For a 413 Fastify answers and closes the connection, and a socket closed with the body still
+ * arriving answers with a reset, which can reach the client before it has read the answer (undici
+ * then reports EPIPE: CI failures of the 413 tests; 12 of 300 refused posts on a loaded machine).
+ * So the connection stays open while Node reads the rest of the body and throws it away, as it does
+ * for any answer given before the body was read, and a client still sending after LINGER_MS is cut
+ * off (before, the rest of a body refused with a 401 was read with no limit in time).
  */
 function lingerOnBody(raw: IncomingMessage, reply: FastifyReply): void {
   void reply.removeHeader('connection');

@@ -719,8 +719,8 @@ export interface Store {
   /** Statements sent to the database since the store opened: its round trips. */
   readonly statements: number;
   /**
-   * Transactions committed, where the store groups concurrent writes into one commit (SQLite): with
-   * `writes`, the writes per commit.
+   * Transactions committed that wrote something, where the store groups concurrent writes into one
+   * commit (SQLite): with `writes`, the writes per commit.
    */
   readonly commits?: number;
   /** Writes committed, each in its group's commit (see `commits`). */
