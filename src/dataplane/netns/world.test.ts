@@ -275,7 +275,18 @@ describe('checkNetnsPlan', () => {
     );
     assert.match(refused('100.64.0.0/10') ?? '', /overlaps 100\.127\.0\.0\/16/, 'a block around the links');
     assert.match(refused('127.100.0.0/16') ?? '', /overlaps 127\.0\.0\.0\/8, loopback/);
-    for (const ok of ['198.18.0.0/15', '10.1.0.0/16', '100.126.0.0/16', '100.128.0.0/16', '128.0.0.0/8'])
+    assert.match(
+      refused('198.18.0.0/16') ?? '',
+      /overlaps 198\.18\.255\.0\/30, the netns world's link to its internet/,
+    );
+    for (const ok of [
+      '198.18.0.0/24',
+      '198.18.254.0/24',
+      '10.1.0.0/16',
+      '100.126.0.0/16',
+      '100.128.0.0/16',
+      '128.0.0.0/8',
+    ])
       assert.equal(refused(ok), undefined, ok);
   });
 });

@@ -32,6 +32,8 @@ export const INTERNET_IF = 'inet0';
 export const INTERNET_WORLD_ADDR = '198.18.255.1/30';
 export const INTERNET_CLIENT_ADDR = '198.18.255.2/30';
 export const INTERNET_GATEWAY = '198.18.255.1';
+/** The link's /30: no VIP or DIP may be drawn from it (checkNetnsPlan). */
+export const INTERNET_LINK = '198.18.255.0/30';
 
 const hash = (text: string, chars: number) => murmur3Text(text).toString(36).padStart(7, '0').slice(0, chars);
 
@@ -189,14 +191,15 @@ const LOOPBACK = '127.0.0.0/8';
 
 /**
  * Refuses (DRIVER_UNSUPPORTED) an address block the world cannot carry: one that overlaps the
- * router links (a VIP or DIP there would take a link's address or be routed into one) or loopback
- * (which no packet leaves a namespace by). Said when the block is created, by the API or an apply,
+ * router links or the internet namespace's link (a VIP or DIP there would take a link's address or
+ * be routed into one) or loopback (which no packet leaves a namespace by). Said when the block is created, by the API or an apply,
  * and when `vipdip up --driver netns` starts on a stored plan; the reconcile's own refusals
  * (routablePublic, routableVnets) stay for what reaches it anyway. Pure.
  */
 export function checkNetnsPlan(cidr: Cidr, what: string): void {
   for (const [block, why] of [
     [ROUTER_LINKS, "the netns world's links between its core and its routers"],
+    [INTERNET_LINK, "the netns world's link to its internet namespace"],
     [LOOPBACK, 'loopback, which never leaves a network namespace'],
   ] as const) {
     if (cidrsOverlap(cidr, parseCidr(block)))
