@@ -200,6 +200,24 @@ function startIn(ns: string, cmd: string, args: string[]): ChildProcess {
   return c;
 }
 
+/** The bench's HTTP or UDP echo backend (bench/dataplane-backend.ts) in VM `http1` of a world. */
+function startBackend(prefix: string, kind: 'http' | 'udp', env: Record<string, string>): ChildProcess {
+  return spawn(
+    'ip',
+    inNs(vmNamespace(prefix, 'bench/http1'), process.execPath, [
+      '--import',
+      'tsx',
+      `${ROOT}/bench/dataplane-backend.ts`,
+      kind,
+    ]),
+    {
+      stdio: ['pipe', 'ignore', 'inherit'],
+      cwd: ROOT,
+      env: { ...process.env, VIPDIP_DIP: HTTP_DIP, ...env },
+    },
+  );
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
@@ -427,20 +445,7 @@ async function crowd(counts: number[], rounds: number, seconds: number, connecti
   try {
     const r0 = await d.reconcile(state(counts[0]!));
     if (r0.failed.length > 0) throw new Error(JSON.stringify(r0.failed.slice(0, 3)));
-    server = spawn(
-      'ip',
-      inNs(vmNamespace(prefix, 'bench/http1'), process.execPath, [
-        '--import',
-        'tsx',
-        `${ROOT}/bench/dataplane-backend.ts`,
-        'http',
-      ]),
-      {
-        stdio: ['pipe', 'ignore', 'inherit'],
-        cwd: ROOT,
-        env: { ...process.env, VIPDIP_DIP: HTTP_DIP, VIPDIP_PORT_HTTP: '8000' },
-      },
-    );
+    server = startBackend(prefix, 'http', { VIPDIP_PORT_HTTP: '8000' });
     await tuneClient(d.names.internet);
     await sleep(1500);
     for (let round = 0; round < rounds; round++) {
@@ -641,53 +646,14 @@ export async function run(args: string[]): Promise<void> {
     const inet = driver.names.internet;
     // The HTTP backend takes its address from VIPDIP_DIP, as it does as a workload.
     children.push(
-      spawn(
-        'ip',
-        inNs(vmNamespace(PREFIX, 'bench/http1'), process.execPath, [
-          '--import',
-          'tsx',
-          `${ROOT}/bench/dataplane-backend.ts`,
-          'http',
-        ]),
-        {
-          stdio: ['pipe', 'ignore', 'inherit'],
-          cwd: ROOT,
-          env: { ...process.env, VIPDIP_DIP: HTTP_DIP, VIPDIP_PORT_HTTP: '8000' },
-        },
-      ),
+      startBackend(PREFIX, 'http', { VIPDIP_PORT_HTTP: '8000' }),
       // The same backend on a port of its own for the direct path. Sharing one, a client port reused
       // between a direct round and a VIP round gave the backend the same four-tuple while conntrack
       // still held the other flow's entry, and the VIP's new connections fell to 2–3 k/s in the 3 of
       // 5 rounds that followed a direct round; with a port each, not once in 10 rounds.
-      spawn(
-        'ip',
-        inNs(vmNamespace(PREFIX, 'bench/http1'), process.execPath, [
-          '--import',
-          'tsx',
-          `${ROOT}/bench/dataplane-backend.ts`,
-          'http',
-        ]),
-        {
-          stdio: ['pipe', 'ignore', 'inherit'],
-          cwd: ROOT,
-          env: { ...process.env, VIPDIP_DIP: HTTP_DIP, VIPDIP_PORT_HTTP: String(DIRECT_PORT) },
-        },
-      ),
+      startBackend(PREFIX, 'http', { VIPDIP_PORT_HTTP: String(DIRECT_PORT) }),
       startIn(vmNamespace(PREFIX, 'bench/iperf1'), 'iperf3', ['-s', '-B', IPERF_DIP, '-p', '5201']),
-      spawn(
-        'ip',
-        inNs(vmNamespace(PREFIX, 'bench/http1'), process.execPath, [
-          '--import',
-          'tsx',
-          `${ROOT}/bench/dataplane-backend.ts`,
-          'udp',
-        ]),
-        {
-          stdio: ['pipe', 'ignore', 'inherit'],
-          cwd: ROOT,
-          env: { ...process.env, VIPDIP_DIP: HTTP_DIP, VIPDIP_PORT_ECHO: String(UDP_PORT) },
-        },
-      ),
+      startBackend(PREFIX, 'udp', { VIPDIP_PORT_ECHO: String(UDP_PORT) }),
     );
     // The direct path: let the internet reach the VNet's bridge through the core and the
     // subscription's router (benchmark only; the driver's own routes and rulesets never have this
