@@ -192,9 +192,9 @@ const LOOPBACK = '127.0.0.0/8';
 /**
  * Refuses (DRIVER_UNSUPPORTED) an address block the world cannot carry: one that overlaps the
  * router links or the internet namespace's link (a VIP or DIP there would take a link's address or
- * be routed into one) or loopback (which no packet leaves a namespace by). Said when the block is created, by the API or an apply,
- * and when `vipdip up --driver netns` starts on a stored plan; the reconcile's own refusals
- * (routablePublic, routableVnets) stay for what reaches it anyway. Pure.
+ * be routed into one) or loopback (which no packet leaves a namespace by). Said when the block is
+ * created, by the API or an apply, and when `vipdip up --driver netns` starts on a stored plan; the
+ * reconcile's own refusals (routablePublic, routableVnets) stay for what reaches it anyway. Pure.
  */
 export function checkNetnsPlan(cidr: Cidr, what: string): void {
   for (const [block, why] of [
