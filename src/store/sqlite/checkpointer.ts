@@ -3,7 +3,7 @@
  * and syncs both; in the event loop's thread, each sync stalled every request for tens of
  * milliseconds (p99 of 50 ms at 500 req/s, against 15 with SQLite's own checkpoints every ~100
  * commits, which themselves cost a quarter of the time of in-process cycles). A worker with its own
- * connection runs a passive checkpoint, which never blocks the writer, once a second.
+ * connection runs a passive checkpoint, which never blocks the writer, at the interval the store gives.
  */
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
