@@ -254,9 +254,12 @@ for (const { name, make } of DRIVERS) {
     const net = (i: number) => `127.204.${base + i}`;
 
     test('reconcile reports every endpoint it realized, and a second identical one changes nothing', async () => {
-      const vip = `${net(0)}.1`;
+      // A VIP the driver can carry: netns refuses loopback (it never leaves a namespace), and its
+      // ports are the world's, not this host's.
+      const vip = name === 'netns' ? `198.18.${base}.1` : `${net(0)}.1`;
+      const port = (k: number) => (name === 'netns' ? Promise.resolve(8080 + k) : freePort(vip));
       const desired: DesiredDataPlane = {
-        endpoints: [endpoint(vip, await freePort(vip), []), endpoint(vip, await freePort(vip), [])],
+        endpoints: [endpoint(vip, await port(0), []), endpoint(vip, await port(1), [])],
         snat: [],
       };
       const r1 = await driver.reconcile(desired);

@@ -163,7 +163,7 @@ describe('the netns world plan', () => {
     assert.equal(c.routers.get('s0')!.link, 0);
   });
 
-  test('VNets of two subscriptions may overlap; one overlapping an earlier one of its own subscription (or the router links) is left out with its VMs, and said why', () => {
+  test('VNets of two subscriptions may overlap; one overlapping an earlier one of its own subscription (or a block the world cannot carry) is left out with its VMs, and said why', () => {
     const r = routableVnets(
       [vm('web1', '10.1.0.4'), { ...vm('x1', '10.1.0.4', 's2/net'), subscription: 's2', service: 'x' }],
       [
@@ -171,6 +171,8 @@ describe('the netns world plan', () => {
         { key: 's1/net', subscription: 's1', name: 'net', subnets: ['10.1.0.0/24'] },
         { key: 's1/two', subscription: 's1', name: 'two', subnets: ['10.1.0.128/25'] },
         { key: 's3/net', subscription: 's3', name: 'net', subnets: ['100.127.3.0/24'] },
+        { key: 's4/net', subscription: 's4', name: 'net', subnets: ['10.9.0.0/24', '198.18.255.0/24'] },
+        { key: 's5/net', subscription: 's5', name: 'net', subnets: ['127.16.0.0/16'] },
       ],
     );
     assert.deepEqual(
@@ -183,21 +185,32 @@ describe('the netns world plan', () => {
     );
     assert.deepEqual(
       r.refused.map((x) => x.key),
-      ['vnet/s1/two', 'vnet/s3/net'],
+      ['vnet/s1/two', 'vnet/s3/net', 'vnet/s4/net', 'vnet/s5/net'],
     );
     assert.match(r.refused[0]!.error, /overlaps 10\.1\.0\.0\/24 of s1\/net/);
-    assert.match(r.refused[1]!.error, /router links/);
+    assert.match(
+      r.refused[1]!.error,
+      /100\.127\.0\.0\/16, the netns world's links between its core and its routers/,
+    );
+    assert.match(
+      r.refused[2]!.error,
+      /198\.18\.255\.0\/30, the netns world's link to its internet namespace/,
+    );
+    assert.match(r.refused[3]!.error, /127\.0\.0\.0\/8, loopback/);
   });
 
-  test('a VIP or a SNAT source inside the router links is left out, with the reason; the rest stay', () => {
+  test('a VIP or a SNAT source in the router links, the internet link or loopback is left out, with the reason; the rest stay', () => {
     const r = routablePublic(
       [
         { key: 'tcp/198.18.0.10:80', address: '198.18.0.10' },
         { key: 'tcp/100.127.0.9:80', address: '100.127.0.9' },
+        { key: 'tcp/198.18.255.2:80', address: '198.18.255.2' },
+        { key: 'tcp/127.0.0.1:80', address: '127.0.0.1' },
       ],
       [
         { dip: '10.1.0.4', source: '198.18.0.10' },
         { dip: '10.1.0.5', source: '100.127.255.254' },
+        { dip: '10.1.0.6', source: '198.18.255.1' },
       ],
     );
     assert.deepEqual(
@@ -210,8 +223,10 @@ describe('the netns world plan', () => {
     );
     assert.deepEqual(
       r.refused.map((x) => x.key),
-      ['tcp/100.127.0.9:80', 'snat/10.1.0.5'],
+      ['tcp/100.127.0.9:80', 'tcp/198.18.255.2:80', 'tcp/127.0.0.1:80', 'snat/10.1.0.5', 'snat/10.1.0.6'],
     );
+    assert.match(r.refused[1]!.error, /internet namespace/);
+    assert.match(r.refused[2]!.error, /loopback/);
     assert.match(r.refused[0]!.error, /100\.127\.0\.9 is inside 100\.127\.0\.0\/16/);
     // Just outside the range on both sides: kept.
     const edge = routablePublic(

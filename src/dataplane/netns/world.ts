@@ -149,10 +149,27 @@ export const routerNamespace = (prefix: string, subscription: string): string =>
 /** The core's end of a router's link. */
 export const routerLinkName = (subscription: string): string => `r${hash(subscription, 7)}`;
 
+/** Loopback: inside a namespace it never leaves the namespace, so no VM or VIP can be there. */
+const LOOPBACK = '127.0.0.0/8';
+
+/**
+ * The blocks the world cannot carry a VM or a public address in, each with why: the router links and
+ * the internet namespace's link (an address there would take a link's address or be routed into
+ * one), and loopback (no packet leaves a namespace by it).
+ */
+const UNCARRIED: readonly { block: string; why: string }[] = [
+  { block: ROUTER_LINKS, why: "the netns world's links between its core and its routers" },
+  { block: INTERNET_LINK, why: "the netns world's link to its internet namespace" },
+  { block: LOOPBACK, why: 'loopback, which never leaves a network namespace' },
+];
+
+/** The first block of UNCARRIED that `cidr` overlaps, or undefined. */
+const uncarried = (cidr: Cidr) => UNCARRIED.find((u) => cidrsOverlap(cidr, parseCidr(u.block)));
+
 /**
  * The VNets the routers can hold: each subscription has one routing table (its router), so a VNet
- * whose subnet overlaps one of a VNet of the same subscription taken before it (in key order), or
- * the router links' range, is left out with the reason, and so are its VMs. VNets of different
+ * whose subnet overlaps one of a VNet of the same subscription taken before it (in key order), or a
+ * block the world cannot carry (UNCARRIED), is left out with the reason, and so are its VMs. VNets of different
  * subscriptions may overlap: they live in different routers.
  */
 export function routableVnets(
@@ -163,11 +180,18 @@ export function routableVnets(
   const ok: DesiredVnet[] = [];
   const refused: { key: string; error: string }[] = [];
   for (const v of [...vnets].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))) {
-    let mine = taken.get(v.subscription);
-    if (mine === undefined) {
-      mine = [{ cidr: ROUTER_LINKS, vnet: "the world's router links" }];
-      taken.set(v.subscription, mine);
+    const outside = v.subnets
+      .map((c) => [c, uncarried(parseCidr(c))] as const)
+      .find(([, u]) => u !== undefined);
+    if (outside !== undefined) {
+      refused.push({
+        key: `vnet/${v.key}`,
+        error: `virtual network ${v.key}: subnet ${outside[0]} overlaps ${outside[1]!.block}, ${outside[1]!.why}: the netns driver cannot carry it, so its VMs are left out`,
+      });
+      continue;
     }
+    let mine = taken.get(v.subscription);
+    if (mine === undefined) taken.set(v.subscription, (mine = []));
     const clash = v.subnets
       .flatMap((c) =>
         mine.filter((t) => cidrsOverlap(parseCidr(c), parseCidr(t.cidr))).map((t) => [c, t] as const),
@@ -187,9 +211,6 @@ export function routableVnets(
   return { vms: vms.filter((vm) => keep.has(vm.vnet)), vnets: ok, refused };
 }
 
-/** Loopback: inside a namespace it never leaves the namespace, so no VM or VIP can be there. */
-const LOOPBACK = '127.0.0.0/8';
-
 /**
  * Refuses (DRIVER_UNSUPPORTED) an address block the world cannot carry: one that overlaps the
  * router links or the internet namespace's link (a VIP or DIP there would take a link's address or
@@ -198,23 +219,18 @@ const LOOPBACK = '127.0.0.0/8';
  * reconcile's own refusals (routablePublic, routableVnets) stay for what reaches it anyway. Pure.
  */
 export function checkNetnsPlan(cidr: Cidr, what: string): void {
-  for (const [block, why] of [
-    [ROUTER_LINKS, "the netns world's links between its core and its routers"],
-    [INTERNET_LINK, "the netns world's link to its internet namespace"],
-    [LOOPBACK, 'loopback, which never leaves a network namespace'],
-  ] as const) {
-    if (cidrsOverlap(cidr, parseCidr(block)))
-      throw new VipdipError(
-        'DRIVER_UNSUPPORTED',
-        `${what} uses ${formatCidr(cidr)}, which overlaps ${block}, ${why}: the netns driver cannot carry it; choose a block outside it`,
-      );
-  }
+  const u = uncarried(cidr);
+  if (u !== undefined)
+    throw new VipdipError(
+      'DRIVER_UNSUPPORTED',
+      `${what} uses ${formatCidr(cidr)}, which overlaps ${u.block}, ${u.why}: the netns driver cannot carry it; choose a block outside it`,
+    );
 }
 
 /**
  * The public addresses the world can answer: a VIP or ILPIP (an endpoint's address, or the source a
- * caller's DIP is SNATed to) inside the router links' range would take a link's address or be routed
- * into one, so its endpoints and SNAT entries are left out, each with the reason. Pure.
+ * caller's DIP is SNATed to) in a block the world cannot carry (UNCARRIED) is left out with its
+ * endpoints and SNAT entries, each with the reason. Pure.
  */
 export function routablePublic<
   E extends { key: string; address: string },
@@ -223,22 +239,18 @@ export function routablePublic<
   endpoints: readonly E[],
   snat: readonly S[],
 ): { endpoints: E[]; snat: S[]; refused: { key: string; error: string }[] } {
-  const links = parseCidr(ROUTER_LINKS);
-  const inLinks = (a: string) => cidrsOverlap(parseCidr(`${a}/32`), links);
   const refused: { key: string; error: string }[] = [];
-  const why = (a: string) =>
-    `address ${a} is inside ${ROUTER_LINKS}, the netns world's links between its core and its routers; use a public pool outside it`;
-  const keptEndpoints = endpoints.filter((e) => {
-    if (!inLinks(e.address)) return true;
-    refused.push({ key: e.key, error: why(e.address) });
+  const keep = (key: string, a: string) => {
+    const u = uncarried(parseCidr(`${a}/32`));
+    if (u === undefined) return true;
+    refused.push({ key, error: `address ${a} is inside ${u.block}, ${u.why}; use a public pool outside it` });
     return false;
-  });
-  const keptSnat = snat.filter((x) => {
-    if (!inLinks(x.source)) return true;
-    refused.push({ key: `snat/${x.dip}`, error: why(x.source) });
-    return false;
-  });
-  return { endpoints: keptEndpoints, snat: keptSnat, refused };
+  };
+  return {
+    endpoints: endpoints.filter((e) => keep(e.key, e.address)),
+    snat: snat.filter((x) => keep(`snat/${x.dip}`, x.source)),
+    refused,
+  };
 }
 
 const gatewayOf = (cidr: string) => {
