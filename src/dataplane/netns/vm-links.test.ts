@@ -1,23 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { DesiredVm } from '../driver.ts';
 import { helperInput, setnsSyscall, vmLinkOps } from './vm-links.ts';
 import { EMPTY_WORLD, planWorld, vmNamespace, worldSpec } from './world.ts';
-
-const vm = (name: string, dip: string, vnet = 's1/net', cidr = '10.1.0.0/24'): DesiredVm => ({
-  key: `s1/web/${name}`,
-  subscription: 's1',
-  service: 'web',
-  vm: name,
-  vnet,
-  cidr,
-  dip,
-});
-const vnets = [
-  { key: 's1/net', subscription: 's1', name: 'net', subnets: ['10.1.0.0/24'] },
-  { key: 's1/other', subscription: 's1', name: 'other', subnets: ['10.2.0.0/16'] },
-];
-const P = 'vdabc123';
+import { P, vm, vnets } from './testdata/world-fixtures.ts';
 
 describe('the VM-links helper', () => {
   // If planWorld ever writes a VM line the helper cannot send, that VM would quietly fall back to a

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { VipdipError, parseCidr } from '../../core/index.ts';
-import type { DesiredVm } from '../driver.ts';
 import {
   agentWorldPrefix,
   EMPTY_WORLD,
@@ -19,21 +18,8 @@ import {
   worldPrefix,
   worldSpec,
 } from './world.ts';
+import { P, vm, vnets } from './testdata/world-fixtures.ts';
 
-const vm = (name: string, dip: string, vnet = 's1/net', cidr = '10.1.0.0/24'): DesiredVm => ({
-  key: `s1/web/${name}`,
-  subscription: 's1',
-  service: 'web',
-  vm: name,
-  vnet,
-  cidr,
-  dip,
-});
-const vnets = [
-  { key: 's1/net', subscription: 's1', name: 'net', subnets: ['10.1.0.0/24'] },
-  { key: 's1/other', subscription: 's1', name: 'other', subnets: ['10.2.0.0/16'] },
-];
-const P = 'vdabc123';
 const R1 = routerNamespace(P, 's1');
 const pub = (...a: string[]) => a.map((address) => ({ address, subscription: 's1' }));
 
