@@ -52,7 +52,7 @@ export interface ServerOptions {
   chaos?: ChaosRuns;
   /** How many writes run or wait before more are refused with 503 (admission.ts). */
   admission?: AdmissionLimits;
-  /** How long a request may take to arrive, headers and body (REQUEST_TIMEOUT_MS by default). */
+  /** How long a request's body may take to arrive after its headers (REQUEST_TIMEOUT_MS by default). */
   requestTimeoutMs?: number;
 }
 
@@ -130,7 +130,6 @@ const lazyCompilers = () => ({
 });
 
 export async function buildServer(opts: ServerOptions): Promise<Api> {
-  const requestTimeout = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
   const app = Fastify({
     // Fastify types these with ajv's own function types; the wrappers keep their call shape.
     schemaController: { compilersFactory: lazyCompilers() as never },
@@ -150,7 +149,7 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
           : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
             ? [408, 'the request did not arrive in time']
             : [400, 'the request is not valid HTTP/1.1'];
-      const body = JSON.stringify({ ...problem('BAD_REQUEST', API_TITLES.BAD_REQUEST, detail), status });
+      const body = transportProblem(status, detail);
       if (socket.writable) {
         socket.write(
           `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/problem+json\r\n` +
@@ -166,22 +165,7 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
   const admission = guardServer(app.server, opts.admission ?? DEFAULT_ADMISSION, undefined, (req) =>
     opts.tokens.senderKey(req.headers.authorization),
   );
-  app.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    // A body still arriving after the request timeout: 408, and the connection closed. (Node's own
-    // requestTimeout stops counting once the request reaches its handler, measured on Node 20.)
-    if (!req.complete) {
-      const timer = setTimeout(() => timeOut(req, res), requestTimeout);
-      timer.unref();
-      const done = () => clearTimeout(timer);
-      req.once('end', done);
-      req.once('close', done);
-    }
-    // Whatever answered before the body was read (a 503 of admission control, a 401, a 413), the
-    // rest of the body is read and thrown away for at most LINGER_MS.
-    res.once('finish', () => {
-      if (!req.complete) lingerOnBody(req);
-    });
-  });
+  limitBodies(app.server, opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS);
 
   const registry = opts.registry;
   const ctx: ApiContext = { cloud: opts.cloud, tokens: opts.tokens, registry };
@@ -312,7 +296,7 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
 
   app.setErrorHandler((err: unknown, req, reply) => {
     const body = toProblem(err, req.url, req.routeOptions.bodyLimit);
-    // Fastify closes the connection after a 413: kept open, the rest of the body is read (below).
+    // Fastify closes the connection after a 413: kept open, the rest of the body is read (limitBodies).
     if (!req.raw.complete) void reply.removeHeader('connection');
     // An unreachable store (503) is the outage itself, reported to the caller: not a bug to log.
     if (body.status === 500) opts.onInternalError?.(err);
@@ -355,16 +339,35 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
 const LINGER_MS = 5000;
 
 /**
- * A request refused before its body was read (413 from its Content-Length; 401 or 403 from the
- * hook that authorizes before bodies; an unsupported media type) usually has its body still on the
- * way. For a 413 Fastify answers and closes the connection, and a socket closed with the body still
- * arriving answers with a reset, which can reach the client before it has read the answer (undici
- * then reports EPIPE: CI failures of the 413 tests; 12 of 300 refused posts on a loaded machine).
- * So the connection stays open while Node reads the rest of the body and throws it away, as it does
- * for any answer given before the body was read, and a client still sending after LINGER_MS is cut
- * off: every answer given before its body was read, a 503 of admission control and a 404 included
- * (before, the rest of such a body was read with no limit in time).
+ * Bodies that do not end: a request whose body is still arriving `requestTimeout` after its headers
+ * is answered 408 and closed (Node's own requestTimeout stops counting once the request reaches its
+ * handler, measured on Node 20). A request answered before its body was read (413 from its
+ * Content-Length; 401 or 403 from the hook that authorizes before bodies; an unsupported media type;
+ * a 503 of admission control) usually has its body still on the way. For a 413 Fastify answers and
+ * closes the connection, and a socket closed with the body still arriving answers with a reset,
+ * which can reach the client before it has read the answer (undici then reports EPIPE: CI failures
+ * of the 413 tests; 12 of 300 refused posts on a loaded machine). So the connection stays open
+ * while Node reads the rest of the body and throws it away, and a client still sending LINGER_MS
+ * after the answer is cut off (before, the rest of such a body was read with no limit in time).
  */
+function limitBodies(server: Api['server'], requestTimeout: number): void {
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    if (!req.complete) unlessBodyEnds(req, requestTimeout, () => timeOut(req, res));
+    res.once('finish', () => {
+      if (!req.complete) unlessBodyEnds(req, LINGER_MS, () => req.socket.destroy());
+    });
+  });
+}
+
+/** Runs `expire` unless `req`'s body ends (or the request closes) within `ms`. */
+function unlessBodyEnds(req: IncomingMessage, ms: number, expire: () => void): void {
+  const timer = setTimeout(expire, ms);
+  timer.unref();
+  const done = () => clearTimeout(timer);
+  req.once('end', done);
+  req.once('close', done);
+}
+
 /** Answers 408 to a request whose body has not all arrived in time (unless answered already), and closes. */
 function timeOut(req: IncomingMessage, res: ServerResponse): void {
   if (req.complete) return;
@@ -372,10 +375,7 @@ function timeOut(req: IncomingMessage, res: ServerResponse): void {
     req.socket.destroy();
     return;
   }
-  const body = JSON.stringify({
-    ...problem('BAD_REQUEST', API_TITLES.BAD_REQUEST, 'the request did not arrive in time', req.url ?? '/'),
-    status: 408,
-  });
+  const body = transportProblem(408, 'the request did not arrive in time', req.url);
   res.writeHead(408, {
     'content-type': 'application/problem+json; charset=utf-8',
     'content-length': Buffer.byteLength(body),
@@ -384,12 +384,9 @@ function timeOut(req: IncomingMessage, res: ServerResponse): void {
   res.end(body, () => req.socket.destroy());
 }
 
-function lingerOnBody(raw: IncomingMessage): void {
-  const timer = setTimeout(() => raw.socket?.destroy(), LINGER_MS);
-  timer.unref();
-  const done = () => clearTimeout(timer);
-  raw.once('end', done);
-  raw.once('close', done);
+/** The problem text of a request refused for how it arrived, not for what it asks (400, 408, 431). */
+function transportProblem(status: number, detail: string, instance?: string): string {
+  return JSON.stringify({ ...problem('BAD_REQUEST', API_TITLES.BAD_REQUEST, detail, instance), status });
 }
 
 function sendProblem(reply: FastifyReply, body: Problem): FastifyReply {
