@@ -534,7 +534,14 @@ export function run(
   });
 }
 
-let nsenter: boolean | undefined;
+const runnable = new Map<string, boolean>();
+/** Whether `cmd args` runs and exits 0 here (asked once per process: `nsenter`, `perl`). */
+const canRun = (cmd: string, args: readonly string[]): boolean => {
+  let ok = runnable.get(cmd);
+  if (ok === undefined) runnable.set(cmd, (ok = spawnSync(cmd, args, { stdio: 'ignore' }).status === 0));
+  return ok;
+};
+const hasNsenter = () => canRun('nsenter', ['--version']);
 
 /**
  * The command and arguments that run `argv` in network namespace `ns`. `nsenter --net` enters the
@@ -544,8 +551,9 @@ let nsenter: boolean | undefined;
  * for what needs its /etc/netns files (workloads, for their resolv.conf).
  */
 export function inNetns(ns: string, argv: readonly string[]): [string, string[]] {
-  nsenter ??= spawnSync('nsenter', ['--version'], { stdio: 'ignore' }).error === undefined;
-  return nsenter ? ['nsenter', [`--net=/run/netns/${ns}`, ...argv]] : ['ip', ['netns', 'exec', ns, ...argv]];
+  return hasNsenter()
+    ? ['nsenter', [`--net=/run/netns/${ns}`, ...argv]]
+    : ['ip', ['netns', 'exec', ns, ...argv]];
 }
 
 /** Runs `ip -batch` lines, in namespace `ns` when given. */
@@ -571,8 +579,6 @@ const BATCH_EACH_SCRIPT = batchEachScript('nsenter --net="/run/netns/$ns"');
 /** Without `nsenter`: `ip netns exec`, which also copies the mount namespace (slower, same result). */
 const BATCH_EACH_SCRIPT_NETNS_EXEC = batchEachScript('ip netns exec "$ns"');
 
-let perl: boolean | undefined;
-
 /**
  * Runs `ip -batch` lines in each of many namespaces (a VM's side of its link: five lines each).
  * Jobs of the forms planWorld writes for a VM go to the VM-links helper (vm-links.ts): one perl
@@ -593,15 +599,14 @@ export async function ipBatchEach(
     if (/[\s/]/.test(ns) || ns === '' || lines.some((l) => l.trim() === '' || l.includes('\n')))
       throw new Error(`ip batch for ${JSON.stringify(ns)}: a name or line that cannot be passed`);
   const setns = opts.helper === false ? undefined : setnsSyscall();
-  perl ??= spawnSync('perl', ['-e', '1'], { stdio: 'ignore' }).status === 0;
+  const perl = setns !== undefined && canRun('perl', ['-e', '1']);
   const viaHelper: [string, VmLinkOp[]][] = [];
   const viaIp: [string, readonly string[]][] = [];
   for (const [ns, lines] of all) {
-    const ops = setns !== undefined && perl ? vmLinkOps(lines) : undefined;
+    const ops = perl ? vmLinkOps(lines) : undefined;
     if (ops === undefined) viaIp.push([ns, lines]);
     else viaHelper.push([ns, ops]);
   }
-  nsenter ??= spawnSync('nsenter', ['--version'], { stdio: 'ignore' }).error === undefined;
   const split = <T>(items: readonly T[], n: number): T[][] => {
     const shares = Array.from({ length: Math.min(n, items.length) }, () => [] as T[]);
     items.forEach((item, i) => shares[i % shares.length]!.push(item));
@@ -615,7 +620,7 @@ export async function ipBatchEach(
     ...split(viaIp, parallel).map((share) =>
       run(
         'sh',
-        ['-c', nsenter ? BATCH_EACH_SCRIPT : BATCH_EACH_SCRIPT_NETNS_EXEC],
+        ['-c', hasNsenter() ? BATCH_EACH_SCRIPT : BATCH_EACH_SCRIPT_NETNS_EXEC],
         share.flatMap(([ns, lines]) => [ns, ...lines, '']).join('\n') + '\n',
         // Named for what it does: the script itself would say nothing to a reader of the error.
         'ip -batch in VM namespaces',
