@@ -1,7 +1,8 @@
 /**
- * Migrations 007 and 008 on SQLite: the events table rebuilt without AUTOINCREMENT keeps every
+ * Migrations 007 to 009 on SQLite: the events table rebuilt without AUTOINCREMENT keeps every
  * event (its sequence number, its columns), its two indexes, and hands out the next number after
- * the last; the address bindings rebuilt WITHOUT ROWID keep every binding and both constraints.
+ * the last; the address bindings rebuilt WITHOUT ROWID keep every binding and both constraints; the
+ * VMs, without their index by host, keep every row and both constraints.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -92,6 +93,58 @@ test('007 and 008 rebuild the events and the bindings and lose nothing', async (
     assert.throws(() => bindNow.run('subnet:1', 2130706436, 'vm:9', 'dip'), /UNIQUE constraint failed/);
     assert.throws(() => bindNow.run('subnet:1', 2130706439, 'vm:1', 'dip'), /UNIQUE constraint failed/);
     bindNow.run('subnet:1', 2130706439, 'vm:3', 'dip');
+  } finally {
+    await store.close();
+  }
+});
+
+test('009 drops the index of VMs by host and keeps the VMs and their constraints', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vipdip-m009-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'state.db');
+  const old = new Kysely<unknown>({ dialect: new SqliteDialect({ database: new BetterSqlite3(path) }) });
+  const to008 = await new Migrator({ db: old, provider: migrations('sqlite') }).migrateTo(
+    '008-address-bindings-by-key',
+  );
+  assert.equal(to008.error, undefined);
+  const raw = new BetterSqlite3(path);
+  raw.exec(`
+    insert into subscriptions (name, created_at) values ('a', '2026-12-06T00:00:00.000Z');
+    insert into vnets (subscription_id, name, address_space, dip_policy, move_policy) values (1, 'n', '["10.0.0.0/16"]', 'dynamic', 'keep');
+    insert into subnets (vnet_id, name, cidr, base, prefix) values (1, 's', '10.0.0.0/24', 167772160, 24);
+    insert into hosts (name, rack) values ('h1', 'r1');
+    insert into cloud_services (subscription_id, name, vnet_id) values (1, 'svc', 1);`);
+  const vm = raw.prepare(
+    `insert into vms (service_id, name, subnet_id, state, dip, host_id, ilpip_enabled, endpoints)
+     values (1, ?, 1, ?, ?, ?, 0, '[]')`,
+  );
+  vm.run('v1', 'running', 167772164, 1);
+  vm.run('v2', 'deallocated', null, null);
+  const before = raw.prepare('select * from vms order by id').all();
+  const indexesOf = (db: BetterSqlite3.Database) =>
+    (
+      db.prepare(`select name from sqlite_master where type = 'index' and tbl_name = 'vms'`).all() as {
+        name: string;
+      }[]
+    ).map((r) => r.name);
+  assert.ok(indexesOf(raw).includes('vms_host'), 'the state before has the index');
+  raw.close();
+  await old.destroy();
+
+  const store = await SqliteStore.open(path);
+  try {
+    const db = store.raw;
+    assert.deepEqual(db.prepare('select * from vms order by id').all(), before);
+    assert.ok(!indexesOf(db).includes('vms_host'), indexesOf(db).join(', '));
+    // The constraints stay: one name per service, one VM per DIP of a subnet.
+    assert.throws(
+      () => db.prepare(`update vms set name = 'v1' where id = 2`).run(),
+      /UNIQUE constraint failed: vms.service_id, vms.name/,
+    );
+    assert.throws(
+      () => db.prepare(`update vms set dip = 167772164 where id = 2`).run(),
+      /UNIQUE constraint failed: vms.subnet_id, vms.dip/,
+    );
   } finally {
     await store.close();
   }

@@ -275,6 +275,20 @@ function m008(dialect: Dialect): Migration {
   };
 }
 
+/**
+ * The VMs lose `vms_host`, an index that every start and deallocation wrote and no query reads: the
+ * VMs of each host are counted once, when the process starts, and listed only by host maintenance,
+ * a rare scan. On SQLite it was one more WAL page per operation, which at 10,000 VMs no two
+ * operations of a group commit share (0.7 of 8 pages for a deallocation).
+ */
+function m009(): Migration {
+  return {
+    async up(db: Kysely<unknown>) {
+      await sql`drop index vms_host`.execute(db);
+    },
+  };
+}
+
 export function migrations(dialect: Dialect): MigrationProvider {
   return {
     getMigrations: () =>
@@ -287,6 +301,7 @@ export function migrations(dialect: Dialect): MigrationProvider {
         '006-images': m006(),
         '007-events-by-rowid': m007(dialect),
         '008-address-bindings-by-key': m008(dialect),
+        '009-vms-without-host-index': m009(),
       }),
   };
 }
