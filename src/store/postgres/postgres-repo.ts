@@ -1,13 +1,32 @@
-import { sql, type RawBuilder } from 'kysely';
+import { CompiledQuery, sql, type QueryResult, type RawBuilder } from 'kysely';
 import pg from 'pg';
+import {
+  ALLOCATED_VM_COUNT,
+  BIND,
+  HOSTS,
+  LOCK_VM_AND_SERVICE,
+  LOCK_VM_SHARE_SERVICE,
+  UNBIND,
+  UNBIND_OWNED,
+  VM_CONTEXT_BY_ID,
+  VM_CONTEXT_BY_NAMES,
+  numbered,
+  updateVmStatement,
+} from '../hot-statements.ts';
 import {
   EVENT_PARAMS,
   POSTGRES_MAX_PARAMS,
   Repo,
   chunks,
+  vmFromStore,
   type AppendedEvent,
+  type BindingRow,
+  type HostRow,
   type NewEvent,
   type RepoOptions,
+  type Unflagged,
+  type VmContextRow,
+  type VmPatch,
 } from '../store.ts';
 import type { Database } from '../schema.ts';
 import type { Kysely, Transaction } from 'kysely';
@@ -127,6 +146,58 @@ export class PostgresRepo extends Repo {
     if (commit) this.ended = true;
     if (r.rows.length !== n) throw new Error('the event counter row is missing');
     return r.rows.map((x) => ({ seq: Number(x.seq), time: x.time }));
+  }
+
+  /**
+   * A statement of the hot path (hot-statements.ts) as it stands: no query built or compiled, the
+   * connection prepares it once under its name as it does every data statement.
+   */
+  private run<R>(text: string, params: readonly unknown[]): Promise<QueryResult<R>> {
+    return this.db.executeQuery<R>(CompiledQuery.raw(numbered(text), [...params]));
+  }
+
+  /** See `Repo.vmContext`: in a write, the VM and its service are locked first, then read. */
+  override async vmContext(
+    serviceName: string,
+    vmName: string,
+    opts: { service?: 'share' | 'update' } = {},
+  ): Promise<VmContextRow | undefined> {
+    let r: Unflagged<VmContextRow> | undefined;
+    if (this.lock) {
+      const lock = opts.service === 'share' ? LOCK_VM_SHARE_SERVICE : LOCK_VM_AND_SERVICE;
+      const locked = (await this.run<{ id: number }>(lock, [serviceName, vmName])).rows[0];
+      if (locked === undefined) return undefined;
+      r = (await this.run<Unflagged<VmContextRow>>(VM_CONTEXT_BY_ID, [locked.id])).rows[0];
+    } else {
+      r = (await this.run<Unflagged<VmContextRow>>(VM_CONTEXT_BY_NAMES, [serviceName, vmName])).rows[0];
+    }
+    return r === undefined ? undefined : vmFromStore(r);
+  }
+
+  override async updateVm(id: number, patch: VmPatch): Promise<void> {
+    const u = updateVmStatement(id, patch);
+    if (u !== undefined) await this.run(u.text, u.params);
+  }
+
+  override async allocatedVmCount(serviceId: number): Promise<number> {
+    return Number((await this.run<{ n: number }>(ALLOCATED_VM_COUNT, [serviceId])).rows[0]!.n);
+  }
+
+  override async hosts(): Promise<HostRow[]> {
+    return (await this.run<HostRow>(HOSTS, [])).rows;
+  }
+
+  override async bind(b: BindingRow): Promise<boolean> {
+    const r = await this.run(BIND, [b.scope, b.address, b.owner, b.kind]);
+    return Number(r.numAffectedRows ?? 0n) === 1;
+  }
+
+  override async unbind(scope: string, address: number): Promise<void> {
+    await this.run(UNBIND, [scope, address]);
+  }
+
+  override async unbindOwned(scope: string, address: number, owner: string): Promise<boolean> {
+    return Number((await this.run(UNBIND_OWNED, [scope, address, owner])).numAffectedRows ?? 0n) === 1;
   }
 
   override async lockPools(): Promise<void> {

@@ -14,6 +14,15 @@ import type BetterSqlite3 from 'better-sqlite3';
 import type { Kysely, Transaction } from 'kysely';
 import type { Database } from '../schema.ts';
 import {
+  ALLOCATED_VM_COUNT,
+  BIND,
+  HOSTS,
+  UNBIND,
+  UNBIND_OWNED,
+  VM_CONTEXT_BY_NAMES,
+  updateVmStatement,
+} from '../hot-statements.ts';
+import {
   Repo,
   type AppendedEvent,
   type BindingRow,
@@ -22,7 +31,6 @@ import {
   type VmContextRow,
   type VmPatch,
   type Unflagged,
-  flagToStore,
   vmFromStore,
 } from '../store.ts';
 
@@ -47,28 +55,6 @@ export class Prepared {
   }
 }
 
-const CONTEXT_SQL = `select "vms".*,
-  "cloud_services"."name" as "service_name",
-  "cloud_services"."subscription_id" as "subscription_id",
-  "cloud_services"."vnet_id" as "service_vnet_id",
-  "cloud_services"."reserved_ip_id" as "service_reserved_ip_id",
-  "cloud_services"."vip" as "service_vip",
-  "cloud_services"."vip_pool_id" as "service_vip_pool_id",
-  "subscriptions"."name" as "subscription_name",
-  "subnets"."name" as "subnet_name",
-  "vnets"."name" as "vnet_name",
-  "vnets"."dip_policy" as "dip_policy",
-  "vnets"."move_policy" as "move_policy",
-  "hosts"."name" as "host_name",
-  "hosts"."rack" as "host_rack"
-from "vms"
-inner join "cloud_services" on "cloud_services"."id" = "vms"."service_id"
-inner join "subscriptions" on "subscriptions"."id" = "cloud_services"."subscription_id"
-inner join "subnets" on "subnets"."id" = "vms"."subnet_id"
-inner join "vnets" on "vnets"."id" = "subnets"."vnet_id"
-left join "hosts" on "hosts"."id" = "vms"."host_id"
-where "cloud_services"."name" = ? and "vms"."name" = ?`;
-
 const INSERT_EVENTS_SQL = `insert into "events" ("time", "type", "subscription", "resource", "reason", "old", "new", "changes") values`;
 const EVENT_ROW = '(?, ?, ?, ?, ?, ?, ?, ?)';
 
@@ -90,9 +76,6 @@ function settle<T>(fn: () => T): Promise<T> {
   }
 }
 
-/** A column name of a patch, checked before it is spliced into SQL (the names come from code). */
-const COLUMN = /^[a-z_]+$/;
-
 export class SqliteRepo extends Repo {
   constructor(
     db: Kysely<Database> | Transaction<Database>,
@@ -108,7 +91,7 @@ export class SqliteRepo extends Repo {
   ): Promise<VmContextRow | undefined> {
     return settle(() => {
       // One writer at a time: nothing to lock (RepoOptions.lock is never set on SQLite).
-      const r = this.prepared.get(CONTEXT_SQL).get(serviceName, vmName) as
+      const r = this.prepared.get(VM_CONTEXT_BY_NAMES).get(serviceName, vmName) as
         Unflagged<VmContextRow> | undefined;
       return r === undefined ? undefined : vmFromStore(r);
     });
@@ -116,58 +99,31 @@ export class SqliteRepo extends Repo {
 
   override updateVm(id: number, patch: VmPatch): Promise<void> {
     return settle(() => {
-      const entries = Object.entries(patch)
-        .filter(([, v]) => v !== undefined)
-        .map(([k, v]) => [k, typeof v === 'boolean' ? flagToStore(v) : v] as const);
-      if (entries.length === 0) return;
-      for (const [k] of entries) if (!COLUMN.test(k)) throw new Error(`not a column of vms: ${k}`);
-      const set = entries.map(([k]) => `"${k}" = ?`).join(', ');
-      this.prepared.get(`update "vms" set ${set} where "id" = ?`).run(...entries.map(([, v]) => v), id);
+      const u = updateVmStatement(id, patch);
+      if (u !== undefined) this.prepared.get(u.text).run(...u.params);
     });
   }
 
   override allocatedVmCount(serviceId: number): Promise<number> {
-    return settle(() => {
-      const r = this.prepared
-        .get(`select count(*) as "n" from "vms" where "service_id" = ? and "state" != 'deallocated'`)
-        .get(serviceId) as { n: number };
-      return Number(r.n);
-    });
+    return settle(() => Number((this.prepared.get(ALLOCATED_VM_COUNT).get(serviceId) as { n: number }).n));
   }
 
   override hosts(): Promise<HostRow[]> {
-    return settle(() => {
-      return this.prepared.get(`select * from "hosts" order by "name"`).all() as HostRow[];
-    });
+    return settle(() => this.prepared.get(HOSTS).all() as HostRow[]);
   }
 
   override bind(b: BindingRow): Promise<boolean> {
-    return settle(() => {
-      const r = this.prepared
-        .get(
-          `insert into "address_bindings" ("scope", "address", "owner", "kind") values (?, ?, ?, ?)
-           on conflict ("scope", "address") do nothing`,
-        )
-        .run(b.scope, b.address, b.owner, b.kind);
-      return r.changes === 1;
-    });
+    return settle(() => this.prepared.get(BIND).run(b.scope, b.address, b.owner, b.kind).changes === 1);
   }
 
   override unbind(scope: string, address: number): Promise<void> {
     return settle(() => {
-      this.prepared
-        .get(`delete from "address_bindings" where "scope" = ? and "address" = ?`)
-        .run(scope, address);
+      this.prepared.get(UNBIND).run(scope, address);
     });
   }
 
   override unbindOwned(scope: string, address: number, owner: string): Promise<boolean> {
-    return settle(() => {
-      const r = this.prepared
-        .get(`delete from "address_bindings" where "scope" = ? and "address" = ? and "owner" = ?`)
-        .run(scope, address, owner);
-      return r.changes === 1;
-    });
+    return settle(() => this.prepared.get(UNBIND_OWNED).run(scope, address, owner).changes === 1);
   }
 
   override async appendEvents(events: readonly NewEvent[]): Promise<AppendedEvent[]> {
