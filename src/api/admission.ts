@@ -17,7 +17,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
-import { API_TITLES, problem } from './problem.ts';
+import { API_TITLES, problem, writeProblem } from './problem.ts';
 
 export interface AdmissionLimits {
   /** Mutating requests whose handlers run at the same time. */
@@ -391,7 +391,8 @@ export function guardServer(
       refuse: (why) => {
         if (state !== 'waiting') return;
         state = 'done';
-        const body = JSON.stringify(
+        writeProblem(
+          res,
           problem(
             'OVERLOADED',
             API_TITLES.OVERLOADED,
@@ -400,13 +401,8 @@ export function guardServer(
               : `the request waited over ${limits.queueWaitMaxMs} ms for its turn; try again after Retry-After`,
             req.url,
           ),
+          { 'retry-after': String(limits.retryAfterSeconds) },
         );
-        res.writeHead(503, {
-          'content-type': 'application/problem+json; charset=utf-8',
-          'content-length': Buffer.byteLength(body),
-          'retry-after': String(limits.retryAfterSeconds),
-        });
-        res.end(body);
       },
     };
     // 'close' comes after the response is sent, or when the client goes away first.

@@ -2,6 +2,7 @@
  * The one place where error codes become HTTP statuses, and errors become RFC 9457
  * `application/problem+json` bodies with the stable code in a `code` member.
  */
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Problem } from '../core/api-shapes.ts';
 import type { ErrorCode } from '../core/errors.ts';
 
@@ -119,4 +120,23 @@ export function problem(
     ...rest,
     ...capped,
   };
+}
+
+/**
+ * Answers a problem on Node's own response, for the refusals made before Fastify sees a request
+ * (admission control, a body that did not arrive in time). `done` runs once it is written.
+ */
+export function writeProblem(
+  res: ServerResponse,
+  body: Problem,
+  headers: OutgoingHttpHeaders = {},
+  done?: () => void,
+): void {
+  const text = JSON.stringify(body);
+  res.writeHead(body.status, {
+    'content-type': 'application/problem+json; charset=utf-8',
+    'content-length': Buffer.byteLength(text),
+    ...headers,
+  });
+  res.end(text, done);
 }

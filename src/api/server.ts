@@ -25,7 +25,7 @@ import {
 } from './limits.ts';
 import { registerDashboard, type DashboardOptions } from './dashboard.ts';
 import { Metrics } from './metrics.ts';
-import { ApiError, API_TITLES, PROBLEM_ERRORS_MAX, problem, type Problem } from './problem.ts';
+import { ApiError, API_TITLES, PROBLEM_ERRORS_MAX, problem, writeProblem, type Problem } from './problem.ts';
 import { registerApplyRoutes } from './routes/apply.ts';
 import { registerChaosRoutes } from './routes/chaos.ts';
 import { registerDataPlaneRoutes } from './routes/dataplane.ts';
@@ -149,7 +149,7 @@ export async function buildServer(opts: ServerOptions): Promise<Api> {
           : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
             ? [408, 'the request did not arrive in time']
             : [400, 'the request is not valid HTTP/1.1'];
-      const body = transportProblem(status, detail);
+      const body = JSON.stringify(transportProblem(status, detail));
       if (socket.writable) {
         socket.write(
           `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/problem+json\r\n` +
@@ -375,18 +375,17 @@ function timeOut(req: IncomingMessage, res: ServerResponse): void {
     req.socket.destroy();
     return;
   }
-  const body = transportProblem(408, 'the request did not arrive in time', req.url);
-  res.writeHead(408, {
-    'content-type': 'application/problem+json; charset=utf-8',
-    'content-length': Buffer.byteLength(body),
-    connection: 'close',
-  });
-  res.end(body, () => req.socket.destroy());
+  writeProblem(
+    res,
+    transportProblem(408, 'the request did not arrive in time', req.url),
+    { connection: 'close' },
+    () => req.socket.destroy(),
+  );
 }
 
 /** The problem text of a request refused for how it arrived, not for what it asks (400, 408, 431). */
-function transportProblem(status: number, detail: string, instance?: string): string {
-  return JSON.stringify({ ...problem('BAD_REQUEST', API_TITLES.BAD_REQUEST, detail, instance), status });
+function transportProblem(status: number, detail: string, instance?: string): Problem {
+  return { ...problem('BAD_REQUEST', API_TITLES.BAD_REQUEST, detail, instance), status };
 }
 
 function sendProblem(reply: FastifyReply, body: Problem): FastifyReply {
