@@ -310,6 +310,15 @@ test('the netns driver on the kernel', async (t) => {
       assert.ok(failed !== undefined, JSON.stringify(r.failed));
       assert.match(failed.error, /inside 100\.127\.0\.0\/16/);
       assert.equal(r.failed.length, 1, JSON.stringify(r.failed));
+      // Status says so too, and still counts the others as answered.
+      const listeners = driver.status().listeners;
+      const shown = listeners.find((l) => l.key === bad.key);
+      assert.equal(shown?.state, 'failed');
+      assert.match(shown?.error ?? '', /inside 100\.127\.0\.0\/16/);
+      assert.ok(
+        listeners.filter((l) => l.key !== bad.key).every((l) => l.state === 'listening'),
+        JSON.stringify(listeners),
+      );
       // No router holds the address, and the core has no route to it but the link's own.
       assert.doesNotMatch(ip('-n', driver.router('s1')!.ns, 'addr', 'show', 'dev', 'lo'), /100\.127\.0\.9/);
       assert.equal(
@@ -317,6 +326,7 @@ test('the netns driver on the kernel', async (t) => {
         `blog1 ${CLIENT}`,
       );
       await driver.reconcile(base);
+      assert.ok(driver.status().listeners.every((l) => l.state === 'listening'));
     },
   );
 

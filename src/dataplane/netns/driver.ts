@@ -108,6 +108,8 @@ export class NetnsDriver implements DataPlaneDriver {
   /** One long-lived nft channel per network namespace that has a ruleset. */
   private readonly nftChannels = new Map<string, NftChannel>();
   private last: DesiredDataPlane = { endpoints: [], snat: [] };
+  /** Endpoints of the last state that this world cannot carry (routablePublic), with the reason. */
+  private refusedEndpoints = new Map<string, string>();
   private closed = false;
   /** The helper of each namespace (the core's answers DNS for the internet; a router's probes its DIPs and answers its VNets). */
   private helpers = new Map<string, ProbeHelper>();
@@ -305,6 +307,7 @@ export class NetnsDriver implements DataPlaneDriver {
     await this.resolvConfs([...plan.addNamespaces, ...moved], plan.deleteNamespaces);
     this.dnsListen();
     this.last = desired;
+    this.refusedEndpoints = new Map(reachable.refused.map((r) => [r.key, r.error]));
     return result;
   }
 
@@ -440,19 +443,23 @@ export class NetnsDriver implements DataPlaneDriver {
   status(): DriverStatus {
     return {
       driver: 'netns',
-      listeners: this.last.endpoints.map((e) => ({
-        key: e.key,
-        address: e.address,
-        protocol: e.protocol,
-        port: e.port,
-        state: this.loaded ? ('listening' as const) : ('failed' as const),
-        error: this.loaded ? null : 'the ruleset is not loaded',
-        activeFlows: 0,
-        accepted: 0,
-        deniedAcl: 0,
-        noBackend: 0,
-        overLimit: 0,
-      })),
+      listeners: this.last.endpoints.map((e) => {
+        // An endpoint the world cannot carry is not answered, whether or not the rest went in.
+        const error = this.refusedEndpoints.get(e.key) ?? (this.loaded ? null : 'the ruleset is not loaded');
+        return {
+          key: e.key,
+          address: e.address,
+          protocol: e.protocol,
+          port: e.port,
+          state: error === null ? ('listening' as const) : ('failed' as const),
+          error,
+          activeFlows: 0,
+          accepted: 0,
+          deniedAcl: 0,
+          noBackend: 0,
+          overLimit: 0,
+        };
+      }),
     };
   }
 
