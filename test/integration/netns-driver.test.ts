@@ -444,8 +444,14 @@ test('the netns driver on the kernel', async (t) => {
       nftPids.some((p) => statSync(`/proc/${p}/ns/net`).ino === router),
       'an nft channel in the router',
     );
+    assert.ok(driver.status().listeners.every((l) => l.state === 'listening'));
     await driver.close();
     assert.deepEqual(await namespacesWithPrefix(prefix), []);
+    // Its world gone, it answers nothing, and says so.
+    assert.ok(
+      driver.status().listeners.every((l) => l.state === 'failed'),
+      JSON.stringify(driver.status().listeners),
+    );
     for (const p of nftPids)
       assert.equal(existsSync(`/proc/${p}`), false, `the channel process ${p} is gone`);
   });

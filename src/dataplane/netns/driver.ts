@@ -402,6 +402,8 @@ export class NetnsDriver implements DataPlaneDriver {
   }
 
   private async rebuild(): Promise<void> {
+    // Until a reconcile loads it again, nothing of the last state is answered.
+    this.loaded = false;
     this.world = EMPTY_WORLD;
     this.nft.clear();
     for (const h of this.helpers.values()) h.stop();
@@ -516,6 +518,7 @@ export class NetnsDriver implements DataPlaneDriver {
   async close(): Promise<void> {
     this.closed = true;
     await this.idle();
+    this.loaded = false;
     for (const h of this.helpers.values()) h.stop();
     this.helpers.clear();
     await this.closeNftChannels();
