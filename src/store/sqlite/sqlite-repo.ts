@@ -7,7 +7,8 @@
  * a transaction (write or snapshot), which holds that connection: there they are part of it. A
  * plain read outside any transaction keeps the shared Repo, whose queries wait for the connection.
  *
- * Every statement here is the SQL Kysely generated for the same method (store.ts), and returns rows
+ * The statements are hot-statements.ts's (shared with the PostgreSQL repo), each the SQL Kysely
+ * generates for the same method (store.ts, checked by hot-statements.test.ts), so they return rows
  * of the same shape; the store contract suite runs the shared code and these alike.
  */
 import type BetterSqlite3 from 'better-sqlite3';
