@@ -10,7 +10,13 @@
  */
 import type { BackendFault, DataPlaneDriver, DesiredDataPlane, DesiredEndpoint } from '../dataplane/index.ts';
 import { HealthMonitor, type HealthStatus, type TimeSource } from '../lb/index.ts';
-import { desiredState, workloadCommand, type AgentDesired, type AgentScope } from './desired.ts';
+import {
+  desiredState,
+  sharedHostCommand,
+  workloadCommand,
+  type AgentDesired,
+  type AgentScope,
+} from './desired.ts';
 import { AGENT_HEARTBEAT_MS } from './registry.ts';
 import type { AgentReport, BackendReport } from './report.ts';
 import type { ControlSource } from './source.ts';
@@ -84,6 +90,7 @@ export class Agent {
           { service: w.service, vm: w.vm, dip: w.dip },
           workloadCommand(w.launch, opts.vipdipBin),
         ),
+      sharedHost: sharedHostCommand(opts.vipdipBin),
       onChange: () => this.scheduleReport(REPORT_BATCH_MS),
       onExit: (key, how) => this.onWorkloadExit(key, how),
       ...(opts.stopGraceMs !== undefined ? { stopGraceMs: opts.stopGraceMs } : {}),

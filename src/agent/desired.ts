@@ -379,6 +379,12 @@ export function workloadEnv(vm: VmView, svc: ServiceView | undefined): Record<st
   return env;
 }
 
+/** The shared host of built-ins (agent/shared-hosts.ts), through the vipdip command itself. */
+export const sharedHostCommand = (vipdipBin: string): WorkloadCommand => ({
+  command: process.execPath,
+  args: [vipdipBin, 'workload', 'shared-host'],
+});
+
 /** How a workload is started: a built-in through the vipdip command itself, anything else by the shell. */
 export function workloadCommand(launch: WorkloadLaunch, vipdipBin: string): WorkloadCommand {
   if (launch.kind === 'builtin') {

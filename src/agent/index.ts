@@ -6,6 +6,7 @@ export {
   healthKey,
   isBuiltin,
   resolveWorkload,
+  sharedHostCommand,
   workloadCommand,
   workloadEnv,
   type AgentDesired,
@@ -27,6 +28,7 @@ export {
 export * from './report.ts';
 export { InProcessSource, affectsDataPlane, type ControlSource } from './source.ts';
 export { WorkloadSupervisor, STOP_GRACE_MS, type SupervisorOptions } from './workloads.ts';
+export { VMS_PER_SHARED_HOST } from './shared-hosts.ts';
 export { RemoteSource, type RemoteSourceOptions } from './remote-source.ts';
 export {
   DEFAULT_SANDBOX_LIMITS,

@@ -7,6 +7,7 @@ import {
   limitedCommand,
   sandboxEnv,
   sandboxLimits,
+  sharedHostLimits,
   workDirName,
   WORKLOAD_NICE,
 } from './sandbox.ts';
@@ -15,6 +16,17 @@ const L = { processes: 64, openFiles: 256, addressSpaceBytes: 1024 ** 3, cpuSeco
 const cmd = { command: '/bin/sh', args: ['-c', 'echo "$@"'] };
 
 describe('the workload sandbox', () => {
+  test('a shared host gets each VM’s open files and CPU time, up to the hard limit it may raise to', () => {
+    assert.deepEqual(sharedHostLimits(L, 7, 20_000), { ...L, openFiles: 7 * 256, cpuSeconds: 7 * 60 });
+    assert.equal(sharedHostLimits(L, 128, 20_000).openFiles, 20_000);
+    // Never less than one workload's, whatever the hard limit says.
+    assert.equal(sharedHostLimits(L, 3, 100).openFiles, 256);
+    assert.deepEqual(
+      [sharedHostLimits(L, 128, 20_000).processes, sharedHostLimits(L, 128, 20_000).addressSpaceBytes],
+      [L.processes, L.addressSpaceBytes],
+    );
+  });
+
   test('prlimit sets every limit, then nice lowers the priority, then the command runs as given', () => {
     assert.deepEqual(
       limitedCommand(cmd, L, { prlimit: '/usr/bin/prlimit', nice: '/usr/bin/nice', processes: true }),

@@ -11,7 +11,16 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { accessSync, constants, lstatSync, mkdirSync, chownSync, chmodSync, rmSync } from 'node:fs';
+import {
+  accessSync,
+  constants,
+  lstatSync,
+  mkdirSync,
+  chownSync,
+  chmodSync,
+  readFileSync,
+  rmSync,
+} from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -139,11 +148,29 @@ export function inNamespace(
   cmd: WorkloadCommand,
   user: { uid: number; gid: number } | undefined,
 ): WorkloadCommand {
-  const drop =
-    user === undefined
-      ? []
-      : ['setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--'];
-  return { command: 'ip', args: ['netns', 'exec', netns, ...drop, cmd.command, ...cmd.args] };
+  return { command: 'ip', args: ['netns', 'exec', netns, ...dropTo(user), cmd.command, ...cmd.args] };
+}
+
+/** setpriv(1)'s words that become `user` for good before the rest runs (none without a user). Pure. */
+function dropTo(user: { uid: number; gid: number } | undefined): string[] {
+  return user === undefined
+    ? []
+    : ['setpriv', `--reuid=${user.uid}`, `--regid=${user.gid}`, '--clear-groups', '--'];
+}
+
+/**
+ * A shared built-in host's limits (builtins/host.ts): the open files and CPU time of one workload
+ * for each VM it serves, so that serving many VMs in one process takes no VM's share; the process
+ * count is the user's anyway, and the address space bounds one process either way. Pure.
+ */
+export function sharedHostLimits(limits: SandboxLimits, vms: number, hardOpenFiles: number): SandboxLimits {
+  return {
+    ...limits,
+    // Not past this server's own hard limit: without CAP_SYS_RESOURCE (root in a container) even root
+    // cannot raise it, and prlimit would refuse to start the host at all.
+    openFiles: Math.max(limits.openFiles, Math.min(limits.openFiles * vms, hardOpenFiles)),
+    cpuSeconds: limits.cpuSeconds * vms,
+  };
 }
 
 /** A VM's working directory under the sandbox's root: `service.vm` (DNS labels hold no dot). Pure. */
@@ -286,6 +313,53 @@ export function launchWorkload(
     detached: true,
     // In a namespace the user is changed by setpriv, after `ip netns exec` has entered it as root.
     ...(sb.user !== undefined && cmd.netns === undefined ? { uid: sb.user.uid, gid: sb.user.gid } : {}),
+  });
+}
+
+/** This process's hard limit of open files (/proc/self/limits), or 2^20 where that cannot be read. */
+export function hardOpenFiles(): number {
+  try {
+    const line = readFileSync('/proc/self/limits', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('Max open files'));
+    const hard = line?.trim().split(/\s+/)[4];
+    return hard === undefined || hard === 'unlimited' ? 1 << 20 : Number(hard);
+  } catch {
+    return 1 << 20;
+  }
+}
+
+/**
+ * Launches a shared host of built-ins for `vms` VMs (builtins/host.ts) in the sandbox: the same
+ * user, environment (PATH only: each VM's variables reach it with the VM), limits (sharedHostLimits)
+ * and priority as a workload, in a directory of its own. `open` is the root launcher that opens the
+ * VMs' sockets in their namespaces first (socket-opener.ts); the limits and the drop to the sandbox
+ * user come after it, as after `ip netns exec`.
+ */
+export function launchSharedHost(
+  sb: Sandbox,
+  name: string,
+  cmd: WorkloadCommand,
+  vms: number,
+  open: ((then: WorkloadCommand) => WorkloadCommand) | undefined,
+): ChildProcess {
+  const cwd = join(sb.root, workDirName(name));
+  ownDir(cwd, 0o700, sb.user);
+  const tools = { prlimit: sb.prlimit, nice: sb.nice, processes: sb.user !== undefined };
+  const limits = sharedHostLimits(sb.limits, vms, hardOpenFiles());
+  // After the launcher, still root: the limits (root may raise the open files past the hard limit
+  // this server was given, which the sandbox user could not), then the drop to the sandbox user.
+  const dropped = [...dropTo(sb.user), cmd.command, ...cmd.args];
+  const full =
+    open === undefined
+      ? limitedCommand(cmd, limits, tools)
+      : open(limitedCommand({ command: dropped[0]!, args: dropped.slice(1) }, limits, tools));
+  return spawn(full.command, full.args, {
+    cwd,
+    env: sandboxEnv({}, sb.path),
+    stdio: ['pipe', 'pipe', 'pipe'],
+    detached: true,
+    ...(sb.user !== undefined && open === undefined ? { uid: sb.user.uid, gid: sb.user.gid } : {}),
   });
 }
 

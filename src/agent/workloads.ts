@@ -1,13 +1,15 @@
 /**
- * Workload supervision: one process (group) per running VM that has a workload. A workload is started
+ * Workload supervision: one instance per running VM that has a workload: a process (group) of its
+ * own, or, for a built-in in a network namespace, its share of a shared host (shared-hosts.ts). A
+ * workload is started
  * with its VM's identity and addresses in its environment, restarted when that environment changes
  * (a new DIP, a move to another host), stopped with SIGTERM and, after a grace period, SIGKILL when
  * its VM stops, and restarted with exponential backoff when it crashes. Its last output lines are
  * kept, also after it stops, for `vipdip logs`.
  */
-import type { ChildProcess } from 'node:child_process';
-import type { WorkloadCommand } from '../dataplane/index.ts';
+import { setnsSyscall, type WorkloadCommand } from '../dataplane/index.ts';
 import type { DesiredWorkload } from './desired.ts';
+import { ownProcess, type Instance, type InstanceEvents } from './instance.ts';
 import {
   LOG_BYTES_KEPT,
   LOG_LINES_KEPT,
@@ -17,12 +19,12 @@ import {
 } from './report.ts';
 import {
   defaultSandboxRoot,
-  launchWorkload,
   prepareSandbox,
   removeSandbox,
   type Sandbox,
   type SandboxOptions,
 } from './sandbox.ts';
+import { SharedHosts } from './shared-hosts.ts';
 
 /** SIGTERM, then SIGKILL after this long. */
 export const STOP_GRACE_MS = 5000;
@@ -47,17 +49,22 @@ export interface SupervisorOptions {
   backoffFirstMs?: number;
   /** Where and how workloads are sandboxed (sandbox.ts); the defaults suit a test. */
   sandbox?: SandboxOptions;
+  /**
+   * `vipdip workload shared-host`: when given (and setns(2) is known here), the built-ins of VMs in
+   * network namespaces run many to a shared host (shared-hosts.ts), not in a process each.
+   */
+  sharedHost?: WorkloadCommand;
 }
 
-type ProcOptions = Required<Pick<SupervisorOptions, 'command' | 'now' | 'stopGraceMs' | 'backoffFirstMs'>> &
+type ProcOptions = Required<Pick<SupervisorOptions, 'now' | 'stopGraceMs' | 'backoffFirstMs'>> &
   Pick<SupervisorOptions, 'onChange' | 'onExit'> & {
-    /** The sandbox, once prepared; an error when it could not be (no workload then starts). */
-    sandbox: () => Sandbox | Error;
+    /** Starts an instance of a workload; throws when it cannot (no sandbox, say). */
+    launch: (spec: DesiredWorkload, ev: InstanceEvents) => Instance;
   };
 
 class Proc {
   status: WorkloadReport['status'] = 'starting';
-  child: ChildProcess | undefined;
+  instance: Instance | undefined;
   restarts = 0;
   starts = 0;
   crashes = 0;
@@ -84,55 +91,48 @@ class Proc {
     this.starts++;
     this.status = 'starting';
     this.startedAt = Date.now();
-    let child: ChildProcess;
+    let resolveExit!: () => void;
+    const exited = new Promise<void>((r) => (resolveExit = r));
+    let instance: Instance | undefined;
+    const mine = () => instance !== undefined && this.instance === instance;
+    const events: InstanceEvents = {
+      spawned: (pid) => {
+        if (!mine()) return;
+        this.status = 'running';
+        this.note(`started ${this.spec.workload} as pid ${pid} on ${this.spec.dip}`);
+      },
+      output: (stream, text) => this.output(stream, text),
+      failed: (message) => this.note(`cannot start: ${message}`),
+      exited: (code, signal) => {
+        this.flush();
+        resolveExit();
+        if (!mine()) return;
+        this.instance = undefined;
+        if (!this.wanted) {
+          this.status = 'stopped';
+          this.note(`stopped (${signal ?? `exit code ${code}`})`);
+          return;
+        }
+        this.note(`exited with ${signal ?? `code ${code}`}`);
+        this.opts.onExit?.(this.spec.key, signal ?? `code ${code}`);
+        this.crashed();
+      },
+    };
     try {
-      const sb = this.opts.sandbox();
-      if (sb instanceof Error) throw sb;
-      child = launchWorkload(sb, this.spec.key, this.opts.command(this.spec), this.spec.env);
+      instance = this.opts.launch(this.spec, events);
     } catch (e) {
       this.note(`cannot start: ${(e as Error).message}`);
       this.crashed();
       return;
     }
-    this.child = child;
-    let resolveExit!: () => void;
-    this.exited = new Promise((r) => (resolveExit = r));
-    child.stdin?.on('error', () => {});
-    child.stdout?.setEncoding('utf8').on('data', (d: string) => this.output('stdout', d));
-    child.stderr?.setEncoding('utf8').on('data', (d: string) => this.output('stderr', d));
-    child.on('spawn', () => {
-      if (this.child !== child) return;
-      this.status = 'running';
-      this.note(`started ${this.spec.workload} as pid ${child.pid} on ${this.spec.dip}`);
-    });
-    child.on('error', (e) => {
-      this.note(`cannot start: ${e.message}`);
-    });
-    // What the workload left behind in its process group (a shell's background jobs, a fork loop's
-    // children) goes with it: they would hold its ports, its process count and its output pipes.
-    child.on('exit', () => {
-      if (child.pid !== undefined) killGroup(child.pid);
-    });
-    child.on('close', (code, signal) => {
-      this.flush();
-      resolveExit();
-      if (this.child !== child) return;
-      this.child = undefined;
-      if (!this.wanted) {
-        this.status = 'stopped';
-        this.note(`stopped (${signal ?? `exit code ${code}`})`);
-        return;
-      }
-      this.note(`exited with ${signal ?? `code ${code}`}`);
-      this.opts.onExit?.(this.spec.key, signal ?? `code ${code}`);
-      this.crashed();
-    });
+    this.instance = instance;
+    this.exited = exited;
     this.opts.onChange?.();
   }
 
   private crashed(): void {
     this.status = 'crashed';
-    this.child = undefined;
+    this.instance = undefined;
     if (Date.now() - this.startedAt >= STABLE_RUN_MS) this.crashes = 0;
     const delay = Math.min(RESTART_BACKOFF_MAX_MS, this.opts.backoffFirstMs * 2 ** this.crashes);
     this.crashes++;
@@ -148,16 +148,16 @@ class Proc {
     this.wanted = false;
     clearTimeout(this.backoff);
     this.backoff = undefined;
-    const child = this.child;
-    if (child === undefined || child.pid === undefined) {
+    const instance = this.instance;
+    if (instance === undefined || !instance.live) {
       if (this.status !== 'stopped') {
         this.status = 'stopped';
         this.opts.onChange?.();
       }
       return;
     }
-    signal(child.pid, 'SIGTERM');
-    const kill = setTimeout(() => signal(child.pid!, 'SIGKILL'), this.opts.stopGraceMs);
+    instance.signal('SIGTERM');
+    const kill = setTimeout(() => instance.signal('SIGKILL'), this.opts.stopGraceMs);
     await this.exited;
     clearTimeout(kill);
   }
@@ -169,7 +169,7 @@ class Proc {
       vm: this.spec.vm,
       workload: this.spec.workload,
       status: this.status,
-      pid: this.child?.pid ?? null,
+      pid: this.instance?.pid ?? null,
       restarts: this.restarts,
       lines: [...this.lines],
     };
@@ -216,43 +216,35 @@ class Proc {
   }
 }
 
-function killGroup(pgid: number): void {
-  try {
-    process.kill(-pgid, 'SIGKILL');
-  } catch {
-    // nothing left
-  }
-}
-
-function signal(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(-pid, sig);
-  } catch {
-    try {
-      process.kill(pid, sig);
-    } catch {
-      // already gone
-    }
-  }
-}
-
 export class WorkloadSupervisor {
   private readonly procs = new Map<string, Proc>();
   private readonly opts: ProcOptions;
   private queue: Promise<void> = Promise.resolve();
   private closed = false;
   private sandbox: Sandbox | Error | undefined;
+  private shared: SharedHosts | undefined;
   private readonly sandboxOptions: SandboxOptions;
 
   constructor(opts: SupervisorOptions) {
     this.sandboxOptions = opts.sandbox ?? {};
+    const setns = setnsSyscall();
+    const sharedHost = opts.sharedHost;
     this.opts = {
-      command: opts.command,
+      launch: (spec, ev) => {
+        const sb = this.sandbox ?? new Error('the workload sandbox is not ready');
+        if (sb instanceof Error) throw sb;
+        const cmd = opts.command(spec);
+        if (spec.launch.kind === 'builtin' && cmd.netns !== undefined && sharedHost && setns) {
+          this.shared ??= new SharedHosts({ sandbox: sb, command: sharedHost, setns });
+          const { key, env, dip } = spec;
+          return this.shared.launch({ key, image: spec.launch.image, env, dip, netns: cmd.netns }, ev);
+        }
+        return ownProcess(sb, spec.key, cmd, spec.env, ev);
+      },
       now: opts.now ?? (() => new Date()),
       stopGraceMs: opts.stopGraceMs ?? STOP_GRACE_MS,
       backoffFirstMs: opts.backoffFirstMs ?? RESTART_BACKOFF_FIRST_MS,
       ...(opts.onChange ? { onChange: opts.onChange } : {}),
-      sandbox: () => this.sandbox ?? new Error('the workload sandbox is not ready'),
       ...(opts.onExit ? { onExit: opts.onExit } : {}),
     };
     // At start: the sandbox user is made (or the server says workloads run as its own user) before
@@ -351,9 +343,9 @@ export class WorkloadSupervisor {
    */
   crash(key: string): boolean {
     const p = this.procs.get(key);
-    const pid = p?.child?.pid;
-    if (p === undefined || !p.wanted || pid === undefined) return false;
-    signal(pid, 'SIGKILL');
+    const instance = p?.instance;
+    if (p === undefined || !p.wanted || instance === undefined || !instance.live) return false;
+    instance.signal('SIGKILL');
     return true;
   }
 

@@ -4,3 +4,4 @@ export { LocalDriver, LOOPBACK_BLOCK, checkLoopbackPlan, type LocalDriverOptions
 export { createDriver, type DriverOptions } from './create.ts';
 export { NetnsDriver, netnsUnsupported, type NetnsDriverOptions } from './netns/driver.ts';
 export { agentWorldPrefix, worldPrefix } from './netns/world.ts';
+export { setnsSyscall } from './netns/vm-links.ts';

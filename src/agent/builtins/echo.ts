@@ -4,31 +4,58 @@
  * endpoint the v2 header is read off and not echoed.
  */
 import { createSocket } from 'node:dgram';
-import { createServer } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import { parseProxyV2 } from '../../lb/index.ts';
-import { exitWithParent, readWorkloadEnv, uniquePorts, type WorkloadPort } from './env.ts';
+import {
+  exitWithParent,
+  ownProcessIo,
+  readWorkloadEnv,
+  uniquePorts,
+  type BuiltinIo,
+  type Close,
+  type ListenTarget,
+  type WorkloadEnv,
+  type WorkloadPort,
+} from './env.ts';
 
 export const ECHO_DEFAULT_PORT = 7000;
 
-export async function runEcho(): Promise<void> {
-  const env = readWorkloadEnv();
-  let ports = uniquePorts(env.ports);
-  if (ports.length === 0) {
-    ports = [
-      { endpoint: 'echo', protocol: 'tcp', port: ECHO_DEFAULT_PORT, proxyProtocol: false },
-      { endpoint: 'echo', protocol: 'udp', port: ECHO_DEFAULT_PORT, proxyProtocol: false },
-    ];
-  }
-  const closers = await Promise.all(
-    ports.map((p) => (p.protocol === 'tcp' ? tcpEcho(env.dip, p) : udpEcho(env.dip, p))),
-  );
-  for (const p of ports)
-    process.stdout.write(`echo ${env.service}/${env.vm} on ${p.protocol} ${env.dip}:${p.port}\n`);
-  exitWithParent(() => closers.forEach((c) => c()));
+/** The ports echo serves for a VM: its endpoints', or TCP and UDP 7000. Pure. */
+export function echoPorts(env: WorkloadEnv): WorkloadPort[] {
+  const ports = uniquePorts(env.ports);
+  if (ports.length > 0) return ports;
+  return [
+    { endpoint: 'echo', protocol: 'tcp', port: ECHO_DEFAULT_PORT, proxyProtocol: false },
+    { endpoint: 'echo', protocol: 'udp', port: ECHO_DEFAULT_PORT, proxyProtocol: false },
+  ];
 }
 
-function tcpEcho(host: string, p: WorkloadPort): Promise<() => void> {
+export async function runEcho(): Promise<void> {
+  const env = readWorkloadEnv();
+  exitWithParent(await serveEcho(env, ownProcessIo(env)));
+}
+
+/** Serves one VM's echo; resolves once every port listens (rejects, having closed the rest, if one cannot). */
+export async function serveEcho(env: WorkloadEnv, io: BuiltinIo): Promise<Close> {
+  const closers: Close[] = [];
+  const close = () => closers.forEach((c) => c());
+  try {
+    for (const p of echoPorts(env)) {
+      closers.push(await (p.protocol === 'tcp' ? tcpEcho : udpEcho)(io.listen(p), p));
+      io.out(`echo ${env.service}/${env.vm} on ${p.protocol} ${env.dip}:${p.port}`);
+    }
+  } catch (e) {
+    close();
+    throw e;
+  }
+  return close;
+}
+
+function tcpEcho(target: ListenTarget, p: WorkloadPort): Promise<Close> {
+  const open = new Set<Socket>();
   const server = createServer({ allowHalfOpen: true }, (s) => {
+    open.add(s);
+    s.once('close', () => open.delete(s));
     s.on('error', () => s.destroy());
     s.on('end', () => s.end());
     if (!p.proxyProtocol) return void s.pipe(s);
@@ -46,11 +73,16 @@ function tcpEcho(host: string, p: WorkloadPort): Promise<() => void> {
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen({ host, port: p.port }, () => resolve(() => server.close()));
+    server.listen(target, () =>
+      resolve(() => {
+        server.close();
+        for (const s of open) s.destroy();
+      }),
+    );
   });
 }
 
-function udpEcho(host: string, p: WorkloadPort): Promise<() => void> {
+function udpEcho(target: ListenTarget, p: WorkloadPort): Promise<Close> {
   const socket = createSocket('udp4');
   socket.on('message', (m, r) => {
     let payload = m;
@@ -61,8 +93,17 @@ function udpEcho(host: string, p: WorkloadPort): Promise<() => void> {
     }
     socket.send(payload, r.port, r.address);
   });
+  const bind = 'fd' in target ? { fd: target.fd } : { address: target.host, port: target.port };
   return new Promise((resolve, reject) => {
     socket.once('error', reject);
-    socket.bind({ address: host, port: p.port }, () => resolve(() => socket.close()));
+    socket.bind(bind, () =>
+      resolve(() => {
+        try {
+          socket.close();
+        } catch {
+          // closed already
+        }
+      }),
+    );
   });
 }

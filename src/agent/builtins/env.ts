@@ -54,6 +54,28 @@ export function uniquePorts(ports: readonly WorkloadPort[]): WorkloadPort[] {
   return [...seen.values()];
 }
 
+/** Where a built-in listens on one of its ports: its own bind to the DIP, or a socket opened for it. */
+export type ListenTarget = { host: string; port: number } | { fd: number };
+
+/**
+ * What a built-in serving one VM is given: where to listen, and where its output lines go. A
+ * built-in alone in its process binds the DIP itself and writes to stdout; in a shared host
+ * (host.ts) it gets sockets its VM's namespace was entered for, and its lines are tagged with its VM.
+ */
+export interface BuiltinIo {
+  listen(p: WorkloadPort): ListenTarget;
+  out(text: string): void;
+}
+
+/** A built-in's own process: it binds its DIP and writes its lines to stdout. */
+export const ownProcessIo = (env: WorkloadEnv): BuiltinIo => ({
+  listen: (p) => ({ host: env.dip, port: p.port }),
+  out: (text) => void process.stdout.write(`${text}\n`),
+});
+
+/** A served VM's end: closes its listeners and every connection they accepted, as its process's exit would. */
+export type Close = () => void;
+
 /**
  * Exits when the agent goes: its end of stdin closes with it, even when it is killed outright, so a
  * built-in never outlives the agent holding its DIP's ports. SIGTERM (the agent's stop) exits at once.

@@ -8,6 +8,8 @@ export async function runBuiltin(args: readonly string[]): Promise<number> {
     if (name === 'whoami') await runWhoami();
     else if (name === 'echo') await runEcho();
     // Not a tenant's workload: the netns driver's prober, which it starts inside its world.
+    // Not an image: many VMs' built-ins in one process (host.ts), as the agent starts it.
+    else if (name === 'shared-host') (await import('./host.ts')).runSharedHost(args.slice(1));
     else if (name === 'netns-prober')
       await (await import('../../dataplane/netns/probe-helper.ts')).runProbeHelper();
     else {

@@ -8,33 +8,51 @@ import { createServer as createHttpServer, type IncomingMessage, type Server } f
 import { createServer as createTcpServer, type Socket } from 'node:net';
 import { formatIpv4, type Ipv4 } from '../../core/index.ts';
 import { parseProxyV2 } from '../../lb/index.ts';
-import { exitWithParent, readWorkloadEnv, uniquePorts } from './env.ts';
+import {
+  exitWithParent,
+  ownProcessIo,
+  readWorkloadEnv,
+  uniquePorts,
+  type BuiltinIo,
+  type Close,
+  type WorkloadEnv,
+} from './env.ts';
 
 /** The default port when the VM has no TCP endpoint. */
 export const WHOAMI_DEFAULT_PORT = 8000;
 /** Requests are logged, but at most this many a second (a benchmark must not drown in its log). */
 const LOG_LINES_PER_SECOND = 10;
 
-const proxied = new WeakMap<Socket, { address: string; port: number }>();
-
-export async function runWhoami(): Promise<void> {
-  const env = readWorkloadEnv();
+/** The TCP ports whoami serves for a VM: its endpoints' and probes', or the default. Pure. */
+export function whoamiPorts(env: WorkloadEnv) {
   const ports = uniquePorts(env.ports.filter((p) => p.protocol === 'tcp'));
   if (ports.length === 0)
     ports.push({ endpoint: 'http', protocol: 'tcp', port: WHOAMI_DEFAULT_PORT, proxyProtocol: false });
+  return ports;
+}
 
+export async function runWhoami(): Promise<void> {
+  const env = readWorkloadEnv();
+  const close = await serveWhoami(env, ownProcessIo(env));
+  exitWithParent(close);
+}
+
+/** Serves one VM's whoami; resolves once every port listens (rejects, having closed the rest, if one cannot). */
+export async function serveWhoami(env: WorkloadEnv, io: BuiltinIo): Promise<Close> {
+  const proxied = new WeakMap<Socket, { address: string; port: number }>();
+  const open = new Set<Socket>();
   let second = 0;
   let logged = 0;
   let dropped = 0;
   const log = (req: IncomingMessage, from: string) => {
     const s = Math.floor(Date.now() / 1000);
     if (s !== second) {
-      if (dropped > 0) process.stdout.write(`… and ${dropped} more requests\n`);
+      if (dropped > 0) io.out(`… and ${dropped} more requests`);
       second = s;
       logged = 0;
       dropped = 0;
     }
-    if (logged++ < LOG_LINES_PER_SECOND) process.stdout.write(`${req.method} ${req.url} from ${from}\n`);
+    if (logged++ < LOG_LINES_PER_SECOND) io.out(`${req.method} ${req.url} from ${from}`);
     else dropped++;
   };
 
@@ -59,32 +77,49 @@ export async function runWhoami(): Promise<void> {
     res.end(body);
   });
   http.on('clientError', (_e, socket) => socket.destroy());
+  const track = (s: Socket) => {
+    open.add(s);
+    s.once('close', () => open.delete(s));
+  };
 
-  const servers = await Promise.all(
-    ports.map(
-      (p) =>
-        new Promise<{ close(): void }>((resolve, reject) => {
-          const server = p.proxyProtocol ? proxyFront(http) : http;
-          const listener = p.proxyProtocol ? server : createTcpServer((s) => http.emit('connection', s));
-          listener.once('error', reject);
-          listener.listen({ host: env.dip, port: p.port }, () => {
-            process.stdout.write(
-              `whoami ${env.service}/${env.vm} listening on http://${env.dip}:${p.port}/${p.proxyProtocol ? ' (PROXY v2)' : ''}\n`,
-            );
-            resolve(listener);
-          });
-        }),
-    ),
-  );
-  exitWithParent(() => {
-    for (const s of servers) s.close();
+  const listeners: { close(): void }[] = [];
+  const close = () => {
+    for (const l of listeners) l.close();
     http.close();
-  });
+    for (const s of open) s.destroy();
+  };
+  try {
+    for (const p of whoamiPorts(env)) {
+      const listener = p.proxyProtocol
+        ? proxyFront(http, proxied, track)
+        : createTcpServer((s) => {
+            track(s);
+            http.emit('connection', s);
+          });
+      await new Promise<void>((resolve, reject) => {
+        listener.once('error', reject);
+        listener.listen(io.listen(p), () => resolve());
+      });
+      listeners.push(listener);
+      io.out(
+        `whoami ${env.service}/${env.vm} listening on http://${env.dip}:${p.port}/${p.proxyProtocol ? ' (PROXY v2)' : ''}`,
+      );
+    }
+  } catch (e) {
+    close();
+    throw e;
+  }
+  return close;
 }
 
 /** A TCP front that strips the PROXY v2 header, remembers the address in it, and hands the rest to HTTP. */
-function proxyFront(http: Server) {
+function proxyFront(
+  http: Server,
+  proxied: WeakMap<Socket, { address: string; port: number }>,
+  track: (s: Socket) => void,
+) {
   return createTcpServer((socket) => {
+    track(socket);
     let buf = Buffer.alloc(0);
     socket.on('error', () => socket.destroy());
     const onData = (d: Buffer) => {
