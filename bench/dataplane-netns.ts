@@ -12,7 +12,8 @@
  *   npm run bench -- dataplane-netns [--rounds N] [--seconds S] [--connections C] [--changes N]
  *   npm run bench -- dataplane-netns --sizes 16,256,1000   (only the build time of worlds of N VMs)
  *   npm run bench -- dataplane-netns --dip-changes 200     (DIP change → rule in force, channel vs nft -f)
- *   npm run bench -- dataplane-netns --apply 100,1000 [--vips V]   (apply of N VMs → every VIP answers)
+ *   npm run bench -- dataplane-netns --apply 100,1000 [--vips V] [--workloads whoami|whoami-own|responder]
+ *                                        (apply of N VMs → every VIP answers; whoami in shared hosts by default)
  *   npm run bench -- dataplane-netns --crowd 0,250,1000 [--rounds N]  (one VIP among N others)
  *
  * Every namespace it makes carries the prefix `vdbench…` and is removed at the end, also on failure.
@@ -23,6 +24,13 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
+import {
+  sharedHostCommand,
+  workloadCommand,
+  WorkloadSupervisor,
+  type DesiredWorkload,
+} from '../src/agent/index.ts';
+import { VIPDIP_BIN } from '../src/cli/up-options.ts';
 import { NetnsDriver, type DesiredDataPlane } from '../src/dataplane/index.ts';
 import { removeWorld, vmNamespace } from '../src/dataplane/netns/world.ts';
 import { ROOT, fmtRate, machine, median, saveJson, saveSection } from './report.ts';
@@ -137,6 +145,7 @@ function parseArgs(args: string[]) {
     apply: [] as number[],
     vips: 10,
     crowd: [] as number[],
+    workloads: 'whoami' as Backends,
   };
   for (let i = 0; i < args.length; i += 2) {
     const v = Number(args[i + 1]);
@@ -150,7 +159,12 @@ function parseArgs(args: string[]) {
     else if (args[i] === '--changes') o.changes = v;
     else if (args[i] === '--dip-changes') o.dipChanges = v;
     else if (args[i] === '--vips') o.vips = v;
-    else if (args[i] === '--crowd')
+    else if (args[i] === '--workloads') {
+      const w = String(args[i + 1]);
+      if (w !== 'whoami' && w !== 'whoami-own' && w !== 'responder')
+        throw new Error('bench dataplane-netns: --workloads is whoami, whoami-own or responder');
+      o.workloads = w;
+    } else if (args[i] === '--crowd')
       o.crowd = String(args[i + 1])
         .split(',')
         .map(Number);
@@ -507,6 +521,46 @@ process.stdin.once('data', () => { deadline = Date.now() + Number(limit); for (c
 console.log('ready');
 `;
 
+/**
+ * What listens behind the VIPs of an apply: `whoami` as vipdip runs it (the agent's supervisor, in the
+ * sandbox, many VMs to a shared host), `whoami-own` (a Node process per VM, as before shared hosts;
+ * about 40 MB each, so not for 1,000 VMs on this machine), or `responder` (bench/netns-responder.py,
+ * one Python process holding a socket in every VM namespace: the lower bound, no workload at all).
+ */
+type Backends = 'whoami' | 'whoami-own' | 'responder';
+
+const BACKENDS_SAID: Record<Backends, string> = {
+  whoami:
+    "the built-in `whoami` on DIP:8000 in every VM, started by the agent's workload supervisor in the sandbox, as `vipdip up` starts it: many VMs to a shared host (src/agent/shared-hosts.ts, 128 VMs each), its sockets opened inside each VM's namespace by the root launcher before it becomes the sandbox user",
+  'whoami-own':
+    "the built-in `whoami` on DIP:8000 in every VM, started by the agent's workload supervisor in the sandbox, a Node process per VM (`ip netns exec`, then setpriv; as before shared hosts)",
+  responder:
+    'one responder process listens on DIP:8000 inside every VM namespace (bench/netns-responder.py: a socket per VM namespace, no workload process at all)',
+};
+
+/** The whoami workload of a bench VM, as the agent would want it. */
+function benchWhoami(x: { service: string; vm: string; dip: string }, vip: string): DesiredWorkload {
+  const env = {
+    VIPDIP_SUBSCRIPTION: 's',
+    VIPDIP_SERVICE: x.service,
+    VIPDIP_VM: x.vm,
+    VIPDIP_DIP: x.dip,
+    VIPDIP_VIP: vip,
+    VIPDIP_PORT_HTTP: '8000',
+  };
+  return {
+    key: `${x.service}/${x.vm}`,
+    subscription: 's',
+    service: x.service,
+    vm: x.vm,
+    dip: x.dip,
+    workload: 'whoami',
+    launch: { kind: 'builtin', image: 'whoami' },
+    env,
+    fingerprint: JSON.stringify(env),
+  };
+}
+
 const vipAddress = (s: number) => `198.18.${(s + 10) >> 8}.${(s + 10) & 255}`;
 
 /**
@@ -518,7 +572,7 @@ const vipAddress = (s: number) => `198.18.${(s + 10) >> 8}.${(s + 10) & 255}`;
  * the internet namespace, started before t0, sends an HTTP request to every VIP every 50 ms until
  * each has answered 200 once; the figure is the last VIP's first answer.
  */
-async function applyUntilAnswering(ns: number[], vipCount: number): Promise<void> {
+async function applyUntilAnswering(ns: number[], vipCount: number, backends: Backends): Promise<void> {
   const rows: string[] = [];
   const raw: unknown[] = [];
   const load0 = loadavg()[0]!;
@@ -564,8 +618,18 @@ async function applyUntilAnswering(ns: number[], vipCount: number): Promise<void
     };
     let prober: ChildProcess | undefined;
     let responder: ChildProcess | undefined;
+    // Made before t0, as the agent makes it when vipdip starts (the sandbox user, its directory).
+    const supervisor =
+      backends === 'responder'
+        ? undefined
+        : new WorkloadSupervisor({
+            command: (w) => d.wrapWorkload(w, workloadCommand(w.launch, VIPDIP_BIN)),
+            ...(backends === 'whoami' ? { sharedHost: sharedHostCommand(VIPDIP_BIN) } : {}),
+            stopGraceMs: 1000,
+          });
     try {
       await d.start();
+      await supervisor?.reconcile([], new Set());
       const limitMs = 900_000;
       prober = spawn(
         'ip',
@@ -586,15 +650,28 @@ async function applyUntilAnswering(ns: number[], vipCount: number): Promise<void
       const reconcileMs = Date.now() - t0;
       const nftMs = d.lastUpdate.ms;
       if (r.failed.length > 0) throw new Error(JSON.stringify(r.failed.slice(0, 3)));
-      responder = spawn('python3', [`${ROOT}/bench/netns-responder.py`, '8000'], {
-        stdio: ['pipe', 'pipe', 'inherit'],
-      });
-      responder.stdin!.write(
-        `${vms.map((x) => `${vmNamespace(prefix, `${x.service}/${x.vm}`)} ${x.dip}`).join(',')}\n`,
-      );
-      const rl = createInterface({ input: responder.stdout! })[Symbol.asyncIterator]();
-      const ready = (await rl.next()).value as string | undefined;
-      if (ready?.startsWith('ready') !== true) throw new Error(`the responder said ${ready}`);
+      if (supervisor !== undefined) {
+        const want = vms.map((x) => benchWhoami(x, vipAddress(Number(x.service.slice(3)))));
+        await supervisor.reconcile(want, new Set(want.map((w) => w.key)));
+        for (;;) {
+          const reports = supervisor.reports();
+          if (reports.every((r) => r.status === 'running')) break;
+          const crashed = reports.find((r) => r.status === 'crashed');
+          if (crashed !== undefined)
+            throw new Error(`${crashed.vm}: ${crashed.lines.map((l) => l.text).join(' | ')}`);
+          await new Promise((res) => setTimeout(res, 10));
+        }
+      } else {
+        responder = spawn('python3', [`${ROOT}/bench/netns-responder.py`, '8000'], {
+          stdio: ['pipe', 'pipe', 'inherit'],
+        });
+        responder.stdin!.write(
+          `${vms.map((x) => `${vmNamespace(prefix, `${x.service}/${x.vm}`)} ${x.dip}`).join(',')}\n`,
+        );
+        const rl = createInterface({ input: responder.stdout! })[Symbol.asyncIterator]();
+        const ready = (await rl.next()).value as string | undefined;
+        if (ready?.startsWith('ready') !== true) throw new Error(`the responder said ${ready}`);
+      }
       const respondersMs = Date.now() - t0;
       const out = JSON.parse(String((await it.next()).value)) as { first: Record<string, number> };
       const times = Object.values(out.first).map((x) => x - t0);
@@ -611,19 +688,22 @@ async function applyUntilAnswering(ns: number[], vipCount: number): Promise<void
       prober?.kill('SIGKILL');
       responder?.stdin?.end();
       responder?.kill('SIGKILL');
+      await supervisor?.close();
       await d.close();
       await removeWorld(prefix);
     }
   }
   const body =
-    `Measured ${new Date().toISOString().slice(0, 10)}, load average ${load0.toFixed(1)} at the start, ${loadavg()[0]!.toFixed(1)} at the end, on the shared 2-core machine. From t0 (the empty world already made, as \`vipdip up\` makes it once): one \`reconcile\` of N VMs in one VNet behind V VIPs (N/V backends each, and a Maglev map each of lb/'s ladder size for them: 101 slots for one backend, 1,021 up to 10, 4,093 up to 40, 16,381 up to 163, else 65,537); when it returns, one responder process listens on DIP:8000 inside every VM namespace (bench/netns-responder.py: a socket per VM namespace, no per-VM workload process, which at 1,000 would not fit this machine); a prober in the internet namespace asks every VIP for HTTP every 50 ms until each has answered 200 once. "All answering" is the last VIP's first answer.\n\n` +
+    `Measured ${new Date().toISOString().slice(0, 10)}, load average ${load0.toFixed(1)} at the start, ${loadavg()[0]!.toFixed(1)} at the end, on the shared 2-core machine. From t0 (the empty world already made, as \`vipdip up\` makes it once): one \`reconcile\` of N VMs in one VNet behind V VIPs (N/V backends each, and a Maglev map each of lb/'s ladder size for them: 101 slots for one backend, 1,021 up to 10, 4,093 up to 40, 16,381 up to 163, else 65,537); when it returns, ${BACKENDS_SAID[backends]}; a prober in the internet namespace asks every VIP for HTTP every 50 ms until each has answered 200 once. "All answering" is the last VIP's first answer.\n\n` +
     `| VMs | VIPs | ruleset in (\`nft -f\`, alongside the devices) | reconcile returned | backends listening | every VIP answering |\n| ---: | ---: | ---: | ---: | ---: | ---: |\n${rows.join('\n')}\n\n` +
-    `Target: ≤ 10 s for 1,000 VMs. \`npm run bench -- dataplane-netns --apply ${ns.join(',')} --vips ${vipCount}\` (root).`;
+    `Target: ≤ 10 s for 1,000 VMs. \`npm run bench -- dataplane-netns --apply ${ns.join(',')} --vips ${vipCount} --workloads ${backends}\` (root).`;
   console.log(body);
-  await saveJson('dataplane-netns', `apply-v${vipCount}`, raw);
+  // The responder's sections keep their names from before workloads were measured.
+  const tag = backends === 'responder' ? '' : `-${backends}`;
+  await saveJson('dataplane-netns', `apply${tag}-v${vipCount}`, raw);
   await saveSection(
-    `dataplane-netns-apply-v${vipCount}`,
-    `Data plane, netns driver: apply of N VMs to every VIP answering (${vipCount} VIPs)`,
+    `dataplane-netns-apply${tag}-v${vipCount}`,
+    `Data plane, netns driver: apply of N VMs to every VIP answering (${vipCount} VIPs, ${backends === 'responder' ? 'one responder' : backends === 'whoami' ? 'whoami in shared hosts' : 'whoami, a process per VM'})`,
     body,
   );
 }
@@ -634,7 +714,7 @@ export async function run(args: string[]): Promise<void> {
     throw new Error('bench dataplane-netns: needs root (network namespaces and nftables)');
   if (o.sizes.length > 0) return sizes(o.sizes);
   if (o.dipChanges > 0) return dipChanges(o.dipChanges, o.rounds);
-  if (o.apply.length > 0) return applyUntilAnswering(o.apply, o.vips);
+  if (o.apply.length > 0) return applyUntilAnswering(o.apply, o.vips, o.workloads);
   if (o.crowd.length > 0) return crowd(o.crowd, o.rounds, o.seconds, o.connections);
   const children: ChildProcess[] = [];
   const cleanups: (() => void)[] = [];
