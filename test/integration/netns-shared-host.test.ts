@@ -19,7 +19,7 @@ import {
 import { ensureSandboxUser, hardOpenFiles } from '../../src/agent/sandbox.ts';
 import { VIPDIP_BIN } from '../../src/cli/up-options.ts';
 import { NetnsDriver } from '../../src/dataplane/index.ts';
-import { removeWorld, vmNamespace } from '../../src/dataplane/netns/world.ts';
+import { removeWorld, routerNamespace, vmNamespace } from '../../src/dataplane/netns/world.ts';
 import {
   BACKEND_PORT,
   SAMPLE_VIPS,
@@ -32,14 +32,22 @@ import {
 } from '../support/netns.ts';
 import { eventually } from '../support/net.ts';
 
-function whoami(v: SampleVm): DesiredWorkload {
+/** An `echo` VM beside the sample's, on UDP 7007: a datagram socket handed to the host too. */
+const ECHO_VM: SampleVm = { subscription: 's1', service: 'udp', vm: 'u1', dip: '10.1.0.7' };
+const VIPS: Record<string, string> = { ...SAMPLE_VIPS, udp: '198.18.0.12' };
+
+function builtin(v: SampleVm, image = 'whoami'): DesiredWorkload {
+  const ports =
+    image === 'echo'
+      ? { VIPDIP_PORT_U: '7007', VIPDIP_PROTOCOL_U: 'udp' }
+      : { VIPDIP_PORT_HTTP: String(BACKEND_PORT) };
   const env = {
     VIPDIP_SUBSCRIPTION: v.subscription,
     VIPDIP_SERVICE: v.service,
     VIPDIP_VM: v.vm,
     VIPDIP_DIP: v.dip,
-    VIPDIP_VIP: SAMPLE_VIPS[v.service]!,
-    VIPDIP_PORT_HTTP: String(BACKEND_PORT),
+    VIPDIP_VIP: VIPS[v.service]!,
+    ...ports,
   };
   return {
     key: `${v.service}/${v.vm}`,
@@ -47,8 +55,8 @@ function whoami(v: SampleVm): DesiredWorkload {
     service: v.service,
     vm: v.vm,
     dip: v.dip,
-    workload: 'whoami',
-    launch: { kind: 'builtin', image: 'whoami' },
+    workload: image,
+    launch: { kind: 'builtin', image: image as 'whoami' },
     env,
     fingerprint: JSON.stringify(env),
   };
@@ -62,6 +70,12 @@ function curlVip(ns: string, vip: string): string {
   if (r.status !== 0) return `curl exit ${r.status}`;
   return (JSON.parse(r.stdout) as { vm: string }).vm;
 }
+
+/** Sends one datagram and prints the answer (or exits 1 after two seconds). */
+const UDP_ASK = `const s = require('node:dgram').createSocket('udp4');
+s.on('message', (m) => { process.stdout.write(m.toString()); process.exit(0); });
+s.send('hello u1', Number(process.argv[2]), process.argv[1]);
+setTimeout(() => process.exit(1), 2000);`;
 
 const uids = (pid: number): number[] =>
   readFileSync(`/proc/${pid}/status`, 'utf8')
@@ -77,14 +91,15 @@ test('built-ins in VM namespaces share one host, each VM served on its own DIP i
   t.after(() => removeWorld(prefix));
   const driver = new NetnsDriver({ prefix });
   t.after(() => driver.close());
-  assert.deepEqual((await driver.reconcile(sampleDesired())).failed, []);
+  const vms = [...SAMPLE_VMS, ECHO_VM];
+  assert.deepEqual((await driver.reconcile(sampleDesired(vms, () => true, VIPS))).failed, []);
 
   const sup = new WorkloadSupervisor({
     command: (w) => driver.wrapWorkload(w, workloadCommand(w.launch, VIPDIP_BIN)),
     sharedHost: sharedHostCommand(VIPDIP_BIN),
   });
   t.after(() => sup.close());
-  const desired = SAMPLE_VMS.map(whoami);
+  const desired = [...SAMPLE_VMS.map((v) => builtin(v)), builtin(ECHO_VM, 'echo')];
   const keys = new Set(desired.map((d) => d.key));
   await sup.reconcile(desired, keys);
   const running = () => sup.reports().every((r) => r.status === 'running');
@@ -98,10 +113,11 @@ test('built-ins in VM namespaces share one host, each VM served on its own DIP i
   assert.match(readFileSync(`/proc/${pid}/status`, 'utf8'), /^CapEff:\s+0+$/m, 'with no capability');
   // Each VM's share of open files, set while still root (up to the hard limit root may raise to).
   const nofile = readFileSync(`/proc/${pid}/limits`, 'utf8').match(/^Max open files\s+(\d+)\s+(\d+)/m)!;
-  const want = Math.min(4 * DEFAULT_SANDBOX_LIMITS.openFiles, hardOpenFiles());
+  const want = Math.min(5 * DEFAULT_SANDBOX_LIMITS.openFiles, hardOpenFiles());
   assert.deepEqual([Number(nofile[1]), Number(nofile[2])], [want, want]);
 
-  // Each VM's socket is in its own namespace, on its DIP; none in the host's root namespace.
+  // Each VM's socket is in its own namespace, on its DIP (TCP for whoami, UDP for echo); none in the
+  // root namespace.
   for (const v of SAMPLE_VMS) {
     const ss = spawnSync(
       'ip',
@@ -112,8 +128,18 @@ test('built-ins in VM namespaces share one host, each VM served on its own DIP i
     );
     assert.match(ss.stdout, new RegExp(`${v.dip.replaceAll('.', '\\.')}:${BACKEND_PORT}\\b`), v.vm);
   }
-  const root = spawnSync('ss', ['-Htlnp'], { encoding: 'utf8' }).stdout;
+  const echoNs = vmNamespace(prefix, 'udp/u1');
+  const udp = spawnSync('ip', ['netns', 'exec', echoNs, 'ss', '-Huln'], { encoding: 'utf8' }).stdout;
+  assert.match(udp, /10\.1\.0\.7:7007\b/);
+  const root = spawnSync('ss', ['-Htulnp'], { encoding: 'utf8' }).stdout;
   assert.ok(!root.includes(`pid=${pid},`), `the host listens on nothing in the root namespace:\n${root}`);
+  // The datagram socket works from where the VM's neighbours are: its subscription's router.
+  const asked = spawnSync(
+    'ip',
+    ['netns', 'exec', routerNamespace(prefix, 's1'), process.execPath, '-e', UDP_ASK, '10.1.0.7', '7007'],
+    { encoding: 'utf8', timeout: 10_000 },
+  );
+  assert.equal(asked.stdout, 'hello u1', asked.stderr);
 
   // Through the kernel path: every VIP answers with a VM behind it.
   const inet = driver.names.internet;
@@ -127,7 +153,7 @@ test('built-ins in VM namespaces share one host, each VM served on its own DIP i
     const r = sup.status('blog/blog1')!;
     return r.status === 'running' && r.restarts === 1 && r.pid !== pid;
   });
-  for (const key of ['web/web1', 'web/web2', 'app/app1']) {
+  for (const key of ['web/web1', 'web/web2', 'app/app1', 'udp/u1']) {
     const r = sup.status(key)!;
     assert.deepEqual([r.status, r.pid, r.restarts], ['running', pid, 0], key);
   }
