@@ -63,6 +63,7 @@ function assertFinds(
 
 interface VmRow {
   id: number;
+  service_id: number;
   subnet_id: number;
   state: string;
   dip: number | null;
@@ -124,10 +125,11 @@ function appendEvent(raw: Raw, e: { type: string; resource: string; old: unknown
 function setVmDip(raw: Raw, service: string, vm: string, dip: string): void {
   const row = vmRow(raw, service, vm);
   const to = parseIpv4(dip);
-  raw.prepare('update vms set dip = ? where id = ?').run(to, row.id);
+  // The binding first: the database refuses a VM's DIP that is not bound to it (migration 010).
   raw
     .prepare('update address_bindings set address = ? where scope = ? and address = ?')
     .run(to, `subnet:${row.subnet_id}`, row.dip);
+  raw.prepare('update vms set dip = ? where id = ?').run(to, row.id);
   const ev = lastEvent(raw, 'vm.dip', `vm/${service}/${vm}`);
   raw.prepare('update events set new = ? where seq = ?').run(JSON.stringify({ dip }), ev.seq);
 }
@@ -156,8 +158,26 @@ test('the database itself refuses two VMs of one subnet holding the same DIP', a
     const web2 = vmRow(raw, 'shop', 'web2');
     assert.equal(web1.subnet_id, web2.subnet_id);
     assert.throws(() => raw.prepare('update vms set dip = ? where id = ?').run(web1.dip, web2.id), {
-      code: 'SQLITE_CONSTRAINT_UNIQUE',
+      code: 'SQLITE_CONSTRAINT_TRIGGER',
+      message: /vms_dip_bound/,
     });
+    // Nor one it never drew: a free address of its subnet, bound to no one.
+    assert.throws(
+      () => raw.prepare('update vms set dip = ? where id = ?').run(parseIpv4('127.16.1.222'), web2.id),
+      {
+        code: 'SQLITE_CONSTRAINT_TRIGGER',
+      },
+    );
+    // Nor a VM row made with a DIP (no binding can name a VM before it exists).
+    assert.throws(
+      () =>
+        raw
+          .prepare(
+            `insert into vms (service_id, name, subnet_id, state, dip, ilpip_enabled, endpoints) values (?, 'x', ?, 'running', ?, 0, '[]')`,
+          )
+          .run(web1.service_id, web1.subnet_id, parseIpv4('127.16.1.223')),
+      { code: 'SQLITE_CONSTRAINT_TRIGGER' },
+    );
   });
 });
 

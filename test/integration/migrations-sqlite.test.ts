@@ -141,10 +141,75 @@ test('009 drops the index of VMs by host and keeps the VMs and their constraints
       () => db.prepare(`update vms set name = 'v1' where id = 2`).run(),
       /UNIQUE constraint failed: vms.service_id, vms.name/,
     );
-    assert.throws(
-      () => db.prepare(`update vms set dip = 167772164 where id = 2`).run(),
-      /UNIQUE constraint failed: vms.subnet_id, vms.dip/,
+    // (since 010 through the binding the DIP must have: v1's is bound to no one here)
+    assert.throws(() => db.prepare(`update vms set dip = 167772164 where id = 2`).run(), /vms_dip_bound/);
+  } finally {
+    await store.close();
+  }
+});
+
+test('010 makes the VMs again without their DIP index: same rows, same ids to come, the DIP checked by its binding', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vipdip-m010-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'state.db');
+  const old = new Kysely<unknown>({ dialect: new SqliteDialect({ database: new BetterSqlite3(path) }) });
+  const to009 = await new Migrator({ db: old, provider: migrations('sqlite') }).migrateTo(
+    '009-vms-without-host-index',
+  );
+  assert.equal(to009.error, undefined);
+  const raw = new BetterSqlite3(path);
+  raw.exec(`
+    insert into subscriptions (name, created_at) values ('a', '2026-12-06T00:00:00.000Z');
+    insert into vnets (subscription_id, name, address_space, dip_policy, move_policy) values (1, 'n', '["10.0.0.0/16"]', 'dynamic', 'keep');
+    insert into subnets (vnet_id, name, cidr, base, prefix) values (1, 's', '10.0.0.0/24', 167772160, 24);
+    insert into hosts (name, rack) values ('h1', 'r1');
+    insert into cloud_services (subscription_id, name, vnet_id) values (1, 'svc', 1);`);
+  const vm = raw.prepare(
+    `insert into vms (service_id, name, subnet_id, state, dip, host_id, ilpip_enabled, endpoints)
+     values (1, ?, 1, ?, ?, ?, 0, '[]')`,
+  );
+  vm.run('v1', 'running', 167772164, 1);
+  vm.run('v2', 'deallocated', null, null);
+  vm.run('v3', 'deallocated', null, null);
+  raw.exec(`delete from vms where name = 'v3'`);
+  raw
+    .prepare(
+      `insert into address_bindings (scope, address, owner, kind) values ('subnet:1', 167772164, 'vm:1', 'dip')`,
+    )
+    .run();
+  const before = raw.prepare('select * from vms order by id').all();
+  raw.close();
+  await old.destroy();
+
+  const store = await SqliteStore.open(path);
+  try {
+    const db = store.raw;
+    assert.deepEqual(db.prepare('select * from vms order by id').all(), before);
+    const indexes = db.prepare(`select name, sql from sqlite_master where tbl_name = 'vms'`).all() as {
+      name: string;
+      sql: string | null;
+    }[];
+    assert.ok(
+      !indexes.some((i) => /vms_dip\b|\bdip\b.*unique|unique.*\bdip\)/.test(i.sql ?? '')),
+      JSON.stringify(indexes),
     );
+    // A deleted VM's id is not given again.
+    db.prepare(
+      `insert into vms (service_id, name, subnet_id, state, ilpip_enabled, endpoints) values (1, 'v4', 1, 'deallocated', 0, '[]')`,
+    ).run();
+    assert.equal((db.prepare(`select id from vms where name = 'v4'`).get() as { id: number }).id, 4);
+    // One name per service still; a DIP only as its VM's binding says.
+    assert.throws(
+      () => db.prepare(`update vms set name = 'v1' where id = 2`).run(),
+      /UNIQUE constraint failed: vms.service_id, vms.name/,
+    );
+    assert.throws(() => db.prepare(`update vms set dip = 167772164 where id = 2`).run(), /vms_dip_bound/);
+    db.prepare(
+      `insert into address_bindings (scope, address, owner, kind) values ('subnet:1', 167772165, 'vm:2', 'dip')`,
+    ).run();
+    db.prepare(`update vms set dip = 167772165, state = 'running' where id = 2`).run();
+    // The foreign keys are kept: no VM of a service that does not exist.
+    assert.throws(() => db.prepare(`update vms set service_id = 99 where id = 2`).run(), /FOREIGN KEY/);
   } finally {
     await store.close();
   }

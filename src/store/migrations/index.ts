@@ -291,6 +291,81 @@ function m009(): Migration {
   };
 }
 
+/**
+ * A VM's DIP is checked against its binding instead of a second index. `vms_dip`, a unique index of
+ * (subnet, DIP), was written twice by every start and deallocation (the old entry out, the new in)
+ * and read by nothing: at 10,000 VMs those were pages of their own in every commit. Its guarantee
+ * now comes from the binding: a trigger refuses a VM row whose DIP is not bound, in its subnet's
+ * scope, to that VM — and since `address_bindings`' primary key (scope, address) lets one owner hold
+ * an address, no two VMs of a subnet can hold the same DIP, and none can hold one it never drew.
+ * The trigger only reads (the binding was written just before, in the same transaction: the
+ * lifecycle binds, then sets the column). On SQLite the constraint is part of the table, which is
+ * made again without it (same columns, rows, other constraints and AUTOINCREMENT counter); on
+ * PostgreSQL it is dropped.
+ */
+function m010(dialect: Dialect): Migration {
+  return {
+    async up(db: Kysely<unknown>) {
+      if (dialect === 'postgres') {
+        await sql`alter table vms drop constraint vms_dip`.execute(db);
+        await sql`create function vms_dip_bound() returns trigger language plpgsql as $$
+          begin
+            if new.dip is not null and not exists (
+              select 1 from address_bindings
+              where scope = 'subnet:' || new.subnet_id and address = new.dip and owner = 'vm:' || new.id
+            ) then
+              raise exception 'vms_dip_bound: DIP % of VM % is not bound to it', new.dip, new.id
+                using errcode = 'check_violation';
+            end if;
+            return new;
+          end $$`.execute(db);
+        await sql`create trigger vms_dip_bound before insert or update of dip on vms
+          for each row execute function vms_dip_bound()`.execute(db);
+        return;
+      }
+      const { rows } = await sql<{ seq: number }>`select seq from sqlite_sequence where name = 'vms'`.execute(
+        db,
+      );
+      await sql`create table vms_next (
+        id integer primary key autoincrement,
+        service_id bigint not null references cloud_services (id),
+        name text not null,
+        subnet_id bigint not null references subnets (id),
+        state text not null,
+        dip integer,
+        host_id bigint references hosts (id),
+        static_dip integer,
+        ilpip_enabled integer not null,
+        ilpip integer unique,
+        ilpip_pool_id bigint references public_pools (id),
+        workload text,
+        endpoints text not null,
+        constraint vms_name unique (service_id, name))`.execute(db);
+      await sql`insert into vms_next (id, service_id, name, subnet_id, state, dip, host_id, static_dip,
+          ilpip_enabled, ilpip, ilpip_pool_id, workload, endpoints)
+        select id, service_id, name, subnet_id, state, dip, host_id, static_dip,
+          ilpip_enabled, ilpip, ilpip_pool_id, workload, endpoints from vms`.execute(db);
+      await sql`drop table vms`.execute(db);
+      await sql`alter table vms_next rename to vms`.execute(db);
+      // A deleted VM's id is never given again (its events name it): the counter goes on from where it was.
+      const seq = rows[0]?.seq;
+      if (seq !== undefined)
+        await sql`update sqlite_sequence set seq = max(seq, ${seq}) where name = 'vms'`.execute(db);
+      // After the insert, when the row has its id (no binding can name a VM before it exists).
+      for (const [name, when] of [
+        ['vms_dip_bound_insert', 'after insert on vms'],
+        ['vms_dip_bound_update', 'before update of dip on vms'],
+      ] as const) {
+        await sql`create trigger ${sql.raw(name)} ${sql.raw(when)} when new.dip is not null begin
+          select raise(abort, 'vms_dip_bound: the DIP of a VM must be bound to it')
+          where not exists (select 1 from address_bindings
+            where scope = 'subnet:' || new.subnet_id and address = new.dip and owner = 'vm:' || new.id);
+        end`.execute(db);
+      }
+    },
+  };
+}
+
 export function migrations(dialect: Dialect): MigrationProvider {
   return {
     getMigrations: () =>
@@ -304,6 +379,7 @@ export function migrations(dialect: Dialect): MigrationProvider {
         '007-events-by-rowid': m007(dialect),
         '008-address-bindings-by-key': m008(dialect),
         '009-vms-without-host-index': m009(),
+        '010-vms-dip-by-binding': m010(dialect),
       }),
   };
 }
