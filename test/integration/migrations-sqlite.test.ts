@@ -1,14 +1,15 @@
 /**
- * Migrations 007 to 009 on SQLite: the events table rebuilt without AUTOINCREMENT keeps every
+ * Migrations 007 to 010 on SQLite: the events table rebuilt without AUTOINCREMENT keeps every
  * event (its sequence number, its columns), its two indexes, and hands out the next number after
  * the last; the address bindings rebuilt WITHOUT ROWID keep every binding and both constraints; the
- * VMs, without their index by host, keep every row and both constraints.
+ * VMs, without their index by host, keep every row and both constraints; made again without their
+ * DIP index, they keep rows, ids and constraints, and a DIP must be its VM's binding.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, Migrator, SqliteDialect } from 'kysely';
 import { migrations } from '../../src/store/migrations/index.ts';
@@ -98,15 +99,18 @@ test('007 and 008 rebuild the events and the bindings and lose nothing', async (
   }
 });
 
-test('009 drops the index of VMs by host and keeps the VMs and their constraints', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'vipdip-m009-'));
+/**
+ * A state migrated up to `to` in a fresh directory, holding one subscription, VNet, subnet
+ * (10.0.0.0/24), host and service, and VMs v1 (running on 10.0.0.4) and v2 (deallocated). Returns
+ * its path and an open connection to it; the caller closes both `raw` and `old`.
+ */
+async function vmsAt(t: TestContext, to: string) {
+  const dir = mkdtempSync(join(tmpdir(), 'vipdip-migration-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const path = join(dir, 'state.db');
   const old = new Kysely<unknown>({ dialect: new SqliteDialect({ database: new BetterSqlite3(path) }) });
-  const to008 = await new Migrator({ db: old, provider: migrations('sqlite') }).migrateTo(
-    '008-address-bindings-by-key',
-  );
-  assert.equal(to008.error, undefined);
+  const migrated = await new Migrator({ db: old, provider: migrations('sqlite') }).migrateTo(to);
+  assert.equal(migrated.error, undefined);
   const raw = new BetterSqlite3(path);
   raw.exec(`
     insert into subscriptions (name, created_at) values ('a', '2026-12-06T00:00:00.000Z');
@@ -120,6 +124,11 @@ test('009 drops the index of VMs by host and keeps the VMs and their constraints
   );
   vm.run('v1', 'running', 167772164, 1);
   vm.run('v2', 'deallocated', null, null);
+  return { path, raw, old, vm };
+}
+
+test('009 drops the index of VMs by host and keeps the VMs and their constraints', async (t) => {
+  const { path, raw, old } = await vmsAt(t, '008-address-bindings-by-key');
   const before = raw.prepare('select * from vms order by id').all();
   const indexesOf = (db: BetterSqlite3.Database) =>
     (
@@ -149,27 +158,7 @@ test('009 drops the index of VMs by host and keeps the VMs and their constraints
 });
 
 test('010 makes the VMs again without their DIP index: same rows, same ids to come, the DIP checked by its binding', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'vipdip-m010-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const path = join(dir, 'state.db');
-  const old = new Kysely<unknown>({ dialect: new SqliteDialect({ database: new BetterSqlite3(path) }) });
-  const to009 = await new Migrator({ db: old, provider: migrations('sqlite') }).migrateTo(
-    '009-vms-without-host-index',
-  );
-  assert.equal(to009.error, undefined);
-  const raw = new BetterSqlite3(path);
-  raw.exec(`
-    insert into subscriptions (name, created_at) values ('a', '2026-12-06T00:00:00.000Z');
-    insert into vnets (subscription_id, name, address_space, dip_policy, move_policy) values (1, 'n', '["10.0.0.0/16"]', 'dynamic', 'keep');
-    insert into subnets (vnet_id, name, cidr, base, prefix) values (1, 's', '10.0.0.0/24', 167772160, 24);
-    insert into hosts (name, rack) values ('h1', 'r1');
-    insert into cloud_services (subscription_id, name, vnet_id) values (1, 'svc', 1);`);
-  const vm = raw.prepare(
-    `insert into vms (service_id, name, subnet_id, state, dip, host_id, ilpip_enabled, endpoints)
-     values (1, ?, 1, ?, ?, ?, 0, '[]')`,
-  );
-  vm.run('v1', 'running', 167772164, 1);
-  vm.run('v2', 'deallocated', null, null);
+  const { path, raw, old, vm } = await vmsAt(t, '009-vms-without-host-index');
   vm.run('v3', 'deallocated', null, null);
   raw.exec(`delete from vms where name = 'v3'`);
   raw
