@@ -87,6 +87,8 @@ export interface Sandbox {
   /** prlimit(1) when present; else the limits are set by the shell's ulimit. */
   prlimit: string | undefined;
   nice: string | undefined;
+  /** perl, which opens a shared host's sockets in VM namespaces (socket-opener.ts); without it, none. */
+  perl: string | undefined;
   /** The PATH workloads get. */
   path: string;
 }
@@ -281,6 +283,7 @@ export async function prepareSandbox(opts: SandboxOptions & { root: string }): P
     root: opts.root,
     limits,
     prlimit: findTool(['/usr/bin/prlimit', '/bin/prlimit']),
+    perl: findTool(['/usr/bin/perl', '/bin/perl']),
     nice: findTool(['/usr/bin/nice', '/bin/nice']),
     path: process.env.PATH ?? DEFAULT_PATH,
   };

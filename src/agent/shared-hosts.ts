@@ -43,8 +43,9 @@ export interface SharedHostsOptions {
   sandbox: Sandbox;
   /** `vipdip workload shared-host`, as the sandbox runs it. */
   command: WorkloadCommand;
-  /** setns(2)'s number on this machine. */
+  /** setns(2)'s number on this machine, and perl, which calls it. */
   setns: number;
+  perl: string;
   perHost?: number;
 }
 
@@ -137,7 +138,7 @@ class Host {
       }
     }
     this.child = launchSharedHost(opts.sandbox, name, opts.command, members.length, (then) =>
-      openerCommand(opts.setns, sockets, then),
+      openerCommand(opts.perl, opts.setns, sockets, then),
     );
     const child = this.child;
     for (const m of members) {

@@ -59,12 +59,13 @@ exec { $ARGV[0] } @ARGV, "--fds=$json" or die "exec $ARGV[0]: $!\n";
 
 /** The launch that opens `sockets` as root, then runs `then` (which drops to the sandbox user). Pure. */
 export function openerCommand(
+  perl: string,
   setns: number,
   sockets: readonly SocketToOpen[],
   then: WorkloadCommand,
 ): WorkloadCommand {
   return {
-    command: 'perl',
+    command: perl,
     args: [
       '-e',
       OPENER_PERL,

@@ -234,8 +234,9 @@ export class WorkloadSupervisor {
         const sb = this.sandbox ?? new Error('the workload sandbox is not ready');
         if (sb instanceof Error) throw sb;
         const cmd = opts.command(spec);
-        if (spec.launch.kind === 'builtin' && cmd.netns !== undefined && sharedHost && setns) {
-          this.shared ??= new SharedHosts({ sandbox: sb, command: sharedHost, setns });
+        // Where sockets cannot be opened in namespaces (no perl, no known setns), a process each.
+        if (spec.launch.kind === 'builtin' && cmd.netns !== undefined && sharedHost && setns && sb.perl) {
+          this.shared ??= new SharedHosts({ sandbox: sb, command: sharedHost, setns, perl: sb.perl });
           const { key, env, dip } = spec;
           return this.shared.launch({ key, image: spec.launch.image, env, dip, netns: cmd.netns }, ev);
         }
