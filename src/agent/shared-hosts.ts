@@ -2,10 +2,12 @@
  * Shared built-in hosts: the built-in workloads (whoami, echo) of VMs in network namespaces, many VMs
  * to a process (builtins/host.ts), instead of a 40 MB Node process each.
  *
- * The VMs a reconcile starts together (every launch in one turn of the event loop) go to new hosts
- * of at most VMS_PER_SHARED_HOST each; each host is launched by the root socket opener
- * (socket-opener.ts), which opens its VMs' sockets in their namespaces before becoming the sandbox
- * user. A host cannot take a VM later (an unprivileged process can be handed no further socket), so
+ * The VMs of one subscription that a reconcile starts together (every launch in one turn of the
+ * event loop) go to new hosts of at most VMS_PER_SHARED_HOST each. No host serves two tenants: its
+ * sockets are in its VMs' namespaces, and one process holding two subscriptions' would be a path
+ * between them if the built-in code could ever be made to use it. Each host is launched by the root
+ * socket opener (socket-opener.ts), which opens its VMs' sockets in their namespaces before
+ * becoming the sandbox user. A host cannot take a VM later (an unprivileged process can be handed no further socket), so
  * a VM started on its own (a restart after a DIP change, a crash) gets a host of its own, which costs
  * what a built-in alone costs; a host exits once it serves no VM. A VM's share is an `Instance`:
  * stopping or killing it touches only that VM; only a host that stops answering is killed whole,
@@ -32,6 +34,8 @@ export function builtinPorts(image: string, env: Readonly<Record<string, string>
 
 export interface SharedLaunch {
   key: string;
+  /** The VM's subscription: a host serves one subscription's VMs only. */
+  subscription: string;
   image: string;
   env: Readonly<Record<string, string>>;
   /** The VM's namespace and address, where its sockets are opened. */
@@ -77,15 +81,24 @@ export class SharedHosts {
     const all = this.queued;
     this.queued = [];
     const per = this.opts.perHost ?? VMS_PER_SHARED_HOST;
-    for (let i = 0; i < all.length; i += per) {
-      const members = all.slice(i, i + per);
-      try {
-        new Host(`shared-host-${++this.seq}`, members, this.opts);
-      } catch (e) {
-        for (const m of members) {
-          m.ev.failed((e as Error).message);
-          m.finish(1, null);
-        }
+    const bySubscription = new Map<string, Member[]>();
+    for (const m of all) {
+      const list = bySubscription.get(m.spec.subscription);
+      if (list === undefined) bySubscription.set(m.spec.subscription, [m]);
+      else list.push(m);
+    }
+    for (const list of bySubscription.values()) {
+      for (let i = 0; i < list.length; i += per) this.launchHost(list.slice(i, i + per));
+    }
+  }
+
+  private launchHost(members: Member[]): void {
+    try {
+      new Host(`shared-host-${++this.seq}`, members, this.opts);
+    } catch (e) {
+      for (const m of members) {
+        m.ev.failed((e as Error).message);
+        m.finish(1, null);
       }
     }
   }

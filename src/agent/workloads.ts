@@ -237,8 +237,9 @@ export class WorkloadSupervisor {
         // Where sockets cannot be opened in namespaces (no perl, no known setns), a process each.
         if (spec.launch.kind === 'builtin' && cmd.netns !== undefined && sharedHost && setns && sb.perl) {
           this.shared ??= new SharedHosts({ sandbox: sb, command: sharedHost, setns, perl: sb.perl });
-          const { key, env, dip } = spec;
-          return this.shared.launch({ key, image: spec.launch.image, env, dip, netns: cmd.netns }, ev);
+          const { key, subscription, env, dip } = spec;
+          const image = spec.launch.image;
+          return this.shared.launch({ key, subscription, image, env, dip, netns: cmd.netns }, ev);
         }
         return ownProcess(sb, spec.key, cmd, spec.env, ev);
       },
