@@ -89,6 +89,8 @@ export interface Sandbox {
   nice: string | undefined;
   /** perl, which opens a shared host's sockets in VM namespaces (socket-opener.ts); without it, none. */
   perl: string | undefined;
+  /** This server's hard limit of open files, which a shared host's may reach and not pass. */
+  hardOpenFiles: number;
   /** The PATH workloads get. */
   path: string;
 }
@@ -284,6 +286,7 @@ export async function prepareSandbox(opts: SandboxOptions & { root: string }): P
     limits,
     prlimit: findTool(['/usr/bin/prlimit', '/bin/prlimit']),
     perl: findTool(['/usr/bin/perl', '/bin/perl']),
+    hardOpenFiles: hardOpenFiles(),
     nice: findTool(['/usr/bin/nice', '/bin/nice']),
     path: process.env.PATH ?? DEFAULT_PATH,
   };
@@ -349,7 +352,7 @@ export function launchSharedHost(
   const cwd = join(sb.root, workDirName(name));
   ownDir(cwd, 0o700, sb.user);
   const tools = { prlimit: sb.prlimit, nice: sb.nice, processes: sb.user !== undefined };
-  const limits = sharedHostLimits(sb.limits, vms, hardOpenFiles());
+  const limits = sharedHostLimits(sb.limits, vms, sb.hardOpenFiles);
   // After the launcher, still root: the limits (root may raise the open files past the hard limit
   // this server was given, which the sandbox user could not), then the drop to the sandbox user.
   const dropped = [...dropTo(sb.user), cmd.command, ...cmd.args];
